@@ -1,0 +1,127 @@
+"""The command line: parses argv, sets up logging, maps errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from . import __version__, config
+from .engine import Engine
+from .errors import TrigsyncError
+
+log = logging.getLogger("trigsync")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trigsync", description="Event-triggered, real-time directory replication with rsync."
+    )
+    parser.add_argument("--version", action="version", version=f"trigsync {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="watch a tree and replicate every change to the targets")
+    run.add_argument("source", nargs="?", help="directory to replicate")
+    run.add_argument(
+        "targets",
+        nargs="*",
+        metavar="TARGET",
+        help="rsync://user@host[:port]/module, user@host::module, ssh://user@host/path, "
+        "user@host:/path, or a local directory",
+    )
+    run.add_argument("-c", "--config", help="TOML config file with [[sync]] blocks")
+    run.add_argument("--password-file", help="rsync daemon password file (mode 600)")
+    run.add_argument(
+        "--initial-sync", action="store_true", help="push the whole tree once at start (sersync -r)"
+    )
+    run.add_argument(
+        "--once", action="store_true", help="run the initial sync and exit (for cron and scripts)"
+    )
+    run.add_argument(
+        "--exclude", action="append", default=[], metavar="PATTERN", help="rsync-style exclude"
+    )
+    run.add_argument(
+        "--delay", type=float, default=0.0, help="aggregate changes for this many seconds"
+    )
+    run.add_argument("--state-dir", help="where trigsync keeps its state")
+    run.add_argument("--rsync-path", default="rsync", help="the rsync binary to run")
+    _verbosity(run)
+
+    demo = sub.add_parser("demo", help="replicate a demo tree to a throwaway local rsync daemon")
+    demo.add_argument("--keep", action="store_true", help="keep running until Ctrl-C")
+    _verbosity(demo)
+    return parser
+
+
+def _verbosity(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log detail")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
+    )
+
+
+def _load_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> config.Config:
+    if args.config:
+        if args.source:
+            parser.error("give either --config FILE or SOURCE TARGET..., not both")
+        return config.load(args.config)
+    if not args.source or not args.targets:
+        parser.error("give SOURCE and at least one TARGET, or --config FILE")
+    return config.from_args(
+        args.source,
+        args.targets,
+        password_file=args.password_file,
+        excludes=args.exclude,
+        delay=args.delay,
+        state_dir=args.state_dir,
+        rsync_path=args.rsync_path,
+    )
+
+
+async def _serve(engine: Engine) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await engine.run(stop)
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    cfg = _load_config(args, parser)
+    if args.state_dir and args.config:
+        cfg = config.Config(cfg.syncs, args.state_dir, cfg.origin)
+    engine = Engine(cfg, initial_sync=args.initial_sync)
+    if args.once:
+        ok = asyncio.run(engine.once())
+        return 0 if ok else 5
+    asyncio.run(_serve(engine))
+    log.info("stopped")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args)
+    try:
+        if args.command == "run":
+            return _run(args, parser)
+        if args.command == "demo":
+            from .demo import demo
+
+            return demo(keep=args.keep)
+    except TrigsyncError as exc:
+        log.error("%s", exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    parser.error(f"unknown command {args.command}")
+    return 2

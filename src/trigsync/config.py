@@ -1,0 +1,243 @@
+"""Configuration as frozen plain data, from TOML or from the command line.
+
+Other formats (sersync's confxml.xml) only have to produce the same ``Config``.
+Bad input raises ConfigError with one line naming the file, the key and the fix.
+
+    state_dir = "/var/lib/trigsync"      # optional
+
+    [[sync]]
+    source = "/var/www"
+    excludes = ["*.tmp", ".cache/"]
+    delay = 0                            # seconds of lsyncd-style aggregation
+    initial_sync = false
+    targets = ["rsync://backup@10.0.0.2/www"]   # shorthand, or [[sync.target]] tables:
+
+    [[sync.target]]
+    url = "rsync://backup@10.0.0.3/www"
+    password_file = "/etc/trigsync/www.pass"
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .excludes import Excludes
+from .targets import TargetSpec, kind_of
+
+
+@dataclass(frozen=True, slots=True)
+class SyncConfig:
+    """One source tree and the targets it feeds."""
+
+    source: str
+    targets: tuple[TargetSpec, ...]
+    excludes: tuple[str, ...] = ()
+    delay: float = 0.0
+    initial_sync: bool = False
+    timeout: int = 60
+    contimeout: int = 10
+    rsync_path: str = "rsync"
+    rsync_args: tuple[str, ...] = ()
+    watch_modify: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    syncs: tuple[SyncConfig, ...]
+    state_dir: str = field(default_factory=lambda: default_state_dir())
+    origin: str = "command line"
+
+
+def default_state_dir() -> str:
+    if os.geteuid() == 0:
+        return "/var/lib/trigsync"
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return os.path.join(base, "trigsync")
+
+
+_TOP_KEYS = {"state_dir": str, "sync": list}
+_SYNC_KEYS: dict[str, Any] = {
+    "source": str,
+    "targets": list,
+    "target": list,
+    "excludes": list,
+    "delay": (int, float),
+    "initial_sync": bool,
+    "timeout": int,
+    "contimeout": int,
+    "rsync_path": str,
+    "rsync_args": list,
+    "watch_modify": bool,
+    "password_file": str,
+}
+_TARGET_KEYS: dict[str, Any] = {
+    "url": str,
+    "password_file": str,
+    "identity_file": str,
+    "ssh_options": list,
+    "remote_rsync": str,
+    "max_parallel": int,
+    "rsync_args": list,
+}
+
+
+def load(path: str | Path) -> Config:
+    """Read a TOML config file."""
+    where = str(path)
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: no such config file; check the path given to --config") from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read config file: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: not valid TOML: {exc}") from exc
+    return from_mapping(data, origin=where)
+
+
+def from_mapping(data: Mapping[str, Any], *, origin: str) -> Config:
+    _check_keys(data, _TOP_KEYS, origin, "")
+    blocks = data.get("sync")
+    if not blocks:
+        raise ConfigError(f"{origin}: no [[sync]] block; add one with a source and a target")
+    syncs = tuple(_sync(b, origin, f"sync[{i}]") for i, b in enumerate(blocks))
+    _check_overlap(syncs, origin)
+    state_dir = data.get("state_dir") or default_state_dir()
+    return Config(syncs=syncs, state_dir=state_dir, origin=origin)
+
+
+def from_args(
+    source: str,
+    targets: Sequence[str],
+    *,
+    password_file: str | None = None,
+    excludes: Sequence[str] = (),
+    delay: float = 0.0,
+    initial_sync: bool = False,
+    state_dir: str | None = None,
+    rsync_path: str = "rsync",
+) -> Config:
+    """The ad-hoc ``trigsync run SRC TARGET...`` form."""
+    sync: dict[str, Any] = {
+        "source": source,
+        "targets": list(targets),
+        "excludes": list(excludes),
+        "delay": delay,
+        "initial_sync": initial_sync,
+        "rsync_path": rsync_path,
+    }
+    if password_file:
+        sync["password_file"] = password_file
+    data: dict[str, Any] = {"sync": [sync]}
+    if state_dir:
+        data["state_dir"] = state_dir
+    return from_mapping(data, origin="command line")
+
+
+def _sync(block: Any, origin: str, where: str) -> SyncConfig:
+    if not isinstance(block, Mapping):
+        raise ConfigError(f"{origin}: {where} must be a table; write [[sync]] with keys below it")
+    _check_keys(block, _SYNC_KEYS, origin, where)
+    source = block.get("source")
+    if not source:
+        raise ConfigError(f"{origin}: {where}.source is missing; set it to the directory to replicate")
+    source = os.path.abspath(source)
+    if not os.path.isdir(source):
+        raise ConfigError(f"{origin}: {where}.source {source} is not a directory; create it or fix the path")
+    default_password = block.get("password_file")
+    specs: list[TargetSpec] = []
+    for i, url in enumerate(block.get("targets", [])):
+        specs.append(_target({"url": url}, origin, f"{where}.targets[{i}]", default_password))
+    for i, table in enumerate(block.get("target", [])):
+        specs.append(_target(table, origin, f"{where}.target[{i}]", default_password))
+    if not specs:
+        raise ConfigError(
+            f"{origin}: {where} has no target; add targets = [\"rsync://user@host/module\"]"
+        )
+    excludes = tuple(_strings(block, "excludes", origin, where))
+    Excludes(excludes)  # compile now, so a bad pattern fails at load time
+    delay = float(block.get("delay", 0.0))
+    if delay < 0:
+        raise ConfigError(f"{origin}: {where}.delay is {delay}; use 0 or a positive number of seconds")
+    for key in ("timeout", "contimeout"):
+        if key in block and block[key] <= 0:
+            raise ConfigError(f"{origin}: {where}.{key} must be a positive number of seconds")
+    return SyncConfig(
+        source=source,
+        targets=tuple(specs),
+        excludes=excludes,
+        delay=delay,
+        initial_sync=bool(block.get("initial_sync", False)),
+        timeout=int(block.get("timeout", 60)),
+        contimeout=int(block.get("contimeout", 10)),
+        rsync_path=str(block.get("rsync_path", "rsync")),
+        rsync_args=tuple(_strings(block, "rsync_args", origin, where)),
+        watch_modify=bool(block.get("watch_modify", False)),
+    )
+
+
+def _target(table: Any, origin: str, where: str, default_password: str | None) -> TargetSpec:
+    if isinstance(table, str):
+        table = {"url": table}
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{origin}: {where} must be a URL string or a table with url = ...")
+    _check_keys(table, _TARGET_KEYS, origin, where)
+    url = table.get("url")
+    if not url:
+        raise ConfigError(f"{origin}: {where}.url is missing; e.g. url = \"rsync://user@host/module\"")
+    spec = TargetSpec(
+        url=url,
+        password_file=table.get("password_file", default_password),
+        identity_file=table.get("identity_file"),
+        ssh_options=tuple(_strings(table, "ssh_options", origin, where)),
+        remote_rsync=table.get("remote_rsync"),
+        max_parallel=int(table.get("max_parallel", 1)),
+        extra_rsync_args=tuple(_strings(table, "rsync_args", origin, where)),
+    )
+    if spec.max_parallel < 1:
+        raise ConfigError(f"{origin}: {where}.max_parallel must be 1 or more")
+    try:
+        kind_of(url)(spec, state_dir=Path("/nonexistent"))  # parse the URL now
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {where}.url: {exc}") from None
+    return spec
+
+
+def _check_keys(table: Mapping[str, Any], allowed: Mapping[str, Any], origin: str, where: str) -> None:
+    prefix = f"{where}." if where else ""
+    for key, value in table.items():
+        if key not in allowed:
+            close = difflib.get_close_matches(key, list(allowed), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(allowed)}"
+            raise ConfigError(f"{origin}: unknown key {prefix}{key}; {hint}")
+        expected = allowed[key]
+        if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
+            names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
+            raise ConfigError(f"{origin}: {prefix}{key} must be of type {names}, not {type(value).__name__}")
+
+
+def _strings(table: Mapping[str, Any], key: str, origin: str, where: str) -> list[str]:
+    values = table.get(key, [])
+    if not all(isinstance(v, str) for v in values):
+        raise ConfigError(f"{origin}: {where}.{key} must be a list of strings")
+    return list(values)
+
+
+def _check_overlap(syncs: Sequence[SyncConfig], origin: str) -> None:
+    for sync in syncs:
+        for spec in sync.targets:
+            if spec.url.startswith("/") or spec.url.startswith("file://"):
+                dest = os.path.abspath(spec.url.removeprefix("file://"))
+                if dest == sync.source or dest.startswith(sync.source.rstrip("/") + "/"):
+                    raise ConfigError(
+                        f"{origin}: target {dest} lies inside source {sync.source}; "
+                        "that would replicate forever: choose a directory outside it"
+                    )

@@ -1,0 +1,210 @@
+"""One worker per target: it batches pending changes, runs rsync, retries with backoff.
+
+There is no fixed delay by default: an idle target gets a change at once, and while a
+batch is in flight the next changes accumulate into the next batch. A target that
+fails keeps its pending set and retries forever; it never holds back other targets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from . import rsync
+from .changes import Batch, PendingSet
+from .errors import PermanentSyncError, SyncError
+from .targets import Target
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """How a worker paces itself."""
+
+    delay: float = 0.0  # lsyncd-style aggregation: wait this long after the first change
+    backoff_min: float = 0.2
+    backoff_max: float = 30.0
+    permanent_retry: float = 60.0  # auth or module errors: retry slowly, report loudly
+
+
+class TargetStatus(NamedTuple):
+    """An immutable snapshot of one target's state."""
+
+    target: str
+    state: str  # idle | syncing | backoff | failing | stopped
+    pending: int
+    full_pending: bool
+    in_flight: int
+    lag: float  # seconds since the oldest change not yet confirmed by the target
+    last_error: str | None
+    last_success: float | None  # wall-clock time
+    batches: int
+    paths_sent: int
+    failures: int
+
+
+class Dispatcher:
+    """Feeds one target from its own pending set."""
+
+    def __init__(
+        self,
+        source: bytes,
+        target: Target,
+        options: rsync.Options,
+        settings: Settings = Settings(),
+    ) -> None:
+        self.source = source
+        self.target = target
+        self.options = options
+        self.settings = settings
+        self.pending = PendingSet()
+        self._transport = target.transport()
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._closed = asyncio.Event()
+        self._state = "idle"
+        self._since: float | None = None  # monotonic time of the oldest unsent change
+        self._in_flight: Batch | None = None
+        self._in_flight_since: float | None = None
+        self._last_error: str | None = None
+        self._last_success: float | None = None
+        self._batches = 0
+        self._paths = 0
+        self._failures = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def submit(self, batch: Batch) -> None:
+        """Queue newer changes; the worker sends them as soon as it is free."""
+        if not batch:
+            return
+        if self._since is None:
+            self._since = time.monotonic()
+        self.pending.extend(batch)
+        if not self.pending and self._in_flight is None:
+            self._since = None  # e.g. created and deleted again before it was sent
+            return
+        self._idle.clear()
+        self._wake.set()
+
+    def close(self) -> None:
+        """Ask the worker to send what is pending once more and stop."""
+        self._closing = True
+        self._closed.set()
+        self._wake.set()
+
+    async def wait_idle(self) -> None:
+        """Wait until nothing is pending or in flight."""
+        await self._idle.wait()
+
+    def status(self) -> TargetStatus:
+        now = time.monotonic()
+        oldest = min((t for t in (self._since, self._in_flight_since) if t is not None), default=None)
+        flight = self._in_flight
+        return TargetStatus(
+            target=self.target.name,
+            state=self._state,
+            pending=len(self.pending),
+            full_pending=self.pending.full,
+            in_flight=0 if flight is None else (len(flight.changes) or 1),
+            lag=0.0 if oldest is None else now - oldest,
+            last_error=self._last_error,
+            last_success=self._last_success,
+            batches=self._batches,
+            paths_sent=self._paths,
+            failures=self._failures,
+        )
+
+    async def run(self) -> None:
+        """The worker loop; returns after close() once the pending set was tried a last time."""
+        backoff = self.settings.backoff_min
+        while True:
+            if not self.pending:
+                self._mark_idle()
+                if self._closing:
+                    self._state = "stopped"
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if self.settings.delay and not self._closing and self._since is not None:
+                wait = self._since + self.settings.delay - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            try:
+                await self._send_pending()
+            except SyncError as exc:
+                self._failures += 1
+                self._last_error = str(exc)
+                if self._closing:
+                    log.error("%s; %d paths stay unsent at shutdown", exc, len(self.pending))
+                    self._state = "stopped"
+                    return
+                if isinstance(exc, PermanentSyncError):
+                    self._state = "failing"
+                    pause = self.settings.permanent_retry
+                    log.error("%s; retrying in %.0f s", exc, pause)
+                else:
+                    self._state = "backoff"
+                    pause = backoff * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not crypto
+                    backoff = min(backoff * 2, self.settings.backoff_max)
+                    log.warning("%s; retrying in %.1f s", exc, pause)
+                await self._sleep_unless_closing(pause)
+            else:
+                backoff = self.settings.backoff_min
+
+    async def _sleep_unless_closing(self, seconds: float) -> None:
+        # A change arriving during backoff must not cut it short; only close() does.
+        try:
+            await asyncio.wait_for(self._closed.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    async def _send_pending(self) -> None:
+        batch = self.pending.take()
+        self._in_flight, self._in_flight_since = batch, self._since
+        self._since = None
+        self._state = "syncing"
+        try:
+            result = await self._run(batch)
+            rsync.raise_for(result, f"target {self.target.name}")
+        except BaseException:
+            self.pending.restore(batch)
+            if self._in_flight_since is not None:
+                self._since = self._in_flight_since
+            raise
+        finally:
+            self._in_flight = self._in_flight_since = None
+        self._batches += 1
+        self._paths += len(batch.changes)
+        self._last_success = time.time()
+        self._last_error = None
+        self._state = "idle"
+        if batch.full:
+            log.info("%s: full sync done in %.3f s", self.target.name, result.seconds)
+        else:
+            log.info(
+                "%s: sent %d paths in %.3f s", self.target.name, len(batch.changes), result.seconds
+            )
+
+    async def _run(self, batch: Batch) -> rsync.Result:
+        transport = self._transport
+        if batch.full:
+            argv = rsync.full_argv(self.source, self.options, transport)
+            return await rsync.run(argv, env=transport.env)
+        argv = rsync.batch_argv(self.source, self.options, transport)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s: paths %r", self.target.name, batch.paths)
+        return await rsync.run(argv, stdin=rsync.path_list(batch.paths), env=transport.env)
+
+    def _mark_idle(self) -> None:
+        if self._in_flight is None and not self.pending:
+            self._since = None
+            self._idle.set()
+            if self._state not in ("failing", "stopped"):
+                self._state = "idle"

@@ -1,0 +1,212 @@
+"""Running the real rsync binary: argv lists, NUL-separated path lists, one exit-code table.
+
+No shell is ever involved: argv is a list, and the changed paths travel on stdin as
+``--files-from=- --from0``, so a file named ``$(rm -rf /)`` is only ever a name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import os
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from .errors import PermanentSyncError, SetupError, SyncError, TransientSyncError
+
+log = logging.getLogger(__name__)
+
+Arg = str | bytes
+
+
+class Outcome(enum.Enum):
+    OK = "ok"
+    RETRY = "retry"
+    FATAL = "fatal"
+
+
+# rsync(1) EXIT VALUES, sorted by what a replicator should do about them.
+EXIT_CODES: dict[int, tuple[Outcome, str]] = {
+    0: (Outcome.OK, "success"),
+    1: (Outcome.FATAL, "syntax or usage error"),
+    2: (Outcome.FATAL, "protocol incompatibility"),
+    3: (Outcome.FATAL, "errors selecting input/output files or dirs"),
+    4: (Outcome.FATAL, "requested action not supported"),
+    5: (Outcome.FATAL, "error starting client-server protocol (auth or module)"),
+    6: (Outcome.RETRY, "daemon unable to append to log file"),
+    10: (Outcome.RETRY, "error in socket I/O (connection refused or reset)"),
+    11: (Outcome.RETRY, "error in file I/O (receiver disk full?)"),
+    12: (Outcome.RETRY, "error in rsync protocol data stream (peer died)"),
+    13: (Outcome.RETRY, "errors with program diagnostics"),
+    14: (Outcome.RETRY, "error in IPC code"),
+    20: (Outcome.RETRY, "received SIGUSR1 or SIGINT"),
+    21: (Outcome.RETRY, "some error returned by waitpid()"),
+    22: (Outcome.RETRY, "error allocating core memory buffers"),
+    23: (Outcome.RETRY, "partial transfer due to error"),
+    24: (Outcome.OK, "some source files vanished before they could be transferred"),
+    25: (Outcome.FATAL, "the --max-delete limit stopped deletions"),
+    30: (Outcome.RETRY, "timeout in data send/receive"),
+    35: (Outcome.RETRY, "timeout waiting for daemon connection"),
+    255: (Outcome.RETRY, "ssh connection failed"),
+}
+
+_BUSY = re.compile(rb"max connections \(\d+\) reached")
+
+
+def classify(code: int, stderr: bytes = b"") -> Outcome:
+    """What to do about an rsync exit status. Unknown codes retry: one target never kills us."""
+    if code == 5 and _BUSY.search(stderr):
+        return Outcome.RETRY
+    if code < 0:  # killed by a signal, e.g. our own watchdog
+        return Outcome.RETRY
+    return EXIT_CODES.get(code, (Outcome.RETRY, "unknown exit code"))[0]
+
+
+def describe(code: int) -> str:
+    if code < 0:
+        return f"killed by signal {-code}"
+    return EXIT_CODES.get(code, (Outcome.RETRY, "unknown exit code"))[1]
+
+
+@dataclass(frozen=True, slots=True)
+class Transport:
+    """How one target is reached: its rsync destination, options and environment."""
+
+    destination: str  # e.g. rsync://user@host:873/module/dir/ or /backup/www/
+    options: tuple[str, ...] = ()
+    env: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """rsync settings shared by every run of one target."""
+
+    rsync_path: str = "rsync"
+    timeout: int = 60
+    excludes: tuple[str, ...] = ()
+    extra: tuple[str, ...] = ()
+
+
+def _common(opts: Options, transport: Transport) -> list[Arg]:
+    argv: list[Arg] = [opts.rsync_path, "-a", f"--timeout={opts.timeout}"]
+    argv += transport.options
+    argv += [f"--exclude={p}" for p in opts.excludes]
+    argv += opts.extra
+    return argv
+
+
+def batch_argv(source: bytes, opts: Options, transport: Transport) -> list[Arg]:
+    """argv for sending a list of paths: present ones are copied, missing ones deleted."""
+    return [
+        *_common(opts, transport),
+        "--files-from=-",
+        "--from0",
+        "--delete-missing-args",
+        "--force",
+        _as_dir(source),
+        transport.destination,
+    ]
+
+
+def full_argv(source: bytes, opts: Options, transport: Transport) -> list[Arg]:
+    """argv for reconciling the whole tree: only differences travel, extras are deleted."""
+    return [*_common(opts, transport), "--delete", "--force", _as_dir(source), transport.destination]
+
+
+def _as_dir(path: bytes) -> bytes:
+    return path if path.endswith(b"/") else path + b"/"
+
+
+def path_list(paths: Iterable[bytes]) -> bytes:
+    """The NUL-separated list rsync reads with ``--files-from=- --from0``."""
+    return b"".join(p + b"\0" for p in paths)
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    code: int
+    stderr: bytes
+    seconds: float
+
+    @property
+    def outcome(self) -> Outcome:
+        return classify(self.code, self.stderr)
+
+
+def check_binary(rsync_path: str) -> None:
+    """Fail early, with the fix, when the rsync binary is missing."""
+    from shutil import which
+
+    if which(rsync_path) is None:
+        raise SetupError(
+            f"rsync binary {rsync_path!r} not found; install it (apt-get install rsync) "
+            "or set rsync_path"
+        )
+
+
+async def run(
+    argv: Sequence[Arg],
+    *,
+    stdin: bytes | None = None,
+    env: Mapping[str, str] | None = None,
+    watchdog: float | None = None,
+) -> Result:
+    """Run rsync once and wait for it; a watchdog kills a child that outlives its deadline."""
+    log.debug("rsync argv: %r", argv)
+    started = time.monotonic()
+    child_env = None if env is None else {**os.environ, **env}
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env=child_env,
+        )
+    except OSError as exc:
+        raise SetupError(f"cannot run {argv[0]!r}: {exc.strerror}; check rsync_path") from exc
+    try:
+        _, stderr = await asyncio.wait_for(proc.communicate(stdin), timeout=watchdog)
+    except TimeoutError:
+        await stop(proc)
+        stderr = b"trigsync: rsync killed by the watchdog after %d s\n" % (watchdog or 0)
+    except asyncio.CancelledError:
+        await stop(proc)
+        raise
+    code = proc.returncode if proc.returncode is not None else -9
+    return Result(code, stderr, time.monotonic() - started)
+
+
+async def stop(proc: asyncio.subprocess.Process, grace: float = 5.0) -> None:
+    """Terminate, wait, then kill."""
+    if proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), timeout=grace)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+
+
+def raise_for(result: Result, where: str) -> None:
+    """Turn a failed run into the matching SyncError."""
+    outcome = result.outcome
+    if outcome is Outcome.OK:
+        return
+    last = _last_line(result.stderr)
+    message = f"{where}: rsync exit {result.code} ({describe(result.code)}): {last}"
+    cls: type[SyncError] = TransientSyncError if outcome is Outcome.RETRY else PermanentSyncError
+    raise cls(message, code=result.code)
+
+
+def _last_line(stderr: bytes) -> str:
+    lines = [ln for ln in stderr.decode("utf-8", "backslashreplace").splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error" in ln.lower() or "failed" in ln.lower()]
+    return (errors or lines or ["(no message)"])[-1].strip()

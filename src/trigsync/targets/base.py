@@ -1,0 +1,61 @@
+"""The Target family: one base, one module per kind, each built from a URL."""
+
+from __future__ import annotations
+
+import abc
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from ..rsync import Transport
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSpec:
+    """A target as configured: plain data, turned into a Target by ``targets.build``."""
+
+    url: str
+    password_file: str | None = None
+    identity_file: str | None = None
+    ssh_options: tuple[str, ...] = ()
+    remote_rsync: str | None = None
+    max_parallel: int = 1
+    extra_rsync_args: tuple[str, ...] = field(default=())
+
+
+class Target(abc.ABC):
+    """Where one replica lives, and how rsync reaches it."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, spec: TargetSpec, *, state_dir: Path, contimeout: int = 10) -> None:
+        self.spec = spec
+        self.state_dir = state_dir
+        self.contimeout = contimeout
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+    @property
+    def name(self) -> str:
+        """How the target is shown in logs and status: its URL, which never holds a secret."""
+        return self.spec.url
+
+    @abc.abstractmethod
+    def transport(self) -> Transport:
+        """Destination, options and environment for every rsync run to this target."""
+
+    def check(self) -> None:  # noqa: B027 - most targets need no pre-flight check
+        """Raise SetupError or ConfigError if the target cannot work as configured."""
+
+    def close(self) -> None:  # noqa: B027 - most targets hold nothing open
+        """Release anything held open for this target (connections, sockets)."""
+
+
+def require_absolute(path: str, url: str) -> str:
+    from ..errors import ConfigError
+
+    if not path.startswith("/"):
+        raise ConfigError(f"target {url!r}: path {path!r} must be absolute, e.g. /var/www")
+    return os.path.normpath(path) + "/"

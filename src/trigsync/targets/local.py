@@ -1,0 +1,30 @@
+"""A local directory (a backup disk, an NFS mount): a plain path or ``file:///path``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import SetupError
+from ..rsync import Transport
+from .base import Target, TargetSpec, require_absolute
+
+
+class LocalTarget(Target):
+    kind = "local"
+
+    def __init__(self, spec: TargetSpec, *, state_dir: Path, contimeout: int = 10) -> None:
+        super().__init__(spec, state_dir=state_dir, contimeout=contimeout)
+        path = spec.url.removeprefix("file://")
+        self.path = require_absolute(os.path.abspath(path) if not path.startswith("/") else path, spec.url)
+
+    def check(self) -> None:
+        parent = os.path.dirname(self.path.rstrip("/")) or "/"
+        if not os.path.isdir(self.path) and not os.path.isdir(parent):
+            raise SetupError(
+                f"target {self.spec.url}: neither {self.path} nor its parent {parent} exists; "
+                f"create it with: mkdir -p {self.path}"
+            )
+
+    def transport(self) -> Transport:
+        return Transport(self.path, tuple(self.spec.extra_rsync_args))

@@ -1,0 +1,102 @@
+"""rsync daemon modules: ``rsync://user@host[:port]/module[/dir]`` or ``user@host::module[/dir]``."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError, SetupError
+from ..rsync import Transport
+from .base import Target, TargetSpec
+
+_URL = re.compile(r"rsync://(?:(?P<user>[^@/]+)@)?(?P<host>\[[^\]]+\]|[^:/]+)(?::(?P<port>\d+))?/(?P<path>.*)")
+_DCOLON = re.compile(r"(?:(?P<user>[^@/:]+)@)?(?P<host>[^:/]+)::(?P<path>.*)")
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonAddress:
+    user: str | None
+    host: str
+    port: int
+    module: str
+    subdir: str
+
+    @property
+    def destination(self) -> str:
+        user = f"{self.user}@" if self.user else ""
+        sub = f"{self.subdir}/" if self.subdir else ""
+        return f"rsync://{user}{self.host}:{self.port}/{self.module}/{sub}"
+
+
+def parse(url: str) -> DaemonAddress:
+    """Parse either daemon syntax. After ``::`` comes the module, never a user."""
+    m = _URL.fullmatch(url) or _DCOLON.fullmatch(url)
+    if m is None:
+        raise ConfigError(
+            f"target {url!r} is not an rsync daemon URL; write rsync://user@host[:port]/module "
+            "or user@host::module"
+        )
+    module, _, subdir = m["path"].strip("/").partition("/")
+    if not module:
+        raise ConfigError(
+            f"target {url!r} names no module; the module follows the host, "
+            "as in rsync://user@host/www or user@host::www"
+        )
+    port = int(m.groupdict().get("port") or 873)
+    if not 0 < port < 65536:
+        raise ConfigError(f"target {url!r}: port {port} is out of range 1-65535")
+    return DaemonAddress(m["user"], m["host"], port, module, subdir.strip("/"))
+
+
+def check_password_file(path: str, url: str) -> None:
+    """The checks rsync makes, done before the first run so the error says what to fix."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise SetupError(
+            f"target {url}: password file {path} does not exist; create it with the module's "
+            f"password and run: chmod 600 {path}"
+        ) from None
+    except OSError as exc:
+        raise SetupError(f"target {url}: cannot read password file {path}: {exc.strerror}") from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise SetupError(f"target {url}: password file {path} is not a regular file")
+    if st.st_mode & 0o006:
+        raise SetupError(
+            f"target {url}: password file {path} is readable by others and rsync refuses it; "
+            f"run: chmod 600 {path}"
+        )
+    if os.geteuid() == 0 and st.st_uid != 0:
+        raise SetupError(
+            f"target {url}: password file {path} must be owned by root when running as root; "
+            f"run: chown root {path}"
+        )
+    if not os.access(path, os.R_OK):
+        raise SetupError(f"target {url}: password file {path} is not readable by this user")
+
+
+class DaemonTarget(Target):
+    kind = "rsyncd"
+
+    def __init__(self, spec: TargetSpec, *, state_dir: Path, contimeout: int = 10) -> None:
+        super().__init__(spec, state_dir=state_dir, contimeout=contimeout)
+        self.address = parse(spec.url)
+
+    def check(self) -> None:
+        if self.spec.password_file:
+            check_password_file(self.spec.password_file, self.spec.url)
+        elif self.address.user and not os.environ.get("RSYNC_PASSWORD"):
+            raise ConfigError(
+                f"target {self.spec.url} logs in as {self.address.user!r} but has no password; "
+                "give --password-file FILE (mode 600) or password_file in the config"
+            )
+
+    def transport(self) -> Transport:
+        options = [f"--contimeout={self.contimeout}", "--sockopts=TCP_NODELAY"]
+        if self.spec.password_file:
+            options.append(f"--password-file={self.spec.password_file}")
+        options += self.spec.extra_rsync_args
+        return Transport(self.address.destination, tuple(options))

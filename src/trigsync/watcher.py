@@ -1,0 +1,437 @@
+"""Recursive inotify watching of one source tree, as an async iterator of change batches.
+
+New and moved-in directories are scanned whole, because files can land in them before
+their watch exists. Moves are paired by cookie; a directory that leaves the tree has its
+watches removed, so nothing below it is reported afterwards. A queue overflow re-walks
+the tree and asks for a full sync, the only safe answer to lost events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import stat
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from . import inotify as ino
+from .changes import Batch, Change, Kind
+from .errors import WatchError, WatchLimitError
+from .excludes import Excludes
+from .watchtree import Node, WatchTree
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 256 * 1024
+# Bounds one wake-up under a storm, so batches keep flowing while the kernel keeps writing.
+MAX_READS_PER_WAKEUP = 64
+MAX_FRESH = 65536
+
+BASE_MASK = (
+    ino.IN_CREATE
+    | ino.IN_CLOSE_WRITE
+    | ino.IN_ATTRIB
+    | ino.IN_DELETE
+    | ino.IN_MOVED_FROM
+    | ino.IN_MOVED_TO
+    | ino.IN_DELETE_SELF
+    | ino.IN_MOVE_SELF
+    | ino.IN_DONT_FOLLOW
+    | ino.IN_EXCL_UNLINK
+    | ino.IN_ONLYDIR
+)
+
+WATCH_LIMIT_ADVICE = (
+    "inotify watch limit reached: fs.inotify.max_user_watches is %s but %s needs about %d "
+    "watches; raise it with: sysctl -w fs.inotify.max_user_watches=%d (persist it in "
+    "/etc/sysctl.d/)"
+)
+
+_VANISHED = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
+_NO_EXCLUDES = Excludes()
+
+
+class WatcherStatistics(NamedTuple):
+    watches: int
+    events_read: int
+    overflows: int
+
+
+@dataclass(slots=True)
+class _Move:
+    """A MOVED_FROM waiting for its MOVED_TO."""
+
+    path: bytes
+    node: Node | None  # the directory's node, if it was one we watched
+    excluded: bool
+    deadline: float
+
+
+class Watcher:
+    """Watches ``root`` (an absolute path, as bytes) and everything below it."""
+
+    def __init__(
+        self,
+        root: bytes,
+        *,
+        excludes: Excludes = _NO_EXCLUDES,
+        move_timeout: float = 0.05,
+        watch_modify: bool = False,
+    ) -> None:
+        self.root = root.rstrip(b"/") or b"/"
+        self._prefix = self.root if self.root == b"/" else self.root + b"/"
+        self._excludes = excludes
+        self._move_timeout = move_timeout
+        self._mask = BASE_MASK | (ino.IN_MODIFY if watch_modify else 0)
+        self._fd = -1
+        self._tree = WatchTree()
+        self._fresh: set[tuple[int, bytes]] = set()  # (parent wd, name) of empty new files
+        self._moves: dict[int, _Move] = {}  # by cookie, oldest first
+        self._out: list[Change] = []
+        self._full = False
+        self._rewalk = False
+        self._events_read = 0
+        self._overflows = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._now = 0.0  # loop time at the start of the current wake-up
+
+    @property
+    def watch_count(self) -> int:
+        return len(self._tree)
+
+    def statistics(self) -> WatcherStatistics:
+        return WatcherStatistics(len(self._tree), self._events_read, self._overflows)
+
+    def start(self) -> None:
+        """Create the inotify instance and watch every directory of the tree."""
+        if self._fd >= 0:
+            return
+        self._fd = ino.init()
+        try:
+            try:
+                wd = ino.add_watch(self._fd, self.root, self._mask)
+            except ino.NoWatchSpaceError:
+                top = None
+            except OSError as exc:
+                raise WatchError(
+                    f"cannot watch source directory {os.fsdecode(self.root)}: {exc.strerror}; "
+                    "check that it exists, is a directory and is readable"
+                ) from exc
+            else:
+                top = self._tree.set_root(wd)
+            dirs, nospace = self._scan(top, b"", None)
+            if top is None or nospace:
+                needed = dirs + 1
+                raise WatchLimitError(WATCH_LIMIT_ADVICE % self._advice_args(needed))
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Stop watching; a running batches() iterator ends."""
+        self._cancel_timer()
+        if self._fd >= 0:
+            if self._loop is not None:
+                self._loop.remove_reader(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+        self._tree.clear()
+        self._fresh.clear()
+        self._moves.clear()
+        if self._wake is not None:
+            self._wake.set()
+
+    async def batches(self) -> AsyncIterator[Batch]:
+        """One batch per wake-up of the inotify fd (or of a move timeout), never empty."""
+        self.start()
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+        fd = self._fd
+        self._loop, self._wake = loop, wake
+        loop.add_reader(fd, wake.set)
+        wake.set()  # events may have queued before we were iterated
+        try:
+            while True:
+                await wake.wait()
+                wake.clear()
+                if self._fd < 0:
+                    return
+                batch = self._collect(loop)
+                if batch:
+                    yield batch
+        finally:
+            self._cancel_timer()
+            if self._fd == fd:
+                loop.remove_reader(fd)
+            self._loop = self._wake = None
+
+    # -- one wake-up ---------------------------------------------------------------------
+
+    def _collect(self, loop: asyncio.AbstractEventLoop) -> Batch:
+        self._now = loop.time()
+        for _ in range(MAX_READS_PER_WAKEUP):
+            try:
+                data = os.read(self._fd, READ_SIZE)
+            except BlockingIOError:
+                break
+            events = ino.parse_events(data)
+            self._events_read += len(events)
+            for wd, mask, cookie, name in events:
+                self._handle(wd, mask, cookie, name)
+            if not data:
+                break
+        else:
+            loop.call_soon(self._wake_up)
+        if self._rewalk:
+            self._rewalk_tree()
+        now = loop.time()
+        while self._moves:
+            cookie, move = next(iter(self._moves.items()))
+            if move.deadline > now:
+                break
+            del self._moves[cookie]
+            self._moved_out(move)
+        self._cancel_timer()
+        if self._moves:
+            first = next(iter(self._moves.values()))
+            self._timer = loop.call_at(first.deadline, self._wake_up)
+        batch = Batch(tuple(self._out), self._full)
+        self._out = []
+        self._full = False
+        return batch
+
+    def _wake_up(self) -> None:
+        self._timer = None
+        if self._wake is not None:
+            self._wake.set()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    # -- events --------------------------------------------------------------------------
+
+    def _handle(self, wd: int, mask: int, cookie: int, name: bytes) -> None:
+        if mask & ino.IN_Q_OVERFLOW:
+            self._overflows += 1
+            self._full = self._rewalk = True
+            return
+        node = self._tree.get(wd)
+        if node is None:
+            return
+        if not name:
+            self._handle_self(node, mask)
+            return
+        base = self._tree.path(node)
+        if base is not None:
+            self._handle_named(node, name, base + b"/" + name if base else name, mask, cookie)
+
+    def _handle_named(self, node: Node, name: bytes, path: bytes, mask: int, cookie: int) -> None:
+        is_dir = bool(mask & ino.IN_ISDIR)
+        if mask & ino.IN_MOVED_FROM:
+            self._moved_from(node, name, path, is_dir, cookie)
+        elif mask & ino.IN_MOVED_TO:
+            self._moved_to(node, name, path, is_dir, cookie)
+        elif self._excludes.excludes(path, is_dir=is_dir):
+            pass
+        elif mask & ino.IN_CREATE:
+            if is_dir:
+                self._add_tree(node, name, path)
+            else:
+                self._created_file(node, name, path)
+        elif mask & (ino.IN_CLOSE_WRITE | ino.IN_MODIFY | ino.IN_ATTRIB):
+            # A fresh file's first sign of content or metadata is its creation; later
+            # events say it changed again, which merges into CREATED.
+            key = (node.wd, name)
+            if key in self._fresh:
+                self._fresh.discard(key)
+                self._out.append(Change(path, Kind.CREATED))
+            else:
+                self._out.append(Change(path, Kind.CHANGED))
+        elif mask & ino.IN_DELETE:
+            self._fresh.discard((node.wd, name))
+            self._out.append(Change(path, Kind.DELETED))
+
+    def _handle_self(self, node: Node, mask: int) -> None:
+        if node is self._tree.root and mask & (
+            ino.IN_DELETE_SELF | ino.IN_MOVE_SELF | ino.IN_IGNORED
+        ):
+            raise WatchError(
+                f"source directory {os.fsdecode(self.root)} was deleted or moved away; "
+                "recreate it and restart trigsync"
+            )
+        if mask & (ino.IN_DELETE_SELF | ino.IN_IGNORED):
+            self._tree.drop(node.wd)
+        elif mask & ino.IN_UNMOUNT:
+            self._full = self._rewalk = True
+        elif mask & ino.IN_ATTRIB and node is self._tree.root:
+            self._out.append(Change(b".", Kind.CHANGED))
+
+    def _created_file(self, parent: Node, name: bytes, path: bytes) -> None:
+        try:
+            st = os.lstat(self._prefix + path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.warning("cannot stat new file %r: %s", path, exc.strerror)
+        else:
+            if stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and st.st_size == 0:
+                # Still being written: its IN_CLOSE_WRITE reports it, once, as CREATED.
+                if len(self._fresh) >= MAX_FRESH:
+                    self._fresh.clear()
+                self._fresh.add((parent.wd, name))
+                return
+        self._out.append(Change(path, Kind.CREATED))
+
+    def _moved_from(
+        self, parent: Node, name: bytes, path: bytes, is_dir: bool, cookie: int
+    ) -> None:
+        self._fresh.discard((parent.wd, name))
+        node = parent.children.get(name) if is_dir else None
+        if node is not None:
+            node.moving = True
+        excluded = self._excludes.excludes(path, is_dir=is_dir)
+        self._moves[cookie] = _Move(path, node, excluded, self._now + self._move_timeout)
+
+    def _moved_to(self, parent: Node, name: bytes, path: bytes, is_dir: bool, cookie: int) -> None:
+        src = self._moves.pop(cookie, None)
+        if src is not None and src.node is not None:
+            src.node.moving = False
+        if self._excludes.excludes(path, is_dir=is_dir):
+            if src is not None:
+                self._moved_out(src)  # into an excluded place: as good as gone
+            return
+        if src is not None and not src.excluded:
+            self._out.append(Change(src.path, Kind.DELETED))
+            if src.node is not None:
+                self._tree.move(src.node, parent, name)
+        if is_dir:
+            self._add_tree(parent, name, path)
+        else:
+            self._out.append(Change(path, Kind.CREATED))
+
+    def _moved_out(self, move: _Move) -> None:
+        if move.node is not None:
+            move.node.moving = False
+            wds = self._tree.detach(move.node)
+            for wd in wds:
+                self._remove_watch(wd)
+            if self._fresh:
+                gone = set(wds)
+                self._fresh = {k for k in self._fresh if k[0] not in gone}
+        if not move.excluded:
+            self._out.append(Change(move.path, Kind.DELETED))
+
+    def _remove_watch(self, wd: int) -> None:
+        # EINVAL means the kernel already dropped it (deleted or unmounted).
+        with contextlib.suppress(OSError):
+            ino.rm_watch(self._fd, wd)
+
+    # -- watching and scanning -----------------------------------------------------------
+
+    def _add_tree(self, parent: Node, name: bytes, path: bytes) -> None:
+        """Watch a new directory first, then report it and everything below it as CREATED."""
+        self._out.append(Change(path, Kind.CREATED))
+        nospace = 0
+        try:
+            node = self._watch(parent, name, path)
+        except ino.NoWatchSpaceError:
+            node, nospace = None, 1
+        _, more = self._scan(node, path, self._out)
+        if nospace or more:
+            log.error(WATCH_LIMIT_ADVICE, *self._advice_args(len(self._tree) + nospace + more))
+
+    def _rewalk_tree(self) -> None:
+        """After lost events: watch what is missing, forget what is gone, drop stale state."""
+        self._rewalk = False
+        for move in self._moves.values():
+            if move.node is not None:
+                move.node.moving = False
+        self._moves.clear()
+        self._fresh.clear()
+        root = self._tree.root
+        if root is None:
+            return
+        seen = {root.wd}
+        _, nospace = self._scan(root, b"", None, seen)
+        for wd in [wd for wd in self._tree.wds() if wd not in seen]:
+            self._tree.drop(wd)
+            self._remove_watch(wd)
+        if nospace:
+            log.error(WATCH_LIMIT_ADVICE, *self._advice_args(len(self._tree) + nospace))
+
+    def _watch(self, parent: Node, name: bytes, path: bytes) -> Node | None:
+        """Watch ``path``; None if it vanished or cannot be watched."""
+        try:
+            wd = ino.add_watch(self._fd, self._prefix + path, self._mask)
+        except ino.NoWatchSpaceError:
+            raise
+        except OSError as exc:
+            if exc.errno not in _VANISHED:
+                log.warning("cannot watch directory %r: %s", path, exc.strerror)
+            return None
+        return self._tree.attach(wd, parent, name)
+
+    def _scan(
+        self,
+        top: Node | None,
+        top_path: bytes,
+        out: list[Change] | None,
+        seen: set[int] | None = None,
+    ) -> tuple[int, int]:
+        """Watch every directory below ``top``, reporting entries as CREATED into ``out``.
+
+        Returns (directories found, directories left unwatched for lack of watches).
+        Below a directory that has no watch, entries are still listed but not watched.
+        """
+        dirs = nospace = 0
+        excludes = self._excludes
+        stack: list[tuple[Node | None, bytes]] = [(top, top_path)]
+        while stack:
+            node, base = stack.pop()
+            try:
+                with os.scandir(self._prefix + base if base else self.root) as it:
+                    entries = list(it)
+            except OSError as exc:
+                if exc.errno not in _VANISHED:
+                    log.warning("cannot list directory %r: %s", base or b".", exc.strerror)
+                continue
+            for entry in entries:
+                name = entry.name
+                path = base + b"/" + name if base else name
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                except OSError:
+                    continue
+                if excludes and excludes.excludes(path, is_dir=is_dir):
+                    continue
+                if out is not None:
+                    out.append(Change(path, Kind.CREATED))
+                if not is_dir:
+                    continue
+                dirs += 1
+                child = None
+                if node is not None:
+                    try:
+                        child = self._watch(node, name, path)
+                    except ino.NoWatchSpaceError:
+                        nospace += 1
+                    else:
+                        if child is None:
+                            continue
+                        if seen is not None:
+                            seen.add(child.wd)
+                stack.append((child, path))
+        return dirs, nospace
+
+    def _advice_args(self, needed: int) -> tuple[object, ...]:
+        current = ino.limit("max_user_watches")
+        suggested = max(2 * needed, (current or 0) + needed)
+        return (current, os.fsdecode(self.root), needed, suggested)

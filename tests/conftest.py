@@ -1,0 +1,83 @@
+"""Shared fixtures backed by real components: rsync daemon, sshd, background processes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.proc import ProcGroup
+from tests.support.rsyncd import RsyncDaemon, RsyncDaemonFactory, rsync_binary
+from tests.support.sshd import SshServer, sshd_unavailable_reason
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[ProcGroup]:
+    """Start background processes with `procs.start(argv, ...)`; all are stopped at teardown."""
+    group = ProcGroup(tmp_path / "procs")
+    try:
+        yield group
+    finally:
+        group.stop_all()
+
+
+@pytest.fixture
+def rsync_daemon_factory(tmp_path: Path) -> Iterator[RsyncDaemonFactory]:
+    """`factory(max_connections=None, timeout=None, use_chroot=False)`: a started RsyncDaemon.
+
+    Every daemon it started is stopped at teardown.
+    """
+    if rsync_binary() is None:
+        pytest.skip("rsync not installed (apt-get install -y rsync)")
+    daemons: list[RsyncDaemon] = []
+
+    def factory(
+        *,
+        max_connections: int | None = None,
+        timeout: int | None = None,
+        use_chroot: bool = False,
+    ) -> RsyncDaemon:
+        daemon = RsyncDaemon(
+            tmp_path / f"rsyncd-{len(daemons)}",
+            max_connections=max_connections,
+            timeout=timeout,
+            use_chroot=use_chroot,
+        )
+        daemons.append(daemon)
+        return daemon.start()
+
+    try:
+        yield factory
+    finally:
+        for daemon in daemons:
+            daemon.stop()
+
+
+@pytest.fixture
+def rsync_daemon(rsync_daemon_factory: RsyncDaemonFactory) -> RsyncDaemon:
+    """A running rsync daemon with a writable module `[www]` (see RsyncDaemon)."""
+    return rsync_daemon_factory()
+
+
+@pytest.fixture(scope="session")
+def ssh_server() -> Iterator[SshServer]:
+    """One sshd for the session; tests should use `ssh_target`, which empties the replica."""
+    reason = sshd_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    server = SshServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def ssh_target(ssh_server: SshServer) -> SshServer:
+    """The session sshd with an empty replica directory (owned by the test user)."""
+    if not ssh_server.running:  # a test stopped it; bring it back on a new port
+        ssh_server.start()
+    ssh_server.clear_replica()
+    return ssh_server

@@ -1,0 +1,214 @@
+"""A real `rsync --daemon` on a free loopback port, with one writable module `[www]`."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Self, TypeAlias
+
+from tests.support.ports import LOOPBACK, free_port
+from tests.support.proc import Proc
+
+USER = "tsync"
+PASSWORD = "s3cret"  # throwaway test secret
+MODULE = "www"
+BIND_ATTEMPTS = 5
+READY_TIMEOUT = 5.0
+
+
+class DaemonError(RuntimeError):
+    """The daemon did not start or answer in time."""
+
+
+def rsync_binary() -> str | None:
+    return shutil.which("rsync")
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.write_text(text)
+    path.chmod(0o600)
+
+
+class RsyncDaemon:
+    """`rsync --daemon --no-detach` in `base_dir`, serving `<base_dir>/module` as `[www]`.
+
+    Clients authenticate as `tsync` with `password_file` (mode 600) or `RSYNC_PASSWORD`
+    (see `env()`). The `::` form in `dcolon_url` cannot carry a port: pass `--port=<port>`.
+    With `use_chroot=False` (the default, like most real setups) the daemon sanitizes symlink
+    targets: absolute ones lose their leading '/', and '..' that climbs out of the module or
+    through a component ('a/../b') is dropped. Pass `use_chroot=True` for exact link targets.
+    """
+
+    def __init__(
+        self,
+        base_dir: Path,
+        *,
+        max_connections: int | None = None,
+        timeout: int | None = None,
+        use_chroot: bool = False,
+    ) -> None:
+        self.base_dir = base_dir
+        self.use_chroot = use_chroot
+        self.max_connections = max_connections
+        self.timeout = timeout
+        self.host = LOOPBACK
+        self.user = USER
+        self.password = PASSWORD
+        self.module = MODULE
+        self.module_path = base_dir / "module"
+        self.config_path = base_dir / "rsyncd.conf"
+        self.secrets_path = base_dir / "rsyncd.secrets"
+        self.password_file = base_dir / "client.password"
+        self.log_path = base_dir / "rsyncd.log"
+        self.lock_path = base_dir / "rsyncd.lock"
+        self.port = 0
+        self._proc: Proc | None = None
+        self._starts = 0
+        base_dir.mkdir(parents=True, exist_ok=True)
+        self.module_path.mkdir(exist_ok=True)
+        self._write_files()
+
+    @property
+    def url(self) -> str:
+        return f"rsync://{self.user}@{self.host}:{self.port}/{self.module}/"
+
+    @property
+    def dcolon_url(self) -> str:
+        return f"{self.user}@{self.host}::{self.module}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.running
+
+    def env(self) -> dict[str, str]:
+        """The current environment plus RSYNC_PASSWORD, for clients not using --password-file."""
+        return {**os.environ, "RSYNC_PASSWORD": self.password}
+
+    def _write_files(self) -> None:
+        owner = "root" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+        lines = [
+            "reverse lookup = no",
+            f"log file = {self.log_path}",
+            f"lock file = {self.lock_path}",
+            "",
+            f"[{self.module}]",
+            f"path = {self.module_path}",
+            "read only = no",
+            f"uid = {owner}",
+            f"gid = {owner}",
+            f"use chroot = {'yes' if self.use_chroot else 'no'}",
+            # With use chroot = no the default munges every symlink target (/rsyncd-munged/).
+            "munge symlinks = no",
+            f"auth users = {self.user}",
+            f"secrets file = {self.secrets_path}",
+        ]
+        if self.max_connections is not None:
+            lines.append(f"max connections = {self.max_connections}")
+        if self.timeout is not None:
+            lines.append(f"timeout = {self.timeout}")
+        self.config_path.write_text("\n".join(lines) + "\n")
+        _write_private(self.secrets_path, f"{self.user}:{self.password}\n")
+        _write_private(self.password_file, f"{self.password}\n")
+
+    def _spawn(self, port: int) -> Proc:
+        self._starts += 1
+        argv = [
+            rsync_binary() or "rsync",
+            "--daemon",
+            "--no-detach",
+            f"--config={self.config_path}",
+            f"--port={port}",
+            f"--address={self.host}",
+        ]
+        return Proc(argv, log_dir=self.base_dir, name=f"rsyncd-{self._starts}").start()
+
+    def start(self) -> Self:
+        """Start on a fresh free port, retrying with another one if the bind loses a race."""
+        if self.running:
+            raise DaemonError("rsync daemon already running")
+        errors: list[str] = []
+        for _ in range(BIND_ATTEMPTS):
+            port = free_port()
+            if self._try_start(port, errors):
+                return self
+        raise DaemonError("rsync daemon did not start:\n" + "\n".join(errors))
+
+    def restart(self, bind_timeout: float = 3.0) -> Self:
+        """Stop and start again on the same port (retrying the bind briefly)."""
+        port = self.port
+        self.stop()
+        errors: list[str] = []
+        deadline = time.monotonic() + bind_timeout
+        while True:
+            if self._try_start(port, errors):
+                return self
+            if time.monotonic() >= deadline:
+                raise DaemonError(f"rsync daemon did not restart on {port}:\n" + "\n".join(errors))
+            time.sleep(0.05)
+
+    def _try_start(self, port: int, errors: list[str]) -> bool:
+        proc = self._spawn(port)
+        self._proc = proc
+        self.port = port
+        try:
+            self.wait_ready()
+        except DaemonError as exc:
+            proc.stop()
+            self._proc = None
+            errors.append(f"port {port}: {exc}")
+            return False
+        return True
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        """Poll-connect until the daemon sends its `@RSYNCD:` greeting (bounded)."""
+        deadline = time.monotonic() + timeout
+        last = "no attempt"
+        while time.monotonic() < deadline:
+            if self._proc is None or not self._proc.running:
+                code = None if self._proc is None else self._proc.returncode
+                raise DaemonError(f"daemon exited (rc={code}): {self.log_tail()}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=1.0) as sock:
+                    greeting = sock.recv(64)
+                if greeting.startswith(b"@RSYNCD:"):
+                    return
+                last = f"unexpected greeting {greeting!r}"
+            except OSError as exc:
+                last = str(exc)
+            time.sleep(0.01)
+        raise DaemonError(f"not ready after {timeout}s ({last}): {self.log_tail()}")
+
+    def stop(self) -> None:
+        """Terminate, wait, then kill the daemon and its connection children."""
+        if self._proc is not None:
+            self._proc.stop()
+            self._proc = None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_tail(self, lines: int = 10) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def __enter__(self) -> Self:
+        if not self.running:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+# `rsync_daemon_factory`: factory(max_connections=, timeout=, use_chroot=) -> started daemon.
+RsyncDaemonFactory: TypeAlias = Callable[..., RsyncDaemon]

@@ -1,0 +1,151 @@
+"""The merge table and the pending set, including a model-based property test."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trigsync.changes import MERGE, Batch, Change, Kind, PendingSet, ancestors, merge
+
+
+def batch(*pairs: tuple[bytes, Kind]) -> Batch:
+    return Batch(tuple(Change(p, k) for p, k in pairs))
+
+
+def test_table_covers_every_pair() -> None:
+    for old in (None, *Kind):
+        for new in Kind:
+            assert (old, new) in MERGE
+
+
+def test_many_writes_are_one_entry() -> None:
+    pending = PendingSet()
+    for _ in range(1000):
+        pending.extend(batch((b"f", Kind.CHANGED)))
+    assert pending.take() == batch((b"f", Kind.CHANGED))
+
+
+def test_create_then_delete_is_nothing() -> None:
+    pending = PendingSet()
+    pending.extend(batch((b"tmp", Kind.CREATED), (b"tmp", Kind.CHANGED), (b"tmp", Kind.DELETED)))
+    assert not pending
+    assert not pending.take()
+
+
+def test_delete_then_create_may_exist_on_target() -> None:
+    assert merge(Kind.DELETED, Kind.CREATED) is Kind.CHANGED
+
+
+def test_deleted_directory_swallows_children() -> None:
+    pending = PendingSet()
+    pending.extend(batch((b"d/a", Kind.CHANGED), (b"d/e/f", Kind.CREATED), (b"d-x", Kind.CHANGED)))
+    pending.extend(batch((b"d", Kind.DELETED)))
+    assert set(pending.take().changes) == {Change(b"d", Kind.DELETED), Change(b"d-x", Kind.CHANGED)}
+
+
+def test_full_sync_travels_alone() -> None:
+    pending = PendingSet()
+    pending.extend(batch((b"a", Kind.CHANGED)))
+    pending.extend(Batch(full=True))
+    assert pending.take() == Batch(full=True)
+    assert not pending
+
+
+def test_restore_weakens_created() -> None:
+    pending = PendingSet()
+    pending.extend(batch((b"a", Kind.CREATED)))
+    failed = pending.take()
+    pending.restore(failed)
+    pending.extend(batch((b"a", Kind.DELETED)))
+    # The failed run may have delivered "a": its deletion must still travel.
+    assert pending.take() == batch((b"a", Kind.DELETED))
+
+
+def test_restore_keeps_newer_changes_on_top() -> None:
+    pending = PendingSet()
+    pending.extend(batch((b"a", Kind.DELETED)))
+    failed = pending.take()
+    pending.extend(batch((b"a", Kind.CREATED)))
+    pending.restore(failed)
+    assert pending.get(b"a") is Kind.CHANGED
+
+
+def test_ancestors() -> None:
+    assert list(ancestors(b"a/b/c")) == [b"a/b", b"a"]
+    assert list(ancestors(b"a")) == []
+
+
+# --- model-based: whatever the events and failures, the target converges ---------------
+
+NAMES = [b"a", b"b", b"a/x", b"a/y", b"a/x/z", b"b/q"]
+FILE, DIR = "f", "d"
+
+
+def parent(path: bytes) -> bytes | None:
+    return next(ancestors(path), None)
+
+
+def subtree(fs: dict[bytes, tuple[str, int]], path: bytes) -> list[bytes]:
+    return sorted((p for p in fs if p.startswith(path + b"/")), key=len, reverse=True)
+
+
+def apply_to_target(
+    source: dict[bytes, tuple[str, int]], target: dict[bytes, tuple[str, int]], paths: list[bytes]
+) -> None:
+    """What rsync --files-from --delete-missing-args --force --relative does."""
+    for path in paths:
+        if path in source:
+            for anc in ancestors(path):
+                target[anc] = source[anc]
+            if target.get(path, (None,))[0] == DIR and source[path][0] == FILE:
+                for child in subtree(target, path):
+                    del target[child]
+            target[path] = source[path]
+        else:
+            for child in subtree(target, path):
+                del target[child]
+            target.pop(path, None)
+
+
+ops = st.lists(
+    st.tuples(
+        st.sampled_from(["write", "mkdir", "delete", "sync", "fail"]),
+        st.sampled_from(NAMES),
+        st.integers(0, 3),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(ops)
+def test_target_converges_to_source(script: list[tuple[str, bytes, int]]) -> None:
+    source: dict[bytes, tuple[str, int]] = {}
+    target: dict[bytes, tuple[str, int]] = {}
+    pending = PendingSet()
+    version = 0
+    for op, path, seed in script:
+        version += 1
+        up = parent(path)
+        parent_ok = up is None or source.get(up, ("",))[0] == DIR
+        if op == "write" and parent_ok and source.get(path, (FILE,))[0] == FILE:
+            kind = Kind.CHANGED if path in source else Kind.CREATED
+            source[path] = (FILE, version)
+            pending.extend(batch((path, kind)))
+        elif op == "mkdir" and parent_ok and path not in source:
+            source[path] = (DIR, 0)
+            pending.extend(batch((path, Kind.CREATED)))
+        elif op == "delete" and path in source:
+            for child in subtree(source, path):
+                del source[child]
+                pending.extend(batch((child, Kind.DELETED)))
+            del source[path]
+            pending.extend(batch((path, Kind.DELETED)))
+        elif op == "sync":
+            apply_to_target(source, target, pending.take().paths)
+        elif op == "fail":
+            taken = pending.take()
+            apply_to_target(source, target, taken.paths[: seed % (len(taken.changes) + 1)])
+            pending.restore(taken)
+    apply_to_target(source, target, pending.take().paths)
+    assert target == source

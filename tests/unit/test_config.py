@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trigsync import config
+from trigsync.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "trigsync.toml"
+    p.write_text(text)
+    return p
+
+
+def test_full_config(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    cfg = config.load(
+        write(
+            tmp_path,
+            f"""
+state_dir = "{tmp_path}/state"
+[[sync]]
+source = "{src}"
+excludes = ["*.tmp"]
+delay = 1.5
+targets = ["u@h::www"]
+password_file = "/etc/pw"
+[[sync.target]]
+url = "ssh://d@web2/var/www"
+identity_file = "/root/.ssh/id"
+""",
+        )
+    )
+    (sync,) = cfg.syncs
+    assert cfg.state_dir == f"{tmp_path}/state"
+    assert sync.source == str(src) and sync.delay == 1.5 and sync.excludes == ("*.tmp",)
+    assert [t.url for t in sync.targets] == ["u@h::www", "ssh://d@web2/var/www"]
+    assert sync.targets[0].password_file == "/etc/pw"
+    assert sync.targets[1].identity_file == "/root/.ssh/id"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[[sync]]\nsorce = '/tmp'\n", r"unknown key sync\[0\].sorce; did you mean 'source'\?"),
+        ("[[sync]]\nsource = '/nonexistent-dir'\ntargets=['/tmp/x']\n", "is not a directory"),
+        ("[[sync]]\nsource = '/tmp'\n", "has no target"),
+        ("[[sync]]\nsource = '/tmp'\ntargets = ['rsync://h/']\n", r"targets\[0\]\.url.*module"),
+        ("[[sync]]\nsource = '/tmp'\ntargets = ['/tmp/x']\ndelay = 'soon'\n", "delay must be"),
+        ("[[sync]]\nsource = '/tmp'\ntargets = ['/tmp/inside']\n", "lies inside source"),
+        ("sync = 3\n", "must be of type list"),
+        ("[[sync\n", "not valid TOML"),
+        ("", r"no \[\[sync\]\] block"),
+    ],
+)
+def test_bad_config_names_file_key_and_fix(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=message) as info:
+        config.load(path)
+    assert str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such config file"):
+        config.load(tmp_path / "nope.toml")
+
+
+def test_from_args(tmp_path: Path) -> None:
+    cfg = config.from_args(str(tmp_path), ["/backup"], excludes=["*.swp"], state_dir="/s")
+    assert cfg.syncs[0].targets[0].url == "/backup" and cfg.state_dir == "/s"

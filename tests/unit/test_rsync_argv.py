@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import pytest
+
+from trigsync import rsync
+from trigsync.errors import PermanentSyncError, TransientSyncError
+from trigsync.rsync import Outcome, Options, Transport, classify
+
+T = Transport("rsync://u@h:873/www/", ("--sockopts=TCP_NODELAY",))
+
+
+def test_batch_argv_lists_paths_on_stdin_never_in_argv() -> None:
+    argv = rsync.batch_argv(b"/src", Options(excludes=("*.tmp",)), T)
+    assert argv[0] == "rsync"
+    assert "--files-from=-" in argv and "--from0" in argv
+    assert "--delete-missing-args" in argv and "--force" in argv
+    assert "--exclude=*.tmp" in argv
+    assert argv[-2:] == [b"/src/", "rsync://u@h:873/www/"]
+    assert "-r" not in argv and "--delete" not in argv
+
+
+def test_full_argv_deletes_extras() -> None:
+    argv = rsync.full_argv(b"/src/", Options(timeout=7), T)
+    assert "--delete" in argv and "--timeout=7" in argv
+    assert argv[-2:] == [b"/src/", "rsync://u@h:873/www/"]
+
+
+def test_path_list_is_nul_separated_and_keeps_bytes() -> None:
+    names = [b"a\nb", b"-rf", b"caf\xe9", b"x`touch PWNED`y"]
+    assert rsync.path_list(names) == b"a\nb\0-rf\0caf\xe9\0x`touch PWNED`y\0"
+
+
+@pytest.mark.parametrize(
+    ("code", "stderr", "outcome"),
+    [
+        (0, b"", Outcome.OK),
+        (24, b"", Outcome.OK),
+        (23, b"", Outcome.RETRY),
+        (10, b"", Outcome.RETRY),
+        (12, b"", Outcome.RETRY),
+        (30, b"", Outcome.RETRY),
+        (35, b"", Outcome.RETRY),
+        (255, b"", Outcome.RETRY),
+        (5, b"@ERROR: auth failed on module www", Outcome.FATAL),
+        (5, b"@ERROR: max connections (1) reached -- try again later", Outcome.RETRY),
+        (1, b"", Outcome.FATAL),
+        (77, b"", Outcome.RETRY),
+        (-9, b"", Outcome.RETRY),
+    ],
+)
+def test_exit_code_table(code: int, stderr: bytes, outcome: Outcome) -> None:
+    assert classify(code, stderr) is outcome
+
+
+def test_raise_for_picks_the_error_class_and_says_why() -> None:
+    with pytest.raises(TransientSyncError, match="exit 10"):
+        rsync.raise_for(rsync.Result(10, b"rsync: failed to connect: Connection refused\n", 0.1), "t")
+    with pytest.raises(PermanentSyncError, match="auth failed"):
+        rsync.raise_for(rsync.Result(5, b"@ERROR: auth failed on module www\n", 0.1), "t")
+    rsync.raise_for(rsync.Result(24, b"file has vanished", 0.1), "t")
