@@ -70,6 +70,21 @@ def limit(name: str) -> int | None:
         return None
 
 
+WATCH_LIMIT_ADVICE = (
+    "inotify watch limit reached: fs.inotify.max_user_watches is %s but %s needs about %d "
+    "watches; raise it with: sysctl -w fs.inotify.max_user_watches=%d (persist it in "
+    "/etc/sysctl.d/)"
+)
+
+
+def watch_limit_advice(root: bytes, needed: int) -> tuple[str, tuple[object, ...]]:
+    """A %-format and its arguments, for an exception message or a log call."""
+    current = limit("max_user_watches")
+    # The limit is per user, so other programs' watches count against it too.
+    suggested = max(2 * needed, (current or 0) + needed)
+    return WATCH_LIMIT_ADVICE, (current, os.fsdecode(root), needed, suggested)
+
+
 def _error(err: int, path: bytes | None = None) -> OSError:
     if path is None:
         return OSError(err, os.strerror(err))

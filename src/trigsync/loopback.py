@@ -63,6 +63,7 @@ class LoopbackDaemon:
             "use chroot = no",
             # Without this, use chroot = no rewrites every symlink target (/rsyncd-munged/).
             "munge symlinks = no",
+            "socket options = TCP_NODELAY",
             f"[{self.module}]",
             f"path = {self.module_path}",
             "read only = no",

@@ -92,7 +92,9 @@ class Options:
 
 
 def _common(opts: Options, transport: Transport) -> list[Arg]:
-    argv: list[Arg] = [opts.rsync_path, "-a", f"--timeout={opts.timeout}"]
+    # --modify-window=-1 compares mtimes to the nanosecond: a file rewritten with the same
+    # size within the same second would otherwise be skipped by rsync's quick check.
+    argv: list[Arg] = [opts.rsync_path, "-a", "--modify-window=-1", f"--timeout={opts.timeout}"]
     argv += transport.options
     argv += [f"--exclude={p}" for p in opts.excludes]
     argv += opts.extra
@@ -122,8 +124,12 @@ def _as_dir(path: bytes) -> bytes:
 
 
 def path_list(paths: Iterable[bytes]) -> bytes:
-    """The NUL-separated list rsync reads with ``--files-from=- --from0``."""
-    return b"".join(p + b"\0" for p in paths)
+    """The NUL-separated list rsync reads with ``--files-from=- --from0``.
+
+    rsync skips entries starting with ``#`` or ``;`` as comments even with --from0; a
+    leading ``./`` (which --relative strips again) keeps them names.
+    """
+    return b"".join((b"./" + p if p[:1] in b"#;" else p) + b"\0" for p in paths)
 
 
 @dataclass(frozen=True, slots=True)

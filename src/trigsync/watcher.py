@@ -27,7 +27,8 @@ from .watchtree import Node, WatchTree
 log = logging.getLogger(__name__)
 
 READ_SIZE = 256 * 1024
-# Bounds one wake-up under a storm, so batches keep flowing while the kernel keeps writing.
+# Bounds one wake-up under a storm so batches keep flowing; the fd stays readable, so the
+# loop wakes us again at once.
 MAX_READS_PER_WAKEUP = 64
 MAX_FRESH = 65536
 
@@ -43,12 +44,6 @@ BASE_MASK = (
     | ino.IN_DONT_FOLLOW
     | ino.IN_EXCL_UNLINK
     | ino.IN_ONLYDIR
-)
-
-WATCH_LIMIT_ADVICE = (
-    "inotify watch limit reached: fs.inotify.max_user_watches is %s but %s needs about %d "
-    "watches; raise it with: sysctl -w fs.inotify.max_user_watches=%d (persist it in "
-    "/etc/sysctl.d/)"
 )
 
 _VANISHED = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
@@ -90,6 +85,7 @@ class Watcher:
         self._fd = -1
         self._tree = WatchTree()
         self._fresh: set[tuple[int, bytes]] = set()  # (parent wd, name) of empty new files
+        self._created_now: set[tuple[int, bytes]] = set()  # files reported in this batch
         self._moves: dict[int, _Move] = {}  # by cookie, oldest first
         self._out: list[Change] = []
         self._full = False
@@ -115,7 +111,8 @@ class Watcher:
         self._fd = ino.init()
         try:
             try:
-                wd = ino.add_watch(self._fd, self.root, self._mask)
+                # The configured root may be a symlink; nothing below it is followed.
+                wd = ino.add_watch(self._fd, self.root, self._mask & ~ino.IN_DONT_FOLLOW)
             except ino.NoWatchSpaceError:
                 top = None
             except OSError as exc:
@@ -127,8 +124,8 @@ class Watcher:
                 top = self._tree.set_root(wd)
             dirs, nospace = self._scan(top, b"", None)
             if top is None or nospace:
-                needed = dirs + 1
-                raise WatchLimitError(WATCH_LIMIT_ADVICE % self._advice_args(needed))
+                fmt, args = ino.watch_limit_advice(self.root, dirs + 1)
+                raise WatchLimitError(fmt % args)
         except BaseException:
             self.close()
             raise
@@ -186,8 +183,6 @@ class Watcher:
                 self._handle(wd, mask, cookie, name)
             if not data:
                 break
-        else:
-            loop.call_soon(self._wake_up)
         if self._rewalk:
             self._rewalk_tree()
         now = loop.time()
@@ -203,6 +198,7 @@ class Watcher:
             self._timer = loop.call_at(first.deadline, self._wake_up)
         batch = Batch(tuple(self._out), self._full)
         self._out = []
+        self._created_now.clear()
         self._full = False
         return batch
 
@@ -247,16 +243,20 @@ class Watcher:
             else:
                 self._created_file(node, name, path)
         elif mask & (ino.IN_CLOSE_WRITE | ino.IN_MODIFY | ino.IN_ATTRIB):
-            # A fresh file's first sign of content or metadata is its creation; later
-            # events say it changed again, which merges into CREATED.
+            # A fresh file's first sign of content or metadata is its creation. A change
+            # to a file created in this same batch would merge into CREATED: drop it.
             key = (node.wd, name)
+            if key in self._created_now:
+                return
             if key in self._fresh:
                 self._fresh.discard(key)
+                self._created_now.add(key)
                 self._out.append(Change(path, Kind.CREATED))
             else:
                 self._out.append(Change(path, Kind.CHANGED))
         elif mask & ino.IN_DELETE:
             self._fresh.discard((node.wd, name))
+            self._created_now.discard((node.wd, name))
             self._out.append(Change(path, Kind.DELETED))
 
     def _handle_self(self, node: Node, mask: int) -> None:
@@ -288,12 +288,14 @@ class Watcher:
                     self._fresh.clear()
                 self._fresh.add((parent.wd, name))
                 return
+        self._created_now.add((parent.wd, name))
         self._out.append(Change(path, Kind.CREATED))
 
     def _moved_from(
         self, parent: Node, name: bytes, path: bytes, is_dir: bool, cookie: int
     ) -> None:
         self._fresh.discard((parent.wd, name))
+        self._created_now.discard((parent.wd, name))
         node = parent.children.get(name) if is_dir else None
         if node is not None:
             node.moving = True
@@ -344,9 +346,23 @@ class Watcher:
             node = self._watch(parent, name, path)
         except ino.NoWatchSpaceError:
             node, nospace = None, 1
-        _, more = self._scan(node, path, self._out)
+        seen: set[int] = set()
+        _, more = self._scan(node, path, self._out, seen)
+        if node is not None and node.children:
+            self._prune(node, seen)
         if nospace or more:
-            log.error(WATCH_LIMIT_ADVICE, *self._advice_args(len(self._tree) + nospace + more))
+            self._log_no_space(nospace + more)
+
+    def _prune(self, top: Node, seen: set[int]) -> None:
+        """Forget directories below ``top`` that left while their events were suppressed."""
+        stack = [top]
+        while stack:
+            for child in list(stack.pop().children.values()):
+                if child.wd in seen:
+                    stack.append(child)
+                else:
+                    for wd in self._tree.detach(child):
+                        self._remove_watch(wd)
 
     def _rewalk_tree(self) -> None:
         """After lost events: watch what is missing, forget what is gone, drop stale state."""
@@ -365,7 +381,7 @@ class Watcher:
             self._tree.drop(wd)
             self._remove_watch(wd)
         if nospace:
-            log.error(WATCH_LIMIT_ADVICE, *self._advice_args(len(self._tree) + nospace))
+            self._log_no_space(nospace)
 
     def _watch(self, parent: Node, name: bytes, path: bytes) -> Node | None:
         """Watch ``path``; None if it vanished or cannot be watched."""
@@ -431,7 +447,6 @@ class Watcher:
                 stack.append((child, path))
         return dirs, nospace
 
-    def _advice_args(self, needed: int) -> tuple[object, ...]:
-        current = ino.limit("max_user_watches")
-        suggested = max(2 * needed, (current or 0) + needed)
-        return (current, os.fsdecode(self.root), needed, suggested)
+    def _log_no_space(self, unwatched: int) -> None:
+        fmt, args = ino.watch_limit_advice(self.root, len(self._tree) + unwatched)
+        log.error(fmt, *args)

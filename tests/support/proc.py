@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from signal import Signals
 from types import TracebackType
 from typing import IO, Self
 
@@ -91,7 +92,7 @@ class Proc:
             with contextlib.suppress(BrokenPipeError):
                 self._popen.stdin.close()
 
-    def signal(self, sig: signal.Signals) -> None:
+    def signal(self, sig: Signals) -> None:
         if self.running:
             os.kill(self.pid, sig)
 
@@ -112,7 +113,16 @@ class Proc:
         self.close_stdin()
         return popen.returncode
 
-    def _killpg(self, sig: signal.Signals) -> None:
+    def kill(self, timeout: float = 5.0) -> int | None:
+        """SIGKILL the process group at once (no graceful exit path) and reap it."""
+        if self._popen is None:
+            return None
+        self._killpg(signal.SIGKILL)
+        self._popen.wait(timeout)
+        self.close_stdin()
+        return self._popen.returncode
+
+    def _killpg(self, sig: Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, sig)
 

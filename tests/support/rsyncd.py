@@ -7,7 +7,7 @@ import pwd
 import shutil
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeAlias
@@ -20,6 +20,7 @@ PASSWORD = "s3cret"  # throwaway test secret
 MODULE = "www"
 BIND_ATTEMPTS = 5
 READY_TIMEOUT = 5.0
+PROBE_TIMEOUT = 0.25  # a live server greets within milliseconds; a squatter never does
 
 
 class DaemonError(RuntimeError):
@@ -70,6 +71,7 @@ class RsyncDaemon:
         self.port = 0
         self._proc: Proc | None = None
         self._starts = 0
+        self._log_offset = 0
         base_dir.mkdir(parents=True, exist_ok=True)
         self.module_path.mkdir(exist_ok=True)
         self._write_files()
@@ -118,6 +120,7 @@ class RsyncDaemon:
 
     def _spawn(self, port: int) -> Proc:
         self._starts += 1
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         argv = [
             rsync_binary() or "rsync",
             "--daemon",
@@ -128,13 +131,13 @@ class RsyncDaemon:
         ]
         return Proc(argv, log_dir=self.base_dir, name=f"rsyncd-{self._starts}").start()
 
-    def start(self) -> Self:
-        """Start on a fresh free port, retrying with another one if the bind loses a race."""
+    def start(self, *, ports: Sequence[int] | None = None) -> Self:
+        """Start on the first of `ports` that binds (default: a few fresh free ports)."""
         if self.running:
             raise DaemonError("rsync daemon already running")
         errors: list[str] = []
-        for _ in range(BIND_ATTEMPTS):
-            port = free_port()
+        candidates = ports if ports is not None else [free_port() for _ in range(BIND_ATTEMPTS)]
+        for port in candidates:
             if self._try_start(port, errors):
                 return self
         raise DaemonError("rsync daemon did not start:\n" + "\n".join(errors))
@@ -159,7 +162,7 @@ class RsyncDaemon:
         try:
             self.wait_ready()
         except DaemonError as exc:
-            proc.stop()
+            proc.kill()
             self._proc = None
             errors.append(f"port {port}: {exc}")
             return False
@@ -173,8 +176,13 @@ class RsyncDaemon:
             if self._proc is None or not self._proc.running:
                 code = None if self._proc is None else self._proc.returncode
                 raise DaemonError(f"daemon exited (rc={code}): {self.log_tail()}")
+            if "unable to bind" in self._log_since_spawn():
+                # rsync lingers 0.4 s in its exit path; the log already says why.
+                raise DaemonError(f"bind failed: {self.log_tail()}")
             try:
-                with socket.create_connection((self.host, self.port), timeout=1.0) as sock:
+                with socket.create_connection(
+                    (self.host, self.port), timeout=PROBE_TIMEOUT
+                ) as sock:
                     greeting = sock.recv(64)
                 if greeting.startswith(b"@RSYNCD:"):
                     return
@@ -189,6 +197,20 @@ class RsyncDaemon:
         if self._proc is not None:
             self._proc.stop()
             self._proc = None
+
+    def kill(self) -> None:
+        """SIGKILL the daemon at once: rsync's graceful exit path alone costs 0.4 s."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc = None
+
+    def _log_since_spawn(self) -> str:
+        try:
+            with self.log_path.open("rb") as handle:
+                handle.seek(self._log_offset)
+                return handle.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -21,6 +21,7 @@ TEST_USER = "trigsync-test"
 TEST_SHELL = "/bin/sh"
 BIND_ATTEMPTS = 5
 READY_TIMEOUT = 5.0
+PROBE_TIMEOUT = 0.25  # a live server greets within milliseconds; a squatter never does
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd", "/sbin/sshd")
 
 
@@ -232,7 +233,9 @@ class SshServer:
                 err = b"" if proc is None else proc.stderr()
                 raise SshdError(f"sshd exited (rc={code}): {err.decode(errors='replace')}")
             try:
-                with socket.create_connection((self.host, self.port), timeout=1.0) as sock:
+                with socket.create_connection(
+                    (self.host, self.port), timeout=PROBE_TIMEOUT
+                ) as sock:
                     banner = sock.recv(64)
                 if banner.startswith(b"SSH-"):
                     return

@@ -31,19 +31,22 @@ RSYNC_LIST = [
 ]
 
 
-def push(daemon: RsyncDaemon, src: Path, names: list[bytes]) -> subprocess.CompletedProcess[bytes]:
-    argv = [*RSYNC_LIST, f"--password-file={daemon.password_file}", f"{src}/", daemon.url]
+def push(
+    daemon: RsyncDaemon, src: Path, names: list[bytes], *extra: str
+) -> subprocess.CompletedProcess[bytes]:
+    argv = [*RSYNC_LIST, *extra, f"--password-file={daemon.password_file}", f"{src}/", daemon.url]
     return subprocess.run(  # noqa: S603
         argv, input=nul_list(names), capture_output=True, timeout=30, check=False
     )
 
 
 def build_source(src: Path) -> None:
-    """Weird names, a random tree, a symlink, a dangling symlink and a mode 0600 file."""
+    """Weird names, a random tree, symlinks (one dangling) and a mode 0600 file."""
     make_weird_tree(src)
     make_tree(src / "bulk", dirs=3, files_per_dir=3, size=(0, 2048), seed=7)
     os.symlink(b"weird dir/caf\xe9", os.path.join(os.fsencode(src), b"link"))
-    os.symlink("../nowhere", src / "dangling")
+    os.symlink("../link", src / "bulk" / "up")  # '..' that stays inside the module
+    os.symlink("nowhere", src / "dangling")
     secret = src / "secret"
     secret.write_bytes(b"private\n")
     secret.chmod(0o600)
@@ -69,22 +72,78 @@ def test_daemon_push_weird_tree_then_detect_edit(rsync_daemon: RsyncDaemon, tmp_
     os.unlink(os.path.join(os.fsencode(src), b"new\nline"))
 
     lines = diff(snapshot(src), snapshot(rsync_daemon.module_path))
-    assert lines == [
-        "mode differs at b'with space': source 0o640, replica 0o644",
-        "only in replica: b'new\\nline' (f)",
-        "only in source: b'new file' (f)",
-        lines[3],
-    ]
-    assert lines[3].startswith("content differs at b'secret': sha256 source ")
+    assert lines[:2] == ["only in replica: b'new\\nline' (f)", "only in source: b'new file' (f)"]
+    assert lines[2].startswith("content differs at b'secret': sha256 source ")
+    assert lines[3:] == ["mode differs at b'with space': source 0o640, replica 0o644"]
     with pytest.raises(AssertionError, match="only in source: b'new file'"):
         assert_trees_equal(src, rsync_daemon.module_path)
     with pytest.raises(AssertionError, match=r"after 0\.1s"):
         wait_trees_equal(src, rsync_daemon.module_path, timeout=0.1)
 
-    again = push(rsync_daemon, src, [b"secret", b"with space", b"new file", b"new\nline"])
+    # -I: "secret" kept its size and may keep its mtime second, which rsync's quick check skips.
+    again = push(rsync_daemon, src, [b"secret", b"with space", b"new file", b"new\nline"], "-I")
 
     assert again.returncode == 0, again.stderr
     assert wait_trees_equal(src, rsync_daemon.module_path, timeout=2.0) < 2.0
+
+
+def test_files_from_comment_pitfall(rsync_daemon: RsyncDaemon, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_weird_tree(src)
+    raw = [*RSYNC_LIST, f"--password-file={rsync_daemon.password_file}", f"{src}/"]
+
+    bare = subprocess.run(  # noqa: S603
+        [*raw, rsync_daemon.url],
+        input=nul_list([b"#hash", b";semicolon"], dot_slash=False),
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+
+    assert bare.returncode == 0, bare.stderr  # silently skipped as comments
+    assert sorted(os.listdir(rsync_daemon.module_path)) == []
+    assert push(rsync_daemon, src, [b"#hash", b";semicolon"]).returncode == 0
+    assert sorted(os.listdir(rsync_daemon.module_path)) == ["#hash", ";semicolon"]
+
+
+def test_quick_check_pitfall_same_size_same_second(
+    rsync_daemon: RsyncDaemon, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    path = src / "f"
+    second = int(time.time()) * 1_000_000_000
+    path.write_bytes(b"before\n")
+    os.utime(path, ns=(second, second + 100))
+    assert push(rsync_daemon, src, [b"f"]).returncode == 0
+    path.write_bytes(b"after!\n")  # same size, same mtime second, other nanoseconds
+    os.utime(path, ns=(second, second + 900_000_000))
+
+    assert push(rsync_daemon, src, [b"f"]).returncode == 0
+    assert (rsync_daemon.module_path / "f").read_bytes() == b"before\n"  # skipped
+    assert push(rsync_daemon, src, [b"f"], "-I").returncode == 0
+    assert (rsync_daemon.module_path / "f").read_bytes() == b"after!\n"
+
+
+@pytest.mark.parametrize("use_chroot", [False, True])
+def test_daemon_symlink_targets(
+    rsync_daemon_factory: RsyncDaemonFactory, tmp_path: Path, use_chroot: bool
+) -> None:
+    daemon = rsync_daemon_factory(use_chroot=use_chroot)
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    links = {"abs": "/etc/passwd", "escape": "../nowhere", "mid": "sub/../x", "sub/up": "../x"}
+    for name, target in links.items():
+        os.symlink(target, src / name)
+
+    done = push(daemon, src, [b"sub", *(name.encode() for name in links)])
+
+    assert done.returncode == 0, done.stderr
+    got = {name: os.readlink(daemon.module_path / name) for name in links}
+    if use_chroot:
+        assert got == links
+    else:  # sanitized: no leading '/', no '..' escaping the module or inside a target
+        assert got == {"abs": "etc/passwd", "escape": "nowhere", "mid": "x", "sub/up": "../x"}
 
 
 def test_daemon_password_via_environment(rsync_daemon: RsyncDaemon, tmp_path: Path) -> None:
@@ -194,11 +253,17 @@ def test_max_connections_rejects_second_client(
 
 
 def test_daemon_start_skips_taken_port(tmp_path: Path) -> None:
-    with RsyncDaemon(tmp_path / "a") as first, RsyncDaemon(tmp_path / "b") as second:
-        assert first.port != second.port
-        assert "timeout" not in first.config_path.read_text()
-    assert not first.running
-    assert not second.running
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        daemon = RsyncDaemon(tmp_path / "d")
+
+        with daemon.start(ports=[taken, free_port()]):
+            assert daemon.port != taken
+            assert daemon.running
+            assert "bind() failed" in daemon.log_text()
+    assert not daemon.running
 
 
 def test_procs_stop_terminates_then_kills(procs: ProcGroup) -> None:

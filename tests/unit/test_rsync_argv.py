@@ -26,8 +26,8 @@ def test_full_argv_deletes_extras() -> None:
 
 
 def test_path_list_is_nul_separated_and_keeps_bytes() -> None:
-    names = [b"a\nb", b"-rf", b"caf\xe9", b"x`touch PWNED`y"]
-    assert rsync.path_list(names) == b"a\nb\0-rf\0caf\xe9\0x`touch PWNED`y\0"
+    names = [b"a\nb", b"-rf", b"caf\xe9", b"x`touch PWNED`y", b"#c", b";d"]
+    assert rsync.path_list(names) == b"a\nb\0-rf\0caf\xe9\0x`touch PWNED`y\0./#c\0./;d\0"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,433 @@
+"""The watcher against the real filesystem: what each kind of change turns into."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trigsync.changes import Batch, Change, Kind, PendingSet
+from trigsync.errors import WatchError, WatchLimitError
+from trigsync.excludes import Excludes
+from trigsync.watcher import Watcher
+
+C, M, D = Kind.CREATED, Kind.CHANGED, Kind.DELETED
+IS_ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(
+    not IS_ROOT, reason="needs root to change /proc/sys/fs/inotify limits"
+)
+
+
+class Collector:
+    """Runs ``watcher.batches()`` in a task and merges what it yields."""
+
+    def __init__(self, watcher: Watcher) -> None:
+        self.watcher = watcher
+        self.batches: list[Batch] = []
+        self.raw: list[Change] = []
+        self.pending = PendingSet()
+        self.error: BaseException | None = None
+        self._got = asyncio.Event()
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            async for batch in self.watcher.batches():
+                self.batches.append(batch)
+                self.raw.extend(batch.changes)
+                self.pending.extend(batch)
+                self._got.set()
+        except Exception as exc:
+            self.error = exc
+            self._got.set()
+
+    async def quiet(self, quiet: float = 0.2, timeout: float = 5.0) -> dict[bytes, Kind]:
+        """Wait until nothing arrived for ``quiet`` seconds; take the merged changes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.error is None:
+            self._got.clear()
+            try:
+                await asyncio.wait_for(self._got.wait(), quiet)
+            except TimeoutError:
+                break
+            assert loop.time() < deadline, "the watcher never went quiet"
+        return {c.path: c.kind for c in self.pending.take().changes}
+
+    async def stop(self) -> None:
+        self.watcher.close()
+        await asyncio.wait_for(self._task, 2)
+
+
+@contextlib.asynccontextmanager
+async def watching(root: Path, **kwargs: Any) -> AsyncIterator[Collector]:
+    watcher = Watcher(os.fsencode(root), **kwargs)
+    watcher.start()
+    collector = Collector(watcher)
+    try:
+        yield collector
+    finally:
+        await collector.stop()
+
+
+def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(asyncio.wait_for(scenario(), 20))
+
+
+def write(path: bytes | Path, data: bytes = b"x", mode: str = "wb") -> None:
+    with open(path, mode) as f:
+        f.write(data)
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    (tmp_path / "src").mkdir()
+    return tmp_path / "src"
+
+
+def test_new_file_is_created_once(src: Path) -> None:
+    async def scenario() -> None:
+        async with watching(src) as w:
+            write(src / "f", b"hello" * 1000)
+            write(src / "empty", b"")
+            assert await w.quiet() == {b"f": C, b"empty": C}
+            assert sorted(w.raw, key=lambda c: c.path) == [Change(b"empty", C), Change(b"f", C)]
+            assert w.watcher.statistics().events_read >= 4
+
+    run(scenario)
+
+
+def test_append_chmod_and_root_attrib_are_changes(src: Path) -> None:
+    write(src / "f")
+
+    async def scenario() -> None:
+        async with watching(src) as w:
+            write(src / "f", b"more", "ab")
+            assert await w.quiet() == {b"f": M}
+            os.chmod(src / "f", 0o600)
+            assert await w.quiet() == {b"f": M}
+            os.chmod(src, 0o750)
+            assert await w.quiet() == {b".": M}
+
+    run(scenario)
+
+
+def test_watch_modify_reports_writes_before_close(src: Path) -> None:
+    write(src / "log")
+
+    async def scenario() -> None:
+        async with watching(src, watch_modify=True) as w:
+            with open(src / "log", "ab") as f:
+                f.write(b"line\n")
+                f.flush()
+                assert await w.quiet() == {b"log": M}
+
+    run(scenario)
+
+
+def test_delete_file_and_dir(src: Path) -> None:
+    write(src / "f")
+    (src / "d").mkdir()
+
+    async def scenario() -> None:
+        async with watching(src) as w:
+            assert w.watcher.watch_count == 2
+            (src / "f").unlink()
+            (src / "d").rmdir()
+            assert await w.quiet() == {b"f": D, b"d": D}
+            assert w.watcher.watch_count == 1
+
+    run(scenario)
+
+
+def test_files_in_new_nested_dirs_are_all_reported(src: Path) -> None:
+    async def scenario() -> None:
+        async with watching(src) as w:
+            expected: dict[bytes, Kind] = {}
+            rel = b""
+            for level in range(50):
+                rel = (rel + b"/" if rel else b"") + b"d%d" % level
+                os.mkdir(os.fsencode(src) + b"/" + rel)
+                expected[rel] = C
+                for i in range(5):
+                    write(os.fsencode(src) + b"/" + rel + b"/f%d" % i)
+                    expected[rel + b"/f%d" % i] = C
+            assert await w.quiet() == expected
+            assert w.watcher.watch_count == 51
+
+    run(scenario)
+
+
+def test_rename_file_and_dir_inside_tree(src: Path) -> None:
+    write(src / "a")
+    (src / "d" / "sub").mkdir(parents=True)
+    write(src / "d" / "x")
+    write(src / "d" / "sub" / "y")
+
+    async def scenario() -> None:
+        async with watching(src) as w:
+            os.rename(src / "a", src / "b")
+            os.rename(src / "d", src / "e")
+            assert await w.quiet() == {
+                b"a": D,
+                b"b": C,
+                b"d": D,
+                b"e": C,
+                b"e/x": C,
+                b"e/sub": C,
+                b"e/sub/y": C,
+            }
+            assert w.watcher.watch_count == 3
+            write(src / "e" / "sub" / "new")
+            assert await w.quiet() == {b"e/sub/new": C}
+
+    run(scenario)
+
+
+def test_dir_moved_out_is_deleted_and_forgotten(src: Path, tmp_path: Path) -> None:
+    (src / "d" / "sub").mkdir(parents=True)
+    write(src / "d" / "x")
+    out = tmp_path / "outside"
+    out.mkdir()
+
+    async def scenario() -> None:
+        async with watching(src) as w:
+            os.rename(src / "d", out / "d")
+            assert await w.quiet() == {b"d": D}
+            assert w.watcher.watch_count == 1
+            write(out / "d" / "x", b"y", "ab")
+            write(out / "d" / "sub" / "z")
+            (out / "d" / "new").mkdir()
+            assert await w.quiet() == {}
+            assert w.raw == [Change(b"d", D)]
+
+    run(scenario)
+
+
+def test_write_right_after_moving_out_is_not_reported(src: Path, tmp_path: Path) -> None:
+    (src / "d").mkdir()
+    (tmp_path / "outside").mkdir()
+
+    async def scenario() -> None:
+        async with watching(src) as w:
+            os.rename(src / "d", tmp_path / "outside" / "d")
+            write(tmp_path / "outside" / "d" / "quick")  # inside the pairing window
+            assert await w.quiet() == {b"d": D}
+
+    run(scenario)
+
+
+def test_dir_moved_in_is_created_whole(src: Path, tmp_path: Path) -> None:
+    tree = tmp_path / "outside" / "in"
+    (tree / "a" / "b").mkdir(parents=True)
+    write(tree / "top")
+    write(tree / "a" / "b" / "deep")
+    os.symlink("a", tree / "link")
+
+    async def scenario() -> None:
+        async with watching(src) as w:
+            os.rename(tree, src / "in")
+            assert await w.quiet() == {
+                b"in": C,
+                b"in/top": C,
+                b"in/a": C,
+                b"in/a/b": C,
+                b"in/a/b/deep": C,
+                b"in/link": C,
+            }
+            assert w.watcher.watch_count == 4
+            write(src / "in" / "a" / "b" / "later")
+            assert await w.quiet() == {b"in/a/b/later": C}
+
+    run(scenario)
+
+
+def test_links_are_created_and_never_followed(src: Path) -> None:
+    write(src / "f")
+    (src / "d").mkdir()
+
+    async def scenario() -> None:
+        async with watching(src) as w:
+            os.symlink("nowhere", src / "dangling")
+            os.symlink("d", src / "dirlink")
+            os.link(src / "f", src / "hard")
+            assert await w.quiet() == {b"dangling": C, b"dirlink": C, b"hard": C}
+            assert w.watcher.watch_count == 2
+
+    run(scenario)
+
+
+def test_odd_names_survive_as_exact_bytes(src: Path) -> None:
+    names = [b"new\nline", b"with space", b"-dash", b"caf\xe9", b"--", b"\xff\xfe"]
+    root = os.fsencode(src)
+
+    async def scenario() -> None:
+        async with watching(src) as w:
+            for name in names:
+                write(root + b"/" + name)
+            os.mkdir(root + b"/dir \xe9\n")
+            write(root + b"/dir \xe9\n/in\xe9")
+            expected = dict.fromkeys(names, C)
+            expected[b"dir \xe9\n"] = C
+            expected[b"dir \xe9\n/in\xe9"] = C
+            assert await w.quiet() == expected
+            os.rename(root + b"/caf\xe9", root + b"/caf\xe9\n2")
+            assert await w.quiet() == {b"caf\xe9": D, b"caf\xe9\n2": C}
+
+    run(scenario)
+
+
+def test_excluded_paths_are_not_watched_or_reported(src: Path) -> None:
+    (src / "skip" / "inner").mkdir(parents=True)
+    (src / "keep").mkdir()
+
+    async def scenario() -> None:
+        async with watching(src, excludes=Excludes(["skip/", "hidden/", "*.tmp"])) as w:
+            assert w.watcher.watch_count == 2  # root and keep
+            write(src / "skip" / "f")
+            write(src / "skip" / "inner" / "g")
+            write(src / "a.tmp")
+            write(src / "keep" / "b.tmp")
+            write(src / "keep.txt")
+            assert await w.quiet() == {b"keep.txt": C}
+            os.rename(src / "a.tmp", src / "a.txt")  # out of excluded: moved in
+            os.rename(src / "keep.txt", src / "keep.tmp")  # into excluded: moved out
+            assert await w.quiet() == {b"a.txt": C, b"keep.txt": D}
+            os.rename(src / "keep", src / "hidden")
+            assert await w.quiet() == {b"keep": D}
+            assert w.watcher.watch_count == 1
+            write(src / "hidden" / "c")
+            assert await w.quiet() == {}
+
+    run(scenario)
+
+
+def test_idle_watcher_uses_no_cpu(src: Path) -> None:
+    async def scenario() -> None:
+        async with watching(src) as w:
+            write(src / "f")
+            await w.quiet()
+            before = time.process_time()
+            await asyncio.sleep(0.5)
+            assert time.process_time() - before < 0.05
+
+    run(scenario)
+
+
+def test_root_deleted_raises_watch_error(src: Path) -> None:
+    write(src / "f")
+
+    async def scenario() -> None:
+        async with watching(src) as w:
+            shutil.rmtree(src)
+            await w.quiet()
+            assert isinstance(w.error, WatchError)
+            assert "was deleted or moved away" in str(w.error)
+
+    run(scenario)
+
+
+def test_root_moved_raises_watch_error(src: Path, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with watching(src) as w:
+            os.rename(src, tmp_path / "elsewhere")
+            await w.quiet()
+            assert isinstance(w.error, WatchError)
+
+    run(scenario)
+
+
+def test_missing_root_raises_watch_error(tmp_path: Path) -> None:
+    with pytest.raises(WatchError, match="cannot watch source directory"):
+        Watcher(os.fsencode(tmp_path / "missing")).start()
+
+
+@contextlib.contextmanager
+def inotify_limit(name: str, value: int) -> Any:
+    path = Path("/proc/sys/fs/inotify") / name
+    old = path.read_text()
+    path.write_text(str(value))
+    try:
+        yield
+    finally:
+        path.write_text(old)
+
+
+@pytest.mark.root
+@needs_root
+def test_overflow_gives_full_batch_and_keeps_watching(src: Path) -> None:
+    watcher = Watcher(os.fsencode(src))
+    with inotify_limit("max_queued_events", 64):
+        watcher.start()  # the queue size is fixed when the instance is created
+    root = os.fsencode(src)
+    for i in range(2000):
+        write(root + b"/f%d" % i)
+
+    async def scenario() -> None:
+        w = Collector(watcher)
+        try:
+            await w.quiet()
+            assert any(b.full for b in w.batches)
+            assert watcher.statistics().overflows >= 1
+            write(src / "after")
+            assert await w.quiet() == {b"after": C}
+        finally:
+            await w.stop()
+
+    run(scenario)
+
+
+@pytest.mark.root
+@needs_root
+def test_watch_limit_at_start_names_the_sysctl(src: Path) -> None:
+    for i in range(50):
+        (src / f"d{i}").mkdir()
+    watcher = Watcher(os.fsencode(src))
+    with inotify_limit("max_user_watches", 5), pytest.raises(WatchLimitError) as info:
+        watcher.start()
+    message = str(info.value)
+    assert "max_user_watches" in message
+    assert "sysctl -w" in message
+    assert "needs about 51 watches" in message
+    assert watcher.watch_count == 0
+
+
+@pytest.mark.root
+@needs_root
+def test_watch_limit_at_runtime_logs_advice_and_still_reports(
+    src: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> None:
+        async with watching(src) as w:
+            with inotify_limit("max_user_watches", 1):  # our root watch already uses it
+                (src / "new" / "sub").mkdir(parents=True)
+                write(src / "new" / "f")
+                got = await w.quiet(quiet=0.05)
+            assert got == {b"new": C, b"new/sub": C, b"new/f": C}
+            assert w.watcher.watch_count == 1
+
+    with caplog.at_level(logging.ERROR, logger="trigsync.watcher"):
+        run(scenario)
+    assert any(
+        "max_user_watches" in r.getMessage() and "sysctl -w" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+def test_root_given_as_symlink_is_watched(src: Path, tmp_path: Path) -> None:
+    os.symlink(src, tmp_path / "link")
+
+    async def scenario() -> None:
+        async with watching(tmp_path / "link") as w:
+            write(src / "f")
+            assert await w.quiet() == {b"f": C}
+
+    run(scenario)
