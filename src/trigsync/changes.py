@@ -99,13 +99,19 @@ class PendingSet:
         else:
             self._kinds[path] = merged
 
-    def extend(self, batch: Batch) -> None:
-        """Merge a batch of newer changes into this set."""
+    def extend(self, batch: Batch, *, in_flight: bool = False) -> None:
+        """Merge a batch of newer changes into this set.
+
+        While a run is ``in_flight`` it reads the source as it is now, so it may deliver a
+        path created after it was taken: such a path is recorded as CHANGED, not CREATED,
+        and its deletion still travels.
+        """
         if batch.full:
             self.full = True
         kinds = self._kinds
         for change in batch.changes:
-            merged = MERGE[kinds.get(change.path), change.kind]
+            kind = Kind.CHANGED if in_flight and change.kind is Kind.CREATED else change.kind
+            merged = MERGE[kinds.get(change.path), kind]
             if merged is None:
                 del kinds[change.path]
             else:

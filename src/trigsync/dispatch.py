@@ -85,7 +85,7 @@ class Dispatcher:
             return
         if self._since is None:
             self._since = time.monotonic()
-        self.pending.extend(batch)
+        self.pending.extend(batch, in_flight=self._in_flight is not None)
         if not self.pending and self._in_flight is None:
             self._since = None  # e.g. created and deleted again before it was sent
             return

@@ -35,6 +35,7 @@ MAX_FRESH = 65536
 BASE_MASK = (
     ino.IN_CREATE
     | ino.IN_CLOSE_WRITE
+    | ino.IN_MODIFY
     | ino.IN_ATTRIB
     | ino.IN_DELETE
     | ino.IN_MOVED_FROM
@@ -76,12 +77,19 @@ class Watcher:
         excludes: Excludes = _NO_EXCLUDES,
         move_timeout: float = 0.05,
         watch_modify: bool = False,
+        modify_settle: float = 0.5,
     ) -> None:
         self.root = root.rstrip(b"/") or b"/"
         self._prefix = self.root if self.root == b"/" else self.root + b"/"
         self._excludes = excludes
         self._move_timeout = move_timeout
-        self._mask = BASE_MASK | (ino.IN_MODIFY if watch_modify else 0)
+        self._mask = BASE_MASK
+        # Writes are reported at close; a modification with no close (truncate(2), mmap,
+        # a log kept open) is reported after modify_settle, or at once with watch_modify.
+        self._watch_modify = watch_modify
+        self._modify_settle = modify_settle
+        self._modified: set[tuple[int, bytes]] = set()  # (parent wd, name) awaiting a close
+        self._modified_since = 0.0
         self._fd = -1
         self._tree = WatchTree()
         self._fresh: set[tuple[int, bytes]] = set()  # (parent wd, name) of empty new files
@@ -140,6 +148,7 @@ class Watcher:
             self._fd = -1
         self._tree.clear()
         self._fresh.clear()
+        self._modified.clear()
         self._moves.clear()
         if self._wake is not None:
             self._wake.set()
@@ -186,6 +195,8 @@ class Watcher:
         if self._rewalk:
             self._rewalk_tree()
         now = loop.time()
+        if self._modified and now >= self._modified_since + self._modify_settle:
+            self._flush_modified()
         while self._moves:
             cookie, move = next(iter(self._moves.items()))
             if move.deadline > now:
@@ -193,14 +204,25 @@ class Watcher:
             del self._moves[cookie]
             self._moved_out(move)
         self._cancel_timer()
+        deadlines = [self._modified_since + self._modify_settle] if self._modified else []
         if self._moves:
-            first = next(iter(self._moves.values()))
-            self._timer = loop.call_at(first.deadline, self._wake_up)
+            deadlines.append(next(iter(self._moves.values())).deadline)
+        if deadlines:
+            self._timer = loop.call_at(min(deadlines), self._wake_up)
         batch = Batch(tuple(self._out), self._full)
         self._out = []
         self._created_now.clear()
         self._full = False
         return batch
+
+    def _flush_modified(self) -> None:
+        """Report files modified a while ago and not closed since."""
+        for wd, name in self._modified:
+            node = self._tree.get(wd)
+            base = None if node is None else self._tree.path(node)
+            if base is not None:
+                self._out.append(Change(base + b"/" + name if base else name, Kind.CHANGED))
+        self._modified.clear()
 
     def _wake_up(self) -> None:
         self._timer = None
@@ -242,10 +264,18 @@ class Watcher:
                 self._add_tree(node, name, path)
             else:
                 self._created_file(node, name, path)
+        elif mask & ino.IN_MODIFY and not self._watch_modify:
+            key = (node.wd, name)
+            if key not in self._fresh and key not in self._created_now:
+                if not self._modified:
+                    self._modified_since = self._now
+                self._modified.add(key)
         elif mask & (ino.IN_CLOSE_WRITE | ino.IN_MODIFY | ino.IN_ATTRIB):
             # A fresh file's first sign of content or metadata is its creation. A change
             # to a file created in this same batch would merge into CREATED: drop it.
             key = (node.wd, name)
+            if mask & ino.IN_CLOSE_WRITE:
+                self._modified.discard(key)
             if key in self._created_now:
                 return
             if key in self._fresh:
@@ -256,6 +286,7 @@ class Watcher:
                 self._out.append(Change(path, Kind.CHANGED))
         elif mask & ino.IN_DELETE:
             self._fresh.discard((node.wd, name))
+            self._modified.discard((node.wd, name))
             self._created_now.discard((node.wd, name))
             self._out.append(Change(path, Kind.DELETED))
 
@@ -296,6 +327,7 @@ class Watcher:
     ) -> None:
         self._fresh.discard((parent.wd, name))
         self._created_now.discard((parent.wd, name))
+        self._modified.discard((parent.wd, name))
         node = parent.children.get(name) if is_dir else None
         if node is not None:
             node.moving = True
@@ -372,6 +404,7 @@ class Watcher:
                 move.node.moving = False
         self._moves.clear()
         self._fresh.clear()
+        self._modified.clear()
         root = self._tree.root
         if root is None:
             return

@@ -62,6 +62,6 @@ def start_trigsync(procs: ProcGroup, tmp_path: Path, source: Path) -> Start:
             state_dir=tmp_path / "state",
             **kw,  # type: ignore[arg-type]
         )
-        return Trigsync(procs, config, *args).start()
+        return Trigsync(procs, config, "-v", *args).start()
 
     return start

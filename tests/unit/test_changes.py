@@ -70,6 +70,14 @@ def test_restore_keeps_newer_changes_on_top() -> None:
     assert pending.get(b"a") is Kind.CHANGED
 
 
+def test_created_during_a_run_may_reach_the_target() -> None:
+    # A full sync in flight copies whatever exists when it runs, including "x".
+    pending = PendingSet()
+    pending.extend(batch((b"x", Kind.CREATED)), in_flight=True)
+    pending.extend(batch((b"x", Kind.DELETED)))
+    assert pending.take() == batch((b"x", Kind.DELETED))
+
+
 def test_ancestors() -> None:
     assert list(ancestors(b"a/b/c")) == [b"a/b", b"a"]
     assert list(ancestors(b"a")) == []
@@ -109,21 +117,38 @@ def apply_to_target(
 
 ops = st.lists(
     st.tuples(
-        st.sampled_from(["write", "mkdir", "delete", "sync", "fail"]),
+        st.sampled_from(["write", "mkdir", "delete", "begin", "finish", "fail", "overflow"]),
         st.sampled_from(NAMES),
         st.integers(0, 3),
     ),
-    max_size=60,
+    max_size=80,
 )
 
 
-@settings(max_examples=400, deadline=None)
+def deliver(
+    source: dict[bytes, tuple[str, int]], target: dict[bytes, tuple[str, int]], batch: Batch, upto: int | None = None
+) -> None:
+    """A run reads the source as it is when it runs, not as it was when it was taken."""
+    if batch.full and upto is None:
+        target.clear()
+        target.update(source)
+    else:
+        apply_to_target(source, target, batch.paths[:upto])
+
+
+@settings(max_examples=1500, deadline=None)
 @given(ops)
 def test_target_converges_to_source(script: list[tuple[str, bytes, int]]) -> None:
+    """Random events, runs that overlap with later events, failures and overflows."""
     source: dict[bytes, tuple[str, int]] = {}
     target: dict[bytes, tuple[str, int]] = {}
     pending = PendingSet()
+    flight: Batch | None = None
     version = 0
+
+    def event(path: bytes, kind: Kind) -> None:
+        pending.extend(batch((path, kind)), in_flight=flight is not None)
+
     for op, path, seed in script:
         version += 1
         up = parent(path)
@@ -131,21 +156,28 @@ def test_target_converges_to_source(script: list[tuple[str, bytes, int]]) -> Non
         if op == "write" and parent_ok and source.get(path, (FILE,))[0] == FILE:
             kind = Kind.CHANGED if path in source else Kind.CREATED
             source[path] = (FILE, version)
-            pending.extend(batch((path, kind)))
+            event(path, kind)
         elif op == "mkdir" and parent_ok and path not in source:
             source[path] = (DIR, 0)
-            pending.extend(batch((path, Kind.CREATED)))
+            event(path, Kind.CREATED)
         elif op == "delete" and path in source:
             for child in subtree(source, path):
                 del source[child]
-                pending.extend(batch((child, Kind.DELETED)))
+                event(child, Kind.DELETED)
             del source[path]
-            pending.extend(batch((path, Kind.DELETED)))
-        elif op == "sync":
-            apply_to_target(source, target, pending.take().paths)
-        elif op == "fail":
-            taken = pending.take()
-            apply_to_target(source, target, taken.paths[: seed % (len(taken.changes) + 1)])
-            pending.restore(taken)
-    apply_to_target(source, target, pending.take().paths)
+            event(path, Kind.DELETED)
+        elif op == "overflow":
+            pending.extend(Batch(full=True))
+        elif op == "begin" and flight is None:
+            flight = pending.take()
+        elif op == "finish" and flight is not None:
+            deliver(source, target, flight)
+            flight = None
+        elif op == "fail" and flight is not None:
+            deliver(source, target, flight, upto=seed % (len(flight.changes) + 1))
+            pending.restore(flight)
+            flight = None
+    if flight is not None:
+        deliver(source, target, flight)
+    deliver(source, target, pending.take())
     assert target == source

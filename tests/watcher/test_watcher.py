@@ -133,6 +133,27 @@ def test_watch_modify_reports_writes_before_close(src: Path) -> None:
     run(scenario)
 
 
+def test_modification_without_close_is_reported_after_settling(src: Path) -> None:
+    write(src / "t", b"0123456789")
+    write(src / "log")
+
+    async def scenario() -> None:
+        async with watching(src, modify_settle=0.3) as w:
+            os.truncate(src / "t", 2)  # truncate(2): IN_MODIFY and no close
+            with open(src / "log", "ab") as f:  # a log kept open
+                f.write(b"line\n")
+                f.flush()
+                started = time.monotonic()
+                assert await w.quiet(quiet=0.6) == {b"t": M, b"log": M}
+                assert time.monotonic() - started >= 0.3
+            seen = len(w.raw)
+            write(src / "t", b"closed")  # a normal write is reported at its close, once
+            assert await w.quiet() == {b"t": M, b"log": M}  # log: closed at the end of with
+            assert w.raw[seen:].count(Change(b"t", M)) == 1
+
+    run(scenario)
+
+
 def test_delete_file_and_dir(src: Path) -> None:
     write(src / "f")
     (src / "d").mkdir()
