@@ -48,18 +48,18 @@ class SyncConfig:
     watch_modify: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Config:
-    syncs: tuple[SyncConfig, ...]
-    state_dir: str = field(default_factory=lambda: default_state_dir())
-    origin: str = "command line"
-
-
 def default_state_dir() -> str:
     if os.geteuid() == 0:
         return "/var/lib/trigsync"
     base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
     return os.path.join(base, "trigsync")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    syncs: tuple[SyncConfig, ...]
+    state_dir: str = field(default_factory=default_state_dir)
+    origin: str = "command line"
 
 
 _TOP_KEYS = {"state_dir": str, "sync": list}
@@ -95,7 +95,9 @@ def load(path: str | Path) -> Config:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigError(f"{where}: no such config file; check the path given to --config") from None
+        raise ConfigError(
+            f"{where}: no such config file; check the path given to --config"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read config file: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
@@ -148,10 +150,14 @@ def _sync(block: Any, origin: str, where: str) -> SyncConfig:
     _check_keys(block, _SYNC_KEYS, origin, where)
     source = block.get("source")
     if not source:
-        raise ConfigError(f"{origin}: {where}.source is missing; set it to the directory to replicate")
+        raise ConfigError(
+            f"{origin}: {where}.source is missing; set it to the directory to replicate"
+        )
     source = os.path.abspath(source)
     if not os.path.isdir(source):
-        raise ConfigError(f"{origin}: {where}.source {source} is not a directory; create it or fix the path")
+        raise ConfigError(
+            f"{origin}: {where}.source {source} is not a directory; create it or fix the path"
+        )
     default_password = block.get("password_file")
     specs: list[TargetSpec] = []
     for i, url in enumerate(block.get("targets", [])):
@@ -160,13 +166,15 @@ def _sync(block: Any, origin: str, where: str) -> SyncConfig:
         specs.append(_target(table, origin, f"{where}.target[{i}]", default_password))
     if not specs:
         raise ConfigError(
-            f"{origin}: {where} has no target; add targets = [\"rsync://user@host/module\"]"
+            f'{origin}: {where} has no target; add targets = ["rsync://user@host/module"]'
         )
     excludes = tuple(_strings(block, "excludes", origin, where))
     Excludes(excludes)  # compile now, so a bad pattern fails at load time
     delay = float(block.get("delay", 0.0))
     if delay < 0:
-        raise ConfigError(f"{origin}: {where}.delay is {delay}; use 0 or a positive number of seconds")
+        raise ConfigError(
+            f"{origin}: {where}.delay is {delay}; use 0 or a positive number of seconds"
+        )
     for key in ("timeout", "contimeout"):
         if key in block and block[key] <= 0:
             raise ConfigError(f"{origin}: {where}.{key} must be a positive number of seconds")
@@ -192,7 +200,9 @@ def _target(table: Any, origin: str, where: str, default_password: str | None) -
     _check_keys(table, _TARGET_KEYS, origin, where)
     url = table.get("url")
     if not url:
-        raise ConfigError(f"{origin}: {where}.url is missing; e.g. url = \"rsync://user@host/module\"")
+        raise ConfigError(
+            f'{origin}: {where}.url is missing; e.g. url = "rsync://user@host/module"'
+        )
     spec = TargetSpec(
         url=url,
         password_file=table.get("password_file", default_password),
@@ -211,7 +221,9 @@ def _target(table: Any, origin: str, where: str, default_password: str | None) -
     return spec
 
 
-def _check_keys(table: Mapping[str, Any], allowed: Mapping[str, Any], origin: str, where: str) -> None:
+def _check_keys(
+    table: Mapping[str, Any], allowed: Mapping[str, Any], origin: str, where: str
+) -> None:
     prefix = f"{where}." if where else ""
     for key, value in table.items():
         if key not in allowed:
@@ -220,8 +232,12 @@ def _check_keys(table: Mapping[str, Any], allowed: Mapping[str, Any], origin: st
             raise ConfigError(f"{origin}: unknown key {prefix}{key}; {hint}")
         expected = allowed[key]
         if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
-            names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
-            raise ConfigError(f"{origin}: {prefix}{key} must be of type {names}, not {type(value).__name__}")
+            names = " or ".join(
+                t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,))
+            )
+            raise ConfigError(
+                f"{origin}: {prefix}{key} must be of type {names}, not {type(value).__name__}"
+            )
 
 
 def _strings(table: Mapping[str, Any], key: str, origin: str, where: str) -> list[str]:

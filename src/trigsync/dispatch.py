@@ -8,6 +8,7 @@ fails keeps its pending set and retries forever; it never holds back other targe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -104,7 +105,9 @@ class Dispatcher:
 
     def status(self) -> TargetStatus:
         now = time.monotonic()
-        oldest = min((t for t in (self._since, self._in_flight_since) if t is not None), default=None)
+        oldest = min(
+            (t for t in (self._since, self._in_flight_since) if t is not None), default=None
+        )
         flight = self._in_flight
         return TargetStatus(
             target=self.target.name,
@@ -151,7 +154,7 @@ class Dispatcher:
                     log.error("%s; retrying in %.0f s", exc, pause)
                 else:
                     self._state = "backoff"
-                    pause = backoff * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not crypto
+                    pause = backoff * random.uniform(0.8, 1.2)
                     backoff = min(backoff * 2, self.settings.backoff_max)
                     log.warning("%s; retrying in %.1f s", exc, pause)
                 await self._sleep_unless_closing(pause)
@@ -160,10 +163,8 @@ class Dispatcher:
 
     async def _sleep_unless_closing(self, seconds: float) -> None:
         # A change arriving during backoff must not cut it short; only close() does.
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._closed.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
 
     async def _send_pending(self) -> None:
         batch = self.pending.take()

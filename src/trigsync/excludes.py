@@ -65,7 +65,9 @@ def _translate(glob: bytes) -> bytes:
 def _compile(pattern: str) -> _Rule:
     raw = os.fsencode(pattern)
     if not raw or raw.strip(b"/") == b"":
-        raise ConfigError(f"exclude pattern {pattern!r} is empty; give a name or glob such as '*.tmp'")
+        raise ConfigError(
+            f"exclude pattern {pattern!r} is empty; give a name or glob such as '*.tmp'"
+        )
     dirs_only = raw.endswith(b"/")
     raw = raw.rstrip(b"/")
     anchored = raw.startswith(b"/")

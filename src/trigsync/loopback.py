@@ -13,7 +13,7 @@ from types import TracebackType
 from .errors import SetupError
 
 USER = "tsync"
-PASSWORD = "s3cret"  # noqa: S105 - a throwaway daemon on 127.0.0.1
+PASSWORD = "s3cret"
 
 
 def free_port() -> int:
@@ -100,7 +100,10 @@ class LoopbackDaemon:
             if self._proc is not None and self._proc.poll() is not None:
                 err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
                 raise SetupError(f"rsync daemon on port {self.port} exited: {err.strip()}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), 0.2),
+            ):
                 return
             time.sleep(0.01)
         raise SetupError(f"rsync daemon on port {self.port} did not start within {timeout} s")

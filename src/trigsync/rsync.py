@@ -116,7 +116,13 @@ def batch_argv(source: bytes, opts: Options, transport: Transport) -> list[Arg]:
 
 def full_argv(source: bytes, opts: Options, transport: Transport) -> list[Arg]:
     """argv for reconciling the whole tree: only differences travel, extras are deleted."""
-    return [*_common(opts, transport), "--delete", "--force", _as_dir(source), transport.destination]
+    return [
+        *_common(opts, transport),
+        "--delete",
+        "--force",
+        _as_dir(source),
+        transport.destination,
+    ]
 
 
 def _as_dir(path: bytes) -> bytes:

@@ -22,7 +22,9 @@ def settle(source: Path, replica: Replica, timeout: float = 15.0) -> None:
     wait_trees_equal(source, replica.path, timeout=timeout, owners=replica.owners)
 
 
-def test_initial_sync_and_basic_file_changes(source: Path, replica: Replica, start_trigsync: Start) -> None:
+def test_initial_sync_and_basic_file_changes(
+    source: Path, replica: Replica, start_trigsync: Start
+) -> None:
     make_tree(source, dirs=3, files_per_dir=4, seed=1)
     (source / "stale-on-replica-only").write_text("x")
     os.remove(source / "stale-on-replica-only")
@@ -80,7 +82,9 @@ def test_directories_renames_and_moves(
     assert not any(b"written-outside" in p for p in os.listdir(os.fsencode(replica.path)))
 
 
-def test_modes_symlinks_and_hard_links(source: Path, replica: Replica, start_trigsync: Start) -> None:
+def test_modes_symlinks_and_hard_links(
+    source: Path, replica: Replica, start_trigsync: Start
+) -> None:
     start_trigsync(replica)
     target = source / "data.bin"
     target.write_bytes(os.urandom(5000))
@@ -105,7 +109,11 @@ def test_modes_symlinks_and_hard_links(source: Path, replica: Replica, start_tri
 
 
 def test_hostile_file_names(
-    source: Path, replica: Replica, start_trigsync: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    source: Path,
+    replica: Replica,
+    start_trigsync: Start,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.chdir(tmp_path)
     start_trigsync(replica)

@@ -126,7 +126,10 @@ ops = st.lists(
 
 
 def deliver(
-    source: dict[bytes, tuple[str, int]], target: dict[bytes, tuple[str, int]], batch: Batch, upto: int | None = None
+    source: dict[bytes, tuple[str, int]],
+    target: dict[bytes, tuple[str, int]],
+    batch: Batch,
+    upto: int | None = None,
 ) -> None:
     """A run reads the source as it is when it runs, not as it was when it was taken."""
     if batch.full and upto is None:
@@ -144,13 +147,11 @@ def test_target_converges_to_source(script: list[tuple[str, bytes, int]]) -> Non
     target: dict[bytes, tuple[str, int]] = {}
     pending = PendingSet()
     flight: Batch | None = None
-    version = 0
 
     def event(path: bytes, kind: Kind) -> None:
         pending.extend(batch((path, kind)), in_flight=flight is not None)
 
-    for op, path, seed in script:
-        version += 1
+    for version, (op, path, seed) in enumerate(script, 1):
         up = parent(path)
         parent_ok = up is None or source.get(up, ("",))[0] == DIR
         if op == "write" and parent_ok and source.get(path, (FILE,))[0] == FILE:

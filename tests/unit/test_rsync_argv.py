@@ -4,7 +4,7 @@ import pytest
 
 from trigsync import rsync
 from trigsync.errors import PermanentSyncError, TransientSyncError
-from trigsync.rsync import Outcome, Options, Transport, classify
+from trigsync.rsync import Options, Outcome, Transport, classify
 
 T = Transport("rsync://u@h:873/www/", ("--sockopts=TCP_NODELAY",))
 
@@ -54,7 +54,9 @@ def test_exit_code_table(code: int, stderr: bytes, outcome: Outcome) -> None:
 
 def test_raise_for_picks_the_error_class_and_says_why() -> None:
     with pytest.raises(TransientSyncError, match="exit 10"):
-        rsync.raise_for(rsync.Result(10, b"rsync: failed to connect: Connection refused\n", 0.1), "t")
+        rsync.raise_for(
+            rsync.Result(10, b"rsync: failed to connect: Connection refused\n", 0.1), "t"
+        )
     with pytest.raises(PermanentSyncError, match="auth failed"):
         rsync.raise_for(rsync.Result(5, b"@ERROR: auth failed on module www\n", 0.1), "t")
     rsync.raise_for(rsync.Result(24, b"file has vanished", 0.1), "t")

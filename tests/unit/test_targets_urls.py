@@ -6,8 +6,16 @@ from pathlib import Path
 import pytest
 
 from trigsync.errors import ConfigError, SetupError
-from trigsync.targets import DaemonTarget, LocalTarget, SshTarget, TargetSpec, build, kind_of
-from trigsync.targets import rsyncd, ssh
+from trigsync.targets import (
+    DaemonTarget,
+    LocalTarget,
+    SshTarget,
+    TargetSpec,
+    build,
+    kind_of,
+    rsyncd,
+    ssh,
+)
 
 
 @pytest.mark.parametrize(
@@ -29,7 +37,13 @@ def test_kind_from_url(url: str, cls: type) -> None:
 
 def test_daemon_forms() -> None:
     a = rsyncd.parse("rsync://backup@10.0.0.2:8873/www/site")
-    assert (a.user, a.host, a.port, a.module, a.subdir) == ("backup", "10.0.0.2", 8873, "www", "site")
+    assert (a.user, a.host, a.port, a.module, a.subdir) == (
+        "backup",
+        "10.0.0.2",
+        8873,
+        "www",
+        "site",
+    )
     assert a.destination == "rsync://backup@10.0.0.2:8873/www/site/"
     # After :: comes the module, not a user.
     b = rsyncd.parse("backup@10.0.0.2::www")
@@ -38,7 +52,7 @@ def test_daemon_forms() -> None:
 
 @pytest.mark.parametrize("url", ["rsync://h/", "u@h::", "rsync://h:99999/www"])
 def test_daemon_url_errors_name_the_fix(url: str) -> None:
-    with pytest.raises(ConfigError, match="module|port"):
+    with pytest.raises(ConfigError, match=r"module|port"):
         rsyncd.parse(url)
 
 
@@ -73,15 +87,17 @@ def test_daemon_transport_never_carries_the_password(tmp_path: Path) -> None:
 def test_password_file_problems_are_clear(tmp_path: Path) -> None:
     pw = tmp_path / "pw"
     spec = TargetSpec("u@h::www", password_file=str(pw))
-    with pytest.raises(SetupError, match="does not exist.*chmod 600"):
+    with pytest.raises(SetupError, match=r"does not exist.*chmod 600"):
         build(spec, state_dir=tmp_path).check()
     pw.write_text("x\n")
     pw.chmod(0o644)
-    with pytest.raises(SetupError, match="readable by others.*chmod 600"):
+    with pytest.raises(SetupError, match=r"readable by others.*chmod 600"):
         build(spec, state_dir=tmp_path).check()
 
 
-def test_user_without_password_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_user_without_password_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("RSYNC_PASSWORD", raising=False)
     with pytest.raises(ConfigError, match="--password-file"):
         build(TargetSpec("u@h::www"), state_dir=tmp_path).check()

@@ -18,7 +18,7 @@ def kind_of(url: str) -> type[Target]:
     a ``:`` before any ``/`` is a remote shell host, anything else is a local path."""
     if url.startswith("rsync://") or re.match(r"[^/]*::", url):
         return DaemonTarget
-    if url.startswith("ssh://") or re.match(r"[^/]+:", url) and not url.startswith("file://"):
+    if url.startswith("ssh://") or (re.match(r"[^/]+:", url) and not url.startswith("file://")):
         return SshTarget
     return LocalTarget
 

@@ -16,7 +16,9 @@ class LocalTarget(Target):
     def __init__(self, spec: TargetSpec, *, state_dir: Path, contimeout: int = 10) -> None:
         super().__init__(spec, state_dir=state_dir, contimeout=contimeout)
         path = spec.url.removeprefix("file://")
-        self.path = require_absolute(os.path.abspath(path) if not path.startswith("/") else path, spec.url)
+        self.path = require_absolute(
+            os.path.abspath(path) if not path.startswith("/") else path, spec.url
+        )
 
     def check(self) -> None:
         parent = os.path.dirname(self.path.rstrip("/")) or "/"

@@ -12,7 +12,9 @@ from ..errors import ConfigError, SetupError
 from ..rsync import Transport
 from .base import Target, TargetSpec
 
-_URL = re.compile(r"rsync://(?:(?P<user>[^@/]+)@)?(?P<host>\[[^\]]+\]|[^:/]+)(?::(?P<port>\d+))?/(?P<path>.*)")
+_URL = re.compile(
+    r"rsync://(?:(?P<user>[^@/]+)@)?(?P<host>\[[^\]]+\]|[^:/]+)(?::(?P<port>\d+))?/(?P<path>.*)"
+)
 _DCOLON = re.compile(r"(?:(?P<user>[^@/:]+)@)?(?P<host>[^:/]+)::(?P<path>.*)")
 
 

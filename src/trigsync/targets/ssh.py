@@ -16,7 +16,9 @@ from ..errors import ConfigError
 from ..rsync import Transport
 from .base import Target, TargetSpec, require_absolute
 
-_URL = re.compile(r"ssh://(?:(?P<user>[^@/]+)@)?(?P<host>\[[^\]]+\]|[^:/]+)(?::(?P<port>\d+))?(?P<path>/.*)")
+_URL = re.compile(
+    r"ssh://(?:(?P<user>[^@/]+)@)?(?P<host>\[[^\]]+\]|[^:/]+)(?::(?P<port>\d+))?(?P<path>/.*)"
+)
 _SCP = re.compile(r"(?:(?P<user>[^@/:]+)@)?(?P<host>[^:/]+):(?P<path>[^:].*)")
 
 
@@ -39,7 +41,9 @@ def parse(url: str) -> SshAddress:
             f"target {url!r} is not an ssh URL; write ssh://user@host[:port]/path or user@host:/path"
         )
     port = m.groupdict().get("port")
-    return SshAddress(m["user"], m["host"], int(port) if port else None, require_absolute(m["path"], url))
+    return SshAddress(
+        m["user"], m["host"], int(port) if port else None, require_absolute(m["path"], url)
+    )
 
 
 def _rsync_quote(arg: str) -> str:
@@ -47,7 +51,9 @@ def _rsync_quote(arg: str) -> str:
     if arg and not any(c in arg for c in " \t\n'\"\\"):
         return arg
     if "'" in arg:
-        raise ConfigError(f"ssh option {arg!r} holds a single quote and whitespace; rsync cannot pass it")
+        raise ConfigError(
+            f"ssh option {arg!r} holds a single quote and whitespace; rsync cannot pass it"
+        )
     return f"'{arg}'"
 
 
