@@ -31,11 +31,22 @@ class Change:
 
 
 @dataclass(frozen=True, slots=True)
+class Move:
+    """A rename inside the tree: a hint that lets a target move its copy instead of
+    receiving the bytes again. Correctness never depends on it: both paths are also
+    listed as changes, so whatever a target did with the hint, rsync then fixes up."""
+
+    old: bytes
+    new: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Batch:
     """Changes to deliver together. ``full`` asks for a reconciling sync of the whole tree."""
 
     changes: tuple[Change, ...] = ()
     full: bool = False
+    moves: tuple[Move, ...] = ()
 
     def __bool__(self) -> bool:
         return self.full or bool(self.changes)
@@ -79,8 +90,10 @@ def ancestors(path: bytes) -> Iterator[bytes]:
 class PendingSet:
     """Per-target pending state: at most one entry per path, plus a full-sync flag."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_moves: int = 10_000) -> None:
         self._kinds: dict[bytes, Kind] = {}
+        self._moves: list[Move] = []
+        self._max_moves = max_moves
         self.full = False
 
     def __len__(self) -> int:
@@ -108,6 +121,8 @@ class PendingSet:
         """
         if batch.full:
             self.full = True
+        for move in batch.moves:
+            self._add_move(move)
         kinds = self._kinds
         for change in batch.changes:
             kind = Kind.CHANGED if in_flight and change.kind is Kind.CREATED else change.kind
@@ -117,6 +132,30 @@ class PendingSet:
             else:
                 kinds[change.path] = merged
 
+    def _add_move(self, move: Move) -> None:
+        # A target that applies the move carries its copy of old's subtree along, including
+        # paths whose pending deletion has not been sent: that pending state moves too.
+        self._carry(move, self._kinds)
+        # a -> b then b -> c is a -> c: the target never had b.
+        for i, earlier in enumerate(self._moves):
+            if earlier.new == move.old:
+                self._moves[i] = Move(earlier.old, move.new)
+                return
+        if len(self._moves) < self._max_moves:
+            self._moves.append(move)
+        else:
+            self._moves.clear()  # hints only: losing them costs bytes, never correctness
+
+    @staticmethod
+    def _carry(move: Move, kinds: dict[bytes, Kind]) -> None:
+        prefix = move.old + b"/"
+        carried = [(p, k) for p, k in kinds.items() if p.startswith(prefix)]
+        for path, kind in carried:
+            new = move.new + path[len(move.old) :]
+            merged = kind if new not in kinds else MERGE[kinds[new], kind]
+            # Whatever it merges to, the target may now hold a copy at the new path.
+            kinds[new] = Kind.DELETED if merged in (None, Kind.DELETED) else Kind.CHANGED
+
     def take(self) -> Batch:
         """Remove and return everything pending, ready to send.
 
@@ -125,9 +164,10 @@ class PendingSet:
         A full sync covers every entry, so it travels alone.
         """
         kinds, self._kinds = self._kinds, {}
+        moves, self._moves = tuple(self._moves), []
         if self.full:
             self.full = False
-            return Batch(full=True)
+            return Batch(full=True, moves=moves)
         deleted = {p for p, k in kinds.items() if k is Kind.DELETED}
         if deleted:
             changes = tuple(
@@ -137,7 +177,7 @@ class PendingSet:
             )
         else:
             changes = tuple(Change(p, k) for p, k in kinds.items())
-        return Batch(changes)
+        return Batch(changes, moves=moves)
 
     def restore(self, batch: Batch) -> None:
         """Put back a batch that failed, beneath anything that changed since it was taken.
@@ -147,15 +187,20 @@ class PendingSet:
         """
         if batch.full:
             self.full = True
+        restored: dict[bytes, Kind] = {
+            c.path: Kind.CHANGED if c.kind is Kind.CREATED else c.kind for c in batch.changes
+        }
+        for move in self._moves:  # moves made since the batch was taken carry it along
+            self._carry(move, restored)
+        self._moves[:0] = batch.moves
         kinds = self._kinds
-        for change in batch.changes:
-            old = Kind.CHANGED if change.kind is Kind.CREATED else change.kind
-            newer = kinds.get(change.path)
+        for path, old in restored.items():
+            newer = kinds.get(path)
             merged = old if newer is None else MERGE[old, newer]
             if merged is None:
-                kinds.pop(change.path, None)
+                kinds.pop(path, None)
             else:
-                kinds[change.path] = merged
+                kinds[path] = merged
 
 
 def changes_of(paths: Iterable[bytes], kind: Kind) -> tuple[Change, ...]:

@@ -195,6 +195,14 @@ class Dispatcher:
 
     async def _run(self, batch: Batch) -> rsync.Result:
         transport = self._transport
+        if batch.moves:
+            moved = await self.target.apply_moves(batch.moves, self.source, self.options)
+            log.info(
+                "%s: moved %d of %d renamed paths in place",
+                self.target.name,
+                moved,
+                len(batch.moves),
+            )
         if batch.full:
             argv = rsync.full_argv(self.source, self.options, transport)
             return await rsync.run(argv, env=transport.env)

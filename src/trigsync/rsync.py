@@ -125,6 +125,26 @@ def full_argv(source: bytes, opts: Options, transport: Transport) -> list[Arg]:
     ]
 
 
+def link_dest_argv(
+    source: bytes, old: bytes, new: bytes, opts: Options, transport: Transport
+) -> list[Arg]:
+    """argv that builds directory ``new`` on the receiver from its copy of ``old``.
+
+    ``--link-dest`` is relative to the destination directory, and rsync looks files up
+    there by their path below it: unchanged files become hard links, so the bytes of a
+    renamed directory never cross the wire again.
+    """
+    rel = os.path.relpath(old, new)
+    destination = os.fsencode(transport.destination)
+    return [
+        *_common(opts, transport),
+        "-r",
+        b"--link-dest=" + rel,
+        _as_dir(source) + new + b"/",
+        _as_dir(destination) + new + b"/",
+    ]
+
+
 def _as_dir(path: bytes) -> bytes:
     return path if path.endswith(b"/") else path + b"/"
 

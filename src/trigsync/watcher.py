@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from . import inotify as ino
-from .changes import Batch, Change, Kind
+from .changes import Batch, Change, Kind, Move
 from .errors import WatchError, WatchLimitError
 from .excludes import Excludes
 from .watchtree import Node, WatchTree
@@ -96,6 +96,7 @@ class Watcher:
         self._created_now: set[tuple[int, bytes]] = set()  # files reported in this batch
         self._moves: dict[int, _Move] = {}  # by cookie, oldest first
         self._out: list[Change] = []
+        self._renames: list[Move] = []
         self._full = False
         self._rewalk = False
         self._events_read = 0
@@ -209,8 +210,9 @@ class Watcher:
             deadlines.append(next(iter(self._moves.values())).deadline)
         if deadlines:
             self._timer = loop.call_at(min(deadlines), self._wake_up)
-        batch = Batch(tuple(self._out), self._full)
+        batch = Batch(tuple(self._out), self._full, tuple(self._renames))
         self._out = []
+        self._renames = []
         self._created_now.clear()
         self._full = False
         return batch
@@ -342,14 +344,19 @@ class Watcher:
             if src is not None:
                 self._moved_out(src)  # into an excluded place: as good as gone
             return
+        # A rename inside the tree: targets may move their copy, so the new paths are
+        # CHANGED (the target may have them), never CREATED.
+        kind = Kind.CREATED
         if src is not None and not src.excluded:
             self._out.append(Change(src.path, Kind.DELETED))
+            self._renames.append(Move(src.path, path))
+            kind = Kind.CHANGED
             if src.node is not None:
                 self._tree.move(src.node, parent, name)
         if is_dir:
-            self._add_tree(parent, name, path)
+            self._add_tree(parent, name, path, kind)
         else:
-            self._out.append(Change(path, Kind.CREATED))
+            self._out.append(Change(path, kind))
 
     def _moved_out(self, move: _Move) -> None:
         if move.node is not None:
@@ -370,16 +377,16 @@ class Watcher:
 
     # -- watching and scanning -----------------------------------------------------------
 
-    def _add_tree(self, parent: Node, name: bytes, path: bytes) -> None:
-        """Watch a new directory first, then report it and everything below it as CREATED."""
-        self._out.append(Change(path, Kind.CREATED))
+    def _add_tree(self, parent: Node, name: bytes, path: bytes, kind: Kind = Kind.CREATED) -> None:
+        """Watch a new directory first, then report it and everything below it."""
+        self._out.append(Change(path, kind))
         nospace = 0
         try:
             node = self._watch(parent, name, path)
         except ino.NoWatchSpaceError:
             node, nospace = None, 1
         seen: set[int] = set()
-        _, more = self._scan(node, path, self._out, seen)
+        _, more = self._scan(node, path, self._out, seen, kind)
         if node is not None and node.children:
             self._prune(node, seen)
         if nospace or more:
@@ -434,6 +441,7 @@ class Watcher:
         top_path: bytes,
         out: list[Change] | None,
         seen: set[int] | None = None,
+        kind: Kind = Kind.CREATED,
     ) -> tuple[int, int]:
         """Watch every directory below ``top``, reporting entries as CREATED into ``out``.
 
@@ -462,7 +470,7 @@ class Watcher:
                 if excludes and excludes.excludes(path, is_dir=is_dir):
                     continue
                 if out is not None:
-                    out.append(Change(path, Kind.CREATED))
+                    out.append(Change(path, kind))
                 if not is_dir:
                     continue
                 dirs += 1

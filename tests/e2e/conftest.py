@@ -26,7 +26,11 @@ def daemon_replica(factory: RsyncDaemonFactory, **kw: object) -> Replica:
     # use chroot = yes keeps symlink targets exact (see RsyncDaemon).
     daemon = factory(use_chroot=True, **kw)  # type: ignore[arg-type]
     return Replica(
-        "rsyncd", daemon.url, daemon.module_path, {"password_file": str(daemon.password_file)}
+        "rsyncd",
+        daemon.url,
+        daemon.module_path,
+        {"password_file": str(daemon.password_file)},
+        log=daemon.log_path,
     )
 
 

@@ -22,6 +22,7 @@ class Replica:
     path: Path
     options: dict[str, object] = field(default_factory=dict)
     owners: bool = False  # ssh replicas belong to the test user: compare modes, not owners
+    log: Path | None = None  # the rsync daemon's log, for bytes on the wire
 
 
 def _toml(value: object) -> str:

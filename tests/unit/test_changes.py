@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trigsync.changes import MERGE, Batch, Change, Kind, PendingSet, ancestors, merge
+from trigsync.changes import MERGE, Batch, Change, Kind, Move, PendingSet, ancestors, merge
 
 
 def batch(*pairs: tuple[bytes, Kind]) -> Batch:
@@ -85,7 +85,7 @@ def test_ancestors() -> None:
 
 # --- model-based: whatever the events and failures, the target converges ---------------
 
-NAMES = [b"a", b"b", b"a/x", b"a/y", b"a/x/z", b"b/q"]
+NAMES = [b"a", b"b", b"a/x", b"b/x", b"a/x/z"]
 FILE, DIR = "f", "d"
 
 
@@ -95,6 +95,25 @@ def parent(path: bytes) -> bytes | None:
 
 def subtree(fs: dict[bytes, tuple[str, int]], path: bytes) -> list[bytes]:
     return sorted((p for p in fs if p.startswith(path + b"/")), key=len, reverse=True)
+
+
+def apply_moves(target: dict[bytes, tuple[str, int]], moves: tuple[Move, ...]) -> None:
+    """What a target does with rename hints: rename its copy where it can, like rename(2)."""
+    for move in moves:
+        old, new = move.old, move.new
+        up = parent(new)
+        if old == new or old not in target or (up is not None and target.get(up, ("",))[0] != DIR):
+            continue
+        if new.startswith(old + b"/"):
+            continue  # EINVAL: into itself
+        if new in target:
+            if target[new][0] != target[old][0] or subtree(target, new):
+                continue  # EISDIR / ENOTDIR / ENOTEMPTY
+        moved = {old: target.pop(old)}
+        for child in subtree(target, old):
+            moved[child] = target.pop(child)
+        for path, entry in moved.items():
+            target[new + path[len(old) :]] = entry
 
 
 def apply_to_target(
@@ -117,9 +136,11 @@ def apply_to_target(
 
 ops = st.lists(
     st.tuples(
-        st.sampled_from(["write", "mkdir", "delete", "begin", "finish", "fail", "overflow"]),
+        st.sampled_from(
+            ["write", "mkdir", "delete", "rename", "begin", "finish", "fail", "overflow"]
+        ),
         st.sampled_from(NAMES),
-        st.integers(0, 3),
+        st.integers(0, len(NAMES) - 1),
     ),
     max_size=80,
 )
@@ -132,6 +153,7 @@ def deliver(
     upto: int | None = None,
 ) -> None:
     """A run reads the source as it is when it runs, not as it was when it was taken."""
+    apply_moves(target, batch.moves)
     if batch.full and upto is None:
         target.clear()
         target.update(source)
@@ -167,6 +189,29 @@ def test_target_converges_to_source(script: list[tuple[str, bytes, int]]) -> Non
                 event(child, Kind.DELETED)
             del source[path]
             event(path, Kind.DELETED)
+        elif op == "rename" and path in source:
+            new = NAMES[seed]
+            up_new = parent(new)
+            if (
+                new == path
+                or new.startswith(path + b"/")
+                or (up_new is not None and source.get(up_new, ("",))[0] != DIR)
+                or (new in source and (source[new][0] != source[path][0] or subtree(source, new)))
+            ):
+                continue
+            moved = {path: source.pop(path)}
+            for child in subtree(source, path):
+                moved[child] = source.pop(child)
+            if new in source:
+                event(new, Kind.DELETED)  # replaced
+            # What the watcher reports: the old path gone, a hint, the new subtree CHANGED.
+            changes = [Change(path, Kind.DELETED)]
+            for old_path, entry in sorted(moved.items(), key=lambda kv: len(kv[0])):
+                source[new + old_path[len(path) :]] = entry
+                changes.append(Change(new + old_path[len(path) :], Kind.CHANGED))
+            pending.extend(
+                Batch(tuple(changes), moves=(Move(path, new),)), in_flight=flight is not None
+            )
         elif op == "overflow":
             pending.extend(Batch(full=True))
         elif op == "begin" and flight is None:
@@ -182,3 +227,20 @@ def test_target_converges_to_source(script: list[tuple[str, bytes, int]]) -> Non
         deliver(source, target, flight)
     deliver(source, target, pending.take())
     assert target == source
+
+
+def test_pending_deletes_move_with_a_renamed_directory() -> None:
+    # The target holds a/x; a/x is deleted (unsent), then a is renamed to b. A target that
+    # renames its copy now has b/x, so the deletion must travel as b/x.
+    pending = PendingSet()
+    pending.extend(batch((b"a/x", Kind.DELETED)))
+    pending.extend(
+        Batch((Change(b"a", Kind.DELETED), Change(b"b", Kind.CHANGED)), moves=(Move(b"a", b"b"),))
+    )
+    taken = pending.take()
+    assert taken.moves == (Move(b"a", b"b"),)
+    assert set(taken.changes) == {
+        Change(b"a", Kind.DELETED),
+        Change(b"b", Kind.CHANGED),
+        Change(b"b/x", Kind.DELETED),
+    }

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from trigsync.changes import Batch, Change, Kind, PendingSet
+from trigsync.changes import Batch, Change, Kind, Move, PendingSet
 from trigsync.errors import WatchError, WatchLimitError
 from trigsync.excludes import Excludes
 from trigsync.watcher import Watcher
@@ -197,15 +197,18 @@ def test_rename_file_and_dir_inside_tree(src: Path) -> None:
         async with watching(src) as w:
             os.rename(src / "a", src / "b")
             os.rename(src / "d", src / "e")
+            # The target may move its copy, so the new paths are CHANGED, not CREATED.
             assert await w.quiet() == {
                 b"a": D,
-                b"b": C,
+                b"b": M,
                 b"d": D,
-                b"e": C,
-                b"e/x": C,
-                b"e/sub": C,
-                b"e/sub/y": C,
+                b"e": M,
+                b"e/x": M,
+                b"e/sub": M,
+                b"e/sub/y": M,
             }
+            moves = [m for b in w.batches for m in b.moves]
+            assert moves == [Move(b"a", b"b"), Move(b"d", b"e")]
             assert w.watcher.watch_count == 3
             write(src / "e" / "sub" / "new")
             assert await w.quiet() == {b"e/sub/new": C}
@@ -301,7 +304,7 @@ def test_odd_names_survive_as_exact_bytes(src: Path) -> None:
             expected[b"dir \xe9\n/in\xe9"] = C
             assert await w.quiet() == expected
             os.rename(root + b"/caf\xe9", root + b"/caf\xe9\n2")
-            assert await w.quiet() == {b"caf\xe9": D, b"caf\xe9\n2": C}
+            assert await w.quiet() == {b"caf\xe9": D, b"caf\xe9\n2": M}
 
     run(scenario)
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import abc
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from ..rsync import Transport
+from ..changes import Move
+from ..rsync import Options, Transport
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,14 @@ class Target(abc.ABC):
     @abc.abstractmethod
     def transport(self) -> Transport:
         """Destination, options and environment for every rsync run to this target."""
+
+    async def apply_moves(self, moves: Sequence[Move], source: bytes, options: Options) -> int:
+        """Move the target's copies for these renames, best effort; returns how many moved.
+
+        The batch that follows lists both ends of every rename, so a move that fails here
+        only costs bytes: rsync then sends the new path whole.
+        """
+        return 0
 
     def check(self) -> None:  # noqa: B027 - most targets need no pre-flight check
         """Raise SetupError or ConfigError if the target cannot work as configured."""

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
+from ..changes import Move
 from ..errors import SetupError
-from ..rsync import Transport
+from ..rsync import Options, Transport
 from .base import Target, TargetSpec, require_absolute
+
+log = logging.getLogger(__name__)
 
 
 class LocalTarget(Target):
@@ -27,6 +32,26 @@ class LocalTarget(Target):
                 f"target {self.spec.url}: neither {self.path} nor its parent {parent} exists; "
                 f"create it with: mkdir -p {self.path}"
             )
+
+    async def apply_moves(self, moves: Sequence[Move], source: bytes, options: Options) -> int:
+        base = os.fsencode(self.path)
+        done = 0
+        for move in moves:
+            if move.old == move.new:
+                continue
+            try:
+                os.rename(base + move.old, base + move.new)
+            except OSError as exc:
+                log.debug(
+                    "%s: rename %r -> %r failed (%s); rsync sends it",
+                    self.name,
+                    move.old,
+                    move.new,
+                    exc.strerror,
+                )
+            else:
+                done += 1
+        return done
 
     def transport(self) -> Transport:
         return Transport(self.path, tuple(self.spec.extra_rsync_args))

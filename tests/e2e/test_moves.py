@@ -1,0 +1,52 @@
+"""A renamed directory is moved on the target, not sent again."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tests.e2e.conftest import Start
+from tests.e2e.harness import Replica
+from tests.support.trees import wait_trees_equal
+
+MB = 1 << 20
+
+
+def inodes(root: Path) -> dict[bytes, int]:
+    """Inode of every regular file below root, by path relative to root."""
+    out = {}
+    base = os.fsencode(root)
+    for dirpath, _, files in os.walk(base):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            out[os.path.relpath(path, base)] = os.lstat(path).st_ino
+    return out
+
+
+def test_directory_rename_sends_no_bytes(
+    source: Path, replica: Replica, start_trigsync: Start
+) -> None:
+    old = source / "site" / "assets"
+    (old / "img").mkdir(parents=True)
+    for i in range(20):
+        (old / f"f{i:02d}.bin").write_bytes(os.urandom(2 * MB))
+    (old / "img" / "logo.bin").write_bytes(os.urandom(10 * MB))
+    (source / "site" / "static").mkdir()
+    start_trigsync(replica)
+    wait_trees_equal(source, replica.path, timeout=60, owners=replica.owners)
+    before = inodes(replica.path / "site" / "assets")
+    log_size = os.path.getsize(replica.log) if replica.log else 0
+
+    os.rename(old, source / "site" / "static" / "assets-v2")  # 50 MB, across directories
+    wait_trees_equal(source, replica.path, timeout=60, owners=replica.owners)
+
+    after = inodes(replica.path / "site" / "static" / "assets-v2")
+    assert after == before, "the replica's files were sent again instead of moved"
+    if replica.log:  # the daemon logs what each connection received
+        received = 0
+        with open(replica.log, "rb") as fh:
+            fh.seek(log_size)
+            for line in fh:
+                if b" received " in line and b"total size" in line:
+                    received += int(line.split(b" received ")[1].split()[0])
+        assert received < 0.01 * 50 * MB, f"{received} bytes crossed the wire for a rename"
