@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from . import rsync
 from .changes import Batch, PendingSet
-from .errors import PermanentSyncError, SyncError
+from .errors import BusySyncError, PermanentSyncError, SyncError
 from .targets import Target
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,11 @@ class Dispatcher:
                     log.error("%s; %d paths stay unsent at shutdown", exc, len(self.pending))
                     self._state = "stopped"
                     return
-                if isinstance(exc, PermanentSyncError):
+                if isinstance(exc, BusySyncError):
+                    self._state = "backoff"
+                    pause = random.uniform(0.02, 0.2)  # a slot frees within ~60 ms
+                    log.info("%s; retrying in %.2f s", exc, pause)
+                elif isinstance(exc, PermanentSyncError):
                     self._state = "failing"
                     pause = self.settings.permanent_retry
                     log.error("%s; retrying in %.0f s", exc, pause)

@@ -6,7 +6,8 @@
     │   └── WatchLimitError       exit 3   inotify watches or instances ran out
     ├── WatchError                exit 4   the source tree cannot be watched any more
     └── SyncError                 exit 5   one rsync run failed
-        ├── TransientSyncError             retry with backoff (refused, timeout, busy)
+        ├── TransientSyncError             retry with backoff (refused, timeout)
+        │   └── BusySyncError              the daemon is at max connections: retry soon
         └── PermanentSyncError             retry slowly and report (auth, module, options)
 
 Lower-layer errors (OSError, rsync exit codes) are translated where they cross into
@@ -56,6 +57,10 @@ class SyncError(TrigsyncError):
 
 class TransientSyncError(SyncError):
     """The target may accept the same batch later: retry with backoff."""
+
+
+class BusySyncError(TransientSyncError):
+    """The daemon's connection slots are taken; one frees within milliseconds."""
 
 
 class PermanentSyncError(SyncError):

@@ -16,7 +16,13 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from .errors import PermanentSyncError, SetupError, SyncError, TransientSyncError
+from .errors import (
+    BusySyncError,
+    PermanentSyncError,
+    SetupError,
+    SyncError,
+    TransientSyncError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -235,10 +241,17 @@ def raise_for(result: Result, where: str) -> None:
     last = _last_line(result.stderr)
     message = f"{where}: rsync exit {result.code} ({describe(result.code)}): {last}"
     cls: type[SyncError] = TransientSyncError if outcome is Outcome.RETRY else PermanentSyncError
+    if result.code == 5 and _BUSY.search(result.stderr):
+        cls = BusySyncError
     raise cls(message, code=result.code)
 
 
 def _last_line(stderr: bytes) -> str:
-    lines = [ln for ln in stderr.decode("utf-8", "backslashreplace").splitlines() if ln.strip()]
-    errors = [ln for ln in lines if "error" in ln.lower() or "failed" in ln.lower()]
-    return (errors or lines or ["(no message)"])[-1].strip()
+    """The most telling line: the daemon's own @ERROR, else rsync's, else the last one."""
+    lines = [ln.strip() for ln in stderr.decode("utf-8", "backslashreplace").splitlines()]
+    lines = [ln for ln in lines if ln]
+    for wanted in ("@ERROR", "rsync: ", "error", "failed"):
+        found = [ln for ln in lines if wanted in ln]
+        if found:
+            return found[-1]
+    return lines[-1] if lines else "(no message)"

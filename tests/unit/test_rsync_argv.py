@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from trigsync import rsync
-from trigsync.errors import PermanentSyncError, TransientSyncError
+from trigsync.errors import BusySyncError, PermanentSyncError, TransientSyncError
 from trigsync.rsync import Options, Outcome, Transport, classify
 
 T = Transport("rsync://u@h:873/www/", ("--sockopts=TCP_NODELAY",))
@@ -60,3 +60,12 @@ def test_raise_for_picks_the_error_class_and_says_why() -> None:
     with pytest.raises(PermanentSyncError, match="auth failed"):
         rsync.raise_for(rsync.Result(5, b"@ERROR: auth failed on module www\n", 0.1), "t")
     rsync.raise_for(rsync.Result(24, b"file has vanished", 0.1), "t")
+
+
+def test_busy_daemon_is_its_own_error_and_names_the_daemon_message() -> None:
+    stderr = (
+        b"@ERROR: max connections (1) reached -- try again later\n"
+        b"rsync error: error starting client-server protocol (code 5) at main.c(1954)\n"
+    )
+    with pytest.raises(BusySyncError, match=r"max connections \(1\) reached"):
+        rsync.raise_for(rsync.Result(5, stderr, 0.1), "t")

@@ -1,0 +1,45 @@
+"""A daemon at its connection limit is retried, not failed."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from tests.e2e.conftest import Start, daemon_replica
+from tests.support.rsyncd import RsyncDaemonFactory
+from tests.support.trees import wait_trees_equal
+
+
+def test_max_connections_one_and_a_burst_of_5000_files(
+    source: Path, rsync_daemon_factory: RsyncDaemonFactory, start_trigsync: Start
+) -> None:
+    replica = daemon_replica(rsync_daemon_factory, max_connections=1)
+    trig = start_trigsync(replica)
+    stop = threading.Event()
+
+    def hog() -> None:
+        # Another client keeps taking the only slot, as a second replicator would.
+        import subprocess
+
+        while not stop.is_set():
+            subprocess.run(  # noqa: S603 - fixed argv
+                ["rsync", f"--password-file={replica.options['password_file']}", replica.url],
+                capture_output=True,
+                check=False,
+            )
+
+    thread = threading.Thread(target=hog)
+    thread.start()
+    try:
+        for d in range(50):
+            base = source / f"d{d:02d}"
+            base.mkdir()
+            for f in range(100):
+                (base / f"f{f:03d}").write_bytes(os.urandom(64))
+        wait_trees_equal(source, replica.path, timeout=120)
+    finally:
+        stop.set()
+        thread.join()
+    assert "max connections" in trig.log(), "the test never made the daemon busy"
+    assert trig.proc is not None and trig.proc.running
