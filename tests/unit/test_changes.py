@@ -106,9 +106,8 @@ def apply_moves(target: dict[bytes, tuple[str, int]], moves: tuple[Move, ...]) -
             continue
         if new.startswith(old + b"/"):
             continue  # EINVAL: into itself
-        if new in target:
-            if target[new][0] != target[old][0] or subtree(target, new):
-                continue  # EISDIR / ENOTDIR / ENOTEMPTY
+        if new in target and (target[new][0] != target[old][0] or subtree(target, new)):
+            continue  # EISDIR / ENOTDIR / ENOTEMPTY
         moved = {old: target.pop(old)}
         for child in subtree(target, old):
             moved[child] = target.pop(child)
