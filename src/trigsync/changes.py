@@ -90,9 +90,10 @@ def ancestors(path: bytes) -> Iterator[bytes]:
 class PendingSet:
     """Per-target pending state: at most one entry per path, plus a full-sync flag."""
 
-    def __init__(self, *, max_moves: int = 10_000) -> None:
+    def __init__(self, *, max_paths: int = 1_000_000, max_moves: int = 10_000) -> None:
         self._kinds: dict[bytes, Kind] = {}
         self._moves: list[Move] = []
+        self._max_paths = max_paths
         self._max_moves = max_moves
         self.full = False
 
@@ -131,6 +132,11 @@ class PendingSet:
                 del kinds[change.path]
             else:
                 kinds[change.path] = merged
+        if len(kinds) > self._max_paths:
+            # Memory stays bounded: one full sync covers any number of paths.
+            kinds.clear()
+            self._moves.clear()
+            self.full = True
 
     def _add_move(self, move: Move) -> None:
         # A target that applies the move carries its copy of old's subtree along, including
@@ -155,6 +161,10 @@ class PendingSet:
             merged = kind if new not in kinds else MERGE[kinds[new], kind]
             # Whatever it merges to, the target may now hold a copy at the new path.
             kinds[new] = Kind.DELETED if merged in (None, Kind.DELETED) else Kind.CHANGED
+
+    def peek(self) -> Batch:
+        """Everything pending, left in place."""
+        return Batch(tuple(Change(p, k) for p, k in self._kinds.items()), self.full)
 
     def take(self) -> Batch:
         """Remove and return everything pending, ready to send.

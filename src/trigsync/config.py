@@ -46,6 +46,7 @@ class SyncConfig:
     rsync_path: str = "rsync"
     rsync_args: tuple[str, ...] = ()
     watch_modify: bool = False
+    reconcile_every: float = 0.0  # seconds between full syncs; 0: never
 
 
 def default_state_dir() -> str:
@@ -76,6 +77,7 @@ _SYNC_KEYS: dict[str, Any] = {
     "rsync_args": list,
     "watch_modify": bool,
     "password_file": str,
+    "reconcile_every": (int, float),
 }
 _TARGET_KEYS: dict[str, Any] = {
     "url": str,
@@ -189,6 +191,7 @@ def _sync(block: Any, origin: str, where: str) -> SyncConfig:
         rsync_path=str(block.get("rsync_path", "rsync")),
         rsync_args=tuple(_strings(block, "rsync_args", origin, where)),
         watch_modify=bool(block.get("watch_modify", False)),
+        reconcile_every=float(block.get("reconcile_every", 0)),
     )
 
 

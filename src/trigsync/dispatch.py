@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import NamedTuple
 from . import rsync
 from .changes import Batch, PendingSet
 from .errors import BusySyncError, PermanentSyncError, SyncError
+from .state import StateStore
 from .targets import Target
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,7 @@ class Settings:
     backoff_min: float = 0.2
     backoff_max: float = 30.0
     permanent_retry: float = 60.0  # auth or module errors: retry slowly, report loudly
+    max_pending: int = 1_000_000  # past this many paths, one full sync replaces them
 
 
 class TargetStatus(NamedTuple):
@@ -58,12 +61,17 @@ class Dispatcher:
         target: Target,
         options: rsync.Options,
         settings: Settings = Settings(),
+        *,
+        store: StateStore | None = None,
     ) -> None:
         self.source = source
         self.target = target
         self.options = options
         self.settings = settings
-        self.pending = PendingSet()
+        self.pending = PendingSet(max_paths=settings.max_pending)
+        self.store = store
+        # Several syncs may feed one URL from different sources: key the state by both.
+        self.key = f"{os.fsdecode(source)} -> {target.name}"
         self._transport = target.transport()
         self._wake = asyncio.Event()
         self._closing = False
@@ -86,7 +94,13 @@ class Dispatcher:
             return
         if self._since is None:
             self._since = time.monotonic()
+        was_full = self.pending.full
         self.pending.extend(batch, in_flight=self._in_flight is not None)
+        if self.store is not None:
+            if self.pending.full and not was_full:
+                self.store.mark_full(self.key, True)
+            paths = [c.path for c in batch.changes]
+            self.store.record(self.key, paths, map(self.pending.get, paths))
         if not self.pending and self._in_flight is None:
             self._since = None  # e.g. created and deleted again before it was sent
             return
@@ -170,7 +184,25 @@ class Dispatcher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._closed.wait(), timeout=seconds)
 
+    def restore_saved(self) -> int:
+        """Queue what the state directory says is still pending; returns how many paths."""
+        if self.store is None:
+            return 0
+        saved = self.store.load(self.key)
+        self.pending.extend(saved)
+        if saved:
+            self._since = time.monotonic()
+            self._idle.clear()
+            self._wake.set()
+        return len(saved.changes) + saved.full
+
+    def save(self) -> None:
+        """Write the pending set as it is now (at a clean stop)."""
+        if self.store is not None:
+            self.store.replace(self.key, self.pending.peek())
+
     async def _send_pending(self) -> None:
+        seq = self.store.sequence(self.key) if self.store is not None else 0
         batch = self.pending.take()
         self._in_flight, self._in_flight_since = batch, self._since
         self._since = None
@@ -185,6 +217,8 @@ class Dispatcher:
             raise
         finally:
             self._in_flight = self._in_flight_since = None
+        if self.store is not None:
+            self.store.confirm(self.key, seq, full=batch.full)
         self._batches += 1
         self._paths += len(batch.changes)
         self._last_success = time.time()

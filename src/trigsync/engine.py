@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 from pathlib import Path
 from typing import NamedTuple
 
 from . import rsync, targets
+from .catchup import changed_since
 from .changes import Batch
 from .config import Config, SyncConfig
 from .dispatch import Dispatcher, Settings, TargetStatus
 from .errors import SetupError
 from .excludes import Excludes
+from .state import LastRun, StateStore
 from .watcher import Watcher
 
 log = logging.getLogger(__name__)
@@ -37,7 +40,9 @@ class EngineStatus(NamedTuple):
 class SyncJob:
     """One source tree replicated to its targets."""
 
-    def __init__(self, config: SyncConfig, *, state_dir: Path) -> None:
+    def __init__(
+        self, config: SyncConfig, *, state_dir: Path, store: StateStore | None = None
+    ) -> None:
         self.config = config
         self.source = os.fsencode(config.source)
         self.excludes = Excludes(config.excludes)
@@ -52,7 +57,9 @@ class SyncJob:
             targets.build(spec, state_dir=state_dir, contimeout=config.contimeout)
             for spec in config.targets
         ]
-        self.dispatchers = [Dispatcher(self.source, t, options, settings) for t in self.targets]
+        self.dispatchers = [
+            Dispatcher(self.source, t, options, settings, store=store) for t in self.targets
+        ]
         self.watcher: Watcher | None = None
 
     def check(self) -> None:
@@ -77,6 +84,35 @@ class SyncJob:
         async for batch in self.watcher.batches():
             self.submit(batch)
 
+    async def catch_up(self, last: LastRun) -> None:
+        """Queue what changed while no trigsync was running on this state directory."""
+        if last.first_start:
+            return
+        if not last.clean:
+            log.warning(
+                "%s: the last run did not stop cleanly; reconciling every target",
+                self.config.source,
+            )
+            self.submit(Batch(full=True))
+        elif last.stopped_at is not None:
+            # ctime has coarse granularity on some filesystems: look a second further back.
+            batch = await asyncio.to_thread(
+                changed_since, self.source, last.stopped_at - 1.0, self.excludes
+            )
+            if batch:
+                log.info(
+                    "%s: changed while stopped: %s",
+                    self.config.source,
+                    "directories (full sync)" if batch.full else f"{len(batch.changes)} files",
+                )
+                self.submit(batch)
+
+    async def reconcile_every(self, seconds: float) -> None:
+        """sersync's crontab: a periodic full sync repairs drift made on the receivers."""
+        while True:
+            await asyncio.sleep(seconds)
+            self.submit(Batch(full=True))
+
     def status(self) -> SyncStatus:
         watches = self.watcher.watch_count if self.watcher else 0
         return SyncStatus(self.config.source, watches, tuple(d.status() for d in self.dispatchers))
@@ -90,22 +126,55 @@ class SyncJob:
 
 
 class Engine:
-    def __init__(self, config: Config, *, initial_sync: bool = False) -> None:
+    def __init__(self, config: Config, *, initial_sync: bool = False, durable: bool = True) -> None:
         self.config = config
         self.state_dir = Path(config.state_dir)
         self.initial_sync = initial_sync
-        self.jobs = [SyncJob(s, state_dir=self.state_dir) for s in config.syncs]
-        self._dispatchers = [d for job in self.jobs for d in job.dispatchers]
+        self.durable = durable
+        self.store: StateStore | None = None
+        self._lock_fd = -1
+        self.jobs: list[SyncJob] = []
+        self._dispatchers: list[Dispatcher] = []
 
-    def check(self) -> None:
-        """Pre-flight checks: rsync present, password files sane, state dir usable."""
+    def _open(self, *, durable: bool) -> None:
+        """Lock the state directory, open the pending store, build the jobs."""
         try:
             self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._lock_fd = os.open(self.state_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise SetupError(
-                f"cannot create state directory {self.state_dir}: {exc.strerror}; "
+                f"cannot use state directory {self.state_dir}: {exc.strerror}; "
                 "pass --state-dir DIR or set state_dir in the config"
             ) from exc
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._lock_fd, 32, 0).decode(errors="replace").strip()
+            raise SetupError(
+                f"state directory {self.state_dir} is in use by another trigsync (pid {holder}); "
+                "give each instance its own --state-dir"
+            ) from None
+        os.ftruncate(self._lock_fd, 0)
+        os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
+        if durable:
+            self.store = StateStore(self.state_dir)
+        self.jobs = [
+            SyncJob(s, state_dir=self.state_dir, store=self.store) for s in self.config.syncs
+        ]
+        self._dispatchers = [d for job in self.jobs for d in job.dispatchers]
+
+    def _close(self) -> None:
+        for job in self.jobs:
+            job.close()
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def check(self) -> None:
+        """Pre-flight checks: rsync present, password files sane."""
         for job in self.jobs:
             job.check()
 
@@ -118,16 +187,28 @@ class Engine:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Watch and replicate until ``stop`` is set, then drain and return."""
-        self.check()
+        self._open(durable=self.durable)
         workers: list[asyncio.Task[None]] = []
         pumps: list[asyncio.Task[None]] = []
+        aux: list[asyncio.Task[None]] = []
         try:
+            self.check()
+            last = self.store.begin_run() if self.store else LastRun(True, None, True)
             for job in self.jobs:
                 job.start_watching()
+                resumed = sum(d.restore_saved() for d in job.dispatchers)
+                if resumed:
+                    log.info("%s: resuming %d pending paths", job.config.source, resumed)
                 if self.initial_sync or job.config.initial_sync:
                     job.submit(Batch(full=True))
             workers = [asyncio.create_task(d.run()) for d in self._dispatchers]
             pumps = [asyncio.create_task(job.pump()) for job in self.jobs]
+            aux = [asyncio.create_task(job.catch_up(last)) for job in self.jobs]
+            aux += [
+                asyncio.create_task(job.reconcile_every(job.config.reconcile_every))
+                for job in self.jobs
+                if job.config.reconcile_every
+            ]
             stopper = asyncio.create_task(stop.wait())
             await asyncio.wait([*pumps, stopper], return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
@@ -139,22 +220,25 @@ class Engine:
             await asyncio.gather(*workers)
             if failed:
                 raise failed[0].exception()  # type: ignore[misc]
+            for dispatcher in self._dispatchers:
+                dispatcher.save()
+            if self.store is not None:
+                self.store.end_run()
         finally:
-            for task in [*workers, *pumps]:
+            for task in [*workers, *pumps, *aux]:
                 task.cancel()
-            for job in self.jobs:
-                job.close()
+            self._close()
 
     async def once(self) -> bool:
         """Run one full sync per target and return whether all succeeded."""
-        self.check()
-        for job in self.jobs:
-            job.submit(Batch(full=True))
-        for dispatcher in self._dispatchers:
-            dispatcher.close()
+        self._open(durable=False)
         try:
+            self.check()
+            for job in self.jobs:
+                job.submit(Batch(full=True))
+            for dispatcher in self._dispatchers:
+                dispatcher.close()
             await asyncio.gather(*(d.run() for d in self._dispatchers))
         finally:
-            for job in self.jobs:
-                job.close()
+            self._close()
         return all(d.status().last_error is None for d in self._dispatchers)

@@ -1,0 +1,173 @@
+"""The durable pending set: SQLite in WAL mode, one row per pending path per target.
+
+A change is written before it counts as queued and deleted only after its target
+confirmed it, so a ``kill -9`` loses nothing. Rows are keyed by path, so a million
+writes to a hundred files are a hundred rows. Each write carries a sequence number;
+confirming a run deletes the rows it covered and keeps those that changed meanwhile.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .changes import Batch, Change, Kind
+from .errors import SetupError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS pending (
+    target TEXT NOT NULL, path BLOB NOT NULL, kind INTEGER NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (target, path)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS target (
+    name TEXT PRIMARY KEY, full INTEGER NOT NULL DEFAULT 0, seq INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class LastRun:
+    """How the previous run of this state directory ended."""
+
+    clean: bool  # False after a crash, kill -9 or power loss
+    stopped_at: float | None  # wall-clock time of a clean stop
+    first_start: bool
+
+
+class StateStore:
+    """One SQLite database per state directory, shared by every target of every sync."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "state.db"
+        try:
+            state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives a crash of this process; only power loss can
+            # take back the last commits, and the reconciling sync at start covers that.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise SetupError(
+                f"cannot open state database {self.path}: {exc}; "
+                "check the state directory (--state-dir) is writable and not on a network mount"
+            ) from exc
+        self._seq: dict[str, int] = {}
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- run bookkeeping -----------------------------------------------------------------
+
+    def begin_run(self) -> LastRun:
+        """Mark this run as started; report how the last one ended."""
+        meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        last = LastRun(
+            clean=meta.get("running") == "0",
+            stopped_at=float(meta["stopped_at"]) if "stopped_at" in meta else None,
+            first_start="running" not in meta,
+        )
+        self._set_meta(running="1", pid=str(os.getpid()))
+        return last
+
+    def end_run(self) -> None:
+        """Record a clean stop: the next start needs no reconciling sync."""
+        self._set_meta(running="0", stopped_at=repr(time.time()))
+
+    def _set_meta(self, **values: str) -> None:
+        with self._db:
+            self._db.executemany(
+                "INSERT INTO meta(key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                values.items(),
+            )
+
+    # -- pending paths -------------------------------------------------------------------
+
+    def load(self, target: str) -> Batch:
+        """Everything still pending for ``target``. CREATED comes back as CHANGED: a run
+        that was cut short may have delivered it."""
+        row = self._db.execute("SELECT full, seq FROM target WHERE name = ?", (target,)).fetchone()
+        full, seq = (bool(row[0]), int(row[1])) if row else (False, 0)
+        self._seq[target] = seq
+        rows = self._db.execute("SELECT path, kind FROM pending WHERE target = ?", (target,))
+        changes = tuple(
+            Change(bytes(path), Kind.CHANGED if kind == Kind.CREATED else Kind(kind))
+            for path, kind in rows
+        )
+        return Batch(changes, full)
+
+    def record(self, target: str, paths: Iterable[bytes], kinds: Iterator[Kind | None]) -> int:
+        """Write the merged state of ``paths`` (None: nothing pending); returns the sequence."""
+        seq = self._seq.get(target, 0) + 1
+        self._seq[target] = seq
+        upserts: list[tuple[str, bytes, int, int]] = []
+        deletes: list[tuple[str, bytes]] = []
+        for path, kind in zip(paths, kinds, strict=True):
+            if kind is None:
+                deletes.append((target, path))
+            else:
+                upserts.append((target, path, int(kind), seq))
+        with self._db:
+            if deletes:
+                self._db.executemany("DELETE FROM pending WHERE target = ? AND path = ?", deletes)
+            if upserts:
+                self._db.executemany(
+                    "INSERT INTO pending(target, path, kind, seq) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(target, path) DO UPDATE SET kind = excluded.kind, seq = excluded.seq",
+                    upserts,
+                )
+            self._save_target(target, seq)
+        return seq
+
+    def mark_full(self, target: str, full: bool) -> None:
+        """A full sync is (or is no longer) needed; it covers every pending row."""
+        with self._db:
+            if full:
+                self._db.execute("DELETE FROM pending WHERE target = ?", (target,))
+            self._db.execute(
+                "INSERT INTO target(name, full) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET full = excluded.full",
+                (target, int(full)),
+            )
+
+    def sequence(self, target: str) -> int:
+        return self._seq.get(target, 0)
+
+    def confirm(self, target: str, seq: int, *, full: bool) -> None:
+        """The target confirmed a run that took everything recorded up to ``seq``."""
+        with self._db:
+            self._db.execute("DELETE FROM pending WHERE target = ? AND seq <= ?", (target, seq))
+            if full:
+                self._db.execute("UPDATE target SET full = 0 WHERE name = ?", (target,))
+
+    def replace(self, target: str, batch: Batch) -> None:
+        """Rewrite ``target``'s rows from memory (at a clean stop)."""
+        seq = self._seq.get(target, 0) + 1
+        self._seq[target] = seq
+        with self._db:
+            self._db.execute("DELETE FROM pending WHERE target = ?", (target,))
+            self._db.executemany(
+                "INSERT INTO pending(target, path, kind, seq) VALUES (?, ?, ?, ?)",
+                ((target, c.path, int(c.kind), seq) for c in batch.changes),
+            )
+            self._save_target(target, seq)
+            self._db.execute("UPDATE target SET full = ? WHERE name = ?", (int(batch.full), target))
+
+    def count(self, target: str) -> int:
+        row = self._db.execute(
+            "SELECT count(*) FROM pending WHERE target = ?", (target,)
+        ).fetchone()
+        return int(row[0])
+
+    def _save_target(self, target: str, seq: int) -> None:
+        self._db.execute(
+            "INSERT INTO target(name, seq) VALUES (?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET seq = excluded.seq",
+            (target, seq),
+        )
