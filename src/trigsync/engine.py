@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -95,9 +96,9 @@ class SyncJob:
             )
             self.submit(Batch(full=True))
         elif last.stopped_at is not None:
-            # ctime has coarse granularity on some filesystems: look a second further back.
+            # The kernel stamps ctime from a coarse clock (a few ms behind): look back a bit.
             batch = await asyncio.to_thread(
-                changed_since, self.source, last.stopped_at - 1.0, self.excludes
+                changed_since, self.source, last.stopped_at - 0.1, self.excludes
             )
             if batch:
                 log.info(
@@ -214,6 +215,7 @@ class Engine:
             stopper.cancel()
             for pump in pumps:
                 pump.cancel()
+            unwatched_at = time.time()  # changes after this are found by the next start
             failed = [p for p in pumps if p.done() and not p.cancelled() and p.exception()]
             for dispatcher in self._dispatchers:
                 dispatcher.close()
@@ -223,7 +225,7 @@ class Engine:
             for dispatcher in self._dispatchers:
                 dispatcher.save()
             if self.store is not None:
-                self.store.end_run()
+                self.store.end_run(unwatched_at)
         finally:
             for task in [*workers, *pumps, *aux]:
                 task.cancel()

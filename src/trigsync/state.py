@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,9 +74,9 @@ class StateStore:
         self._set_meta(running="1", pid=str(os.getpid()))
         return last
 
-    def end_run(self) -> None:
-        """Record a clean stop: the next start needs no reconciling sync."""
-        self._set_meta(running="0", stopped_at=repr(time.time()))
+    def end_run(self, unwatched_at: float) -> None:
+        """Record a clean stop, and since when the tree is no longer watched."""
+        self._set_meta(running="0", stopped_at=repr(unwatched_at))
 
     def _set_meta(self, **values: str) -> None:
         with self._db:

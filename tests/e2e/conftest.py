@@ -31,6 +31,7 @@ def daemon_replica(factory: RsyncDaemonFactory, **kw: object) -> Replica:
         daemon.module_path,
         {"password_file": str(daemon.password_file)},
         log=daemon.log_path,
+        daemon=daemon,
     )
 
 

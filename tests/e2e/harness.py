@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support.proc import Proc, ProcGroup, wait_for
+from tests.support.rsyncd import RsyncDaemon
 
 
 @dataclass
@@ -23,6 +24,7 @@ class Replica:
     options: dict[str, object] = field(default_factory=dict)
     owners: bool = False  # ssh replicas belong to the test user: compare modes, not owners
     log: Path | None = None  # the rsync daemon's log, for bytes on the wire
+    daemon: RsyncDaemon | None = None  # to stop and restart it
 
 
 def _toml(value: object) -> str:

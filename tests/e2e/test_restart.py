@@ -1,0 +1,82 @@
+"""Nothing is lost across crashes, clean restarts, and changes made while stopped."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+from tests.e2e.conftest import Start, daemon_replica
+from tests.e2e.test_moves import inodes
+from tests.support.proc import wait_for
+from tests.support.rsyncd import RsyncDaemonFactory
+from tests.support.trees import wait_trees_equal
+from tests.support.workload import make_tree
+
+
+def test_kill_9_mid_burst_then_restart(
+    source: Path, rsync_daemon_factory: RsyncDaemonFactory, start_trigsync: Start
+) -> None:
+    replica = daemon_replica(rsync_daemon_factory)
+    make_tree(source / "old", dirs=20, files_per_dir=50, seed=7)
+    trig = start_trigsync(replica)
+    wait_trees_equal(source, replica.path, timeout=60)
+    before = inodes(replica.path / "old")
+
+    for d in range(40):
+        base = source / "burst" / f"d{d:02d}"
+        base.mkdir(parents=True)
+        for f in range(100):
+            (base / f"f{f:03d}").write_bytes(b"x" * (f + 1))
+        if d == 10:
+            trig.kill()  # SIGKILL: no chance to save anything
+    assert trig.proc is not None and trig.proc.returncode == -9
+
+    again = start_trigsync(replica, initial_sync=False)
+    wait_trees_equal(source, replica.path, timeout=60)
+    assert "did not stop cleanly" in again.log()
+    assert inodes(replica.path / "old") == before, "unchanged files were sent again"
+    assert again.stop() == 0
+
+
+def test_changes_made_while_stopped_arrive_after_start(
+    source: Path, rsync_daemon_factory: RsyncDaemonFactory, start_trigsync: Start
+) -> None:
+    replica = daemon_replica(rsync_daemon_factory)
+    make_tree(source, dirs=5, files_per_dir=10, seed=3)
+    trig = start_trigsync(replica)
+    wait_trees_equal(source, replica.path, timeout=30)
+    assert trig.stop() == 0
+
+    # A clean restart with nothing changed starts without a full sync.
+    quiet = start_trigsync(replica, initial_sync=False)
+    assert quiet.stop() == 0
+    assert "full sync done" not in quiet.log()
+
+    (source / "added-while-down.txt").write_text("new")
+    victim = next(p for p in sorted(source.rglob("*")) if p.is_file())
+    victim.write_text("edited while down")
+    shutil.rmtree(next(p for p in sorted(source.iterdir()) if p.is_dir()))
+    start_trigsync(replica, initial_sync=False)
+    wait_trees_equal(source, replica.path, timeout=30)
+
+
+def test_pending_paths_survive_a_stop_while_the_target_is_down(
+    source: Path, rsync_daemon_factory: RsyncDaemonFactory, start_trigsync: Start
+) -> None:
+    replica = daemon_replica(rsync_daemon_factory)
+    assert replica.daemon is not None
+    trig = start_trigsync(replica)
+    wait_for(lambda: "full sync done" in trig.log(), timeout=10, what="the initial sync")
+    replica.daemon.stop()
+    for i in range(50):
+        (source / f"queued-{i}").write_bytes(os.urandom(100))
+    (source / "queued-0").unlink()
+    wait_for(lambda: "exit 10" in trig.log(), timeout=10, what="a failed run")
+    assert trig.stop() == 0  # a clean stop keeps what it could not send
+    replica.daemon.restart()
+    again = start_trigsync(replica, initial_sync=False)
+    wait_trees_equal(source, replica.path, timeout=30)
+    # 49 files, plus the deletion of queued-0 if a failed run had already taken it.
+    assert re.search(r"resuming (49|50) pending paths", again.log()), again.log()
