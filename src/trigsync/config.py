@@ -47,6 +47,7 @@ class SyncConfig:
     rsync_args: tuple[str, ...] = ()
     watch_modify: bool = False
     reconcile_every: float = 0.0  # seconds between full syncs; 0: never
+    standby: bool = True  # keep one rsync per target connected, waiting for the next batch
 
 
 def default_state_dir() -> str:
@@ -78,6 +79,7 @@ _SYNC_KEYS: dict[str, Any] = {
     "watch_modify": bool,
     "password_file": str,
     "reconcile_every": (int, float),
+    "standby": bool,
 }
 _TARGET_KEYS: dict[str, Any] = {
     "url": str,
@@ -192,6 +194,7 @@ def _sync(block: Any, origin: str, where: str) -> SyncConfig:
         rsync_args=tuple(_strings(block, "rsync_args", origin, where)),
         watch_modify=bool(block.get("watch_modify", False)),
         reconcile_every=float(block.get("reconcile_every", 0)),
+        standby=bool(block.get("standby", True)),
     )
 
 

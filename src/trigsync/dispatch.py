@@ -34,6 +34,7 @@ class Settings:
     backoff_max: float = 30.0
     permanent_retry: float = 60.0  # auth or module errors: retry slowly, report loudly
     max_pending: int = 1_000_000  # past this many paths, one full sync replaces them
+    standby: bool = True  # keep one rsync connected and waiting for the next batch
 
 
 class TargetStatus(NamedTuple):
@@ -87,6 +88,10 @@ class Dispatcher:
         self._failures = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._standby: asyncio.subprocess.Process | None = None
+        self._standby_at = 0.0
+        # Both rsync's --timeout and a daemon's own timeout drop an idle standby.
+        self._recycle = max(1.0, options.timeout * 0.5)
 
     def submit(self, batch: Batch) -> None:
         """Queue newer changes; the worker sends them as soon as it is free."""
@@ -139,6 +144,12 @@ class Dispatcher:
 
     async def run(self) -> None:
         """The worker loop; returns after close() once the pending set was tried a last time."""
+        try:
+            await self._loop()
+        finally:
+            await self.drop_standby()
+
+    async def _loop(self) -> None:
         backoff = self.settings.backoff_min
         while True:
             if not self.pending:
@@ -247,7 +258,39 @@ class Dispatcher:
         argv = rsync.batch_argv(self.source, self.options, transport)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s: paths %r", self.target.name, batch.paths)
-        return await rsync.run(argv, stdin=rsync.path_list(batch.paths), env=transport.env)
+        paths = rsync.path_list(batch.paths)
+        standby, self._standby = self._standby, None
+        if standby is not None:
+            if standby.returncode is None and time.monotonic() - self._standby_at < self._recycle:
+                result = await rsync.finish(standby, paths)
+                if result.outcome is rsync.Outcome.OK:
+                    await self._prepare_standby(argv)
+                    return result
+                # The peer may have dropped an idle standby: the batch goes again, fresh.
+                log.debug(
+                    "%s: standby failed (exit %d); running afresh", self.target.name, result.code
+                )
+            else:
+                await rsync.stop(standby)
+        result = await rsync.run(argv, stdin=paths, env=transport.env)
+        if result.outcome is rsync.Outcome.OK:
+            await self._prepare_standby(argv)
+        return result
+
+    async def _prepare_standby(self, argv: list[rsync.Arg]) -> None:
+        """Start the next run now: it connects and authenticates, then waits for its list.
+
+        Most of a small batch's cost is rsync's start-up, connect and login; a standby
+        has paid it before the next change arrives. It is recycled before the timeout.
+        """
+        if self.settings.standby and not self._closing:
+            self._standby = await rsync.spawn(argv, stdin=True, env=self._transport.env)
+            self._standby_at = time.monotonic()
+
+    async def drop_standby(self) -> None:
+        standby, self._standby = self._standby, None
+        if standby is not None:
+            await rsync.stop(standby)
 
     def _mark_idle(self) -> None:
         if self._in_flight is None and not self.pending:

@@ -53,7 +53,7 @@ class SyncJob:
             excludes=config.excludes,
             extra=config.rsync_args,
         )
-        settings = Settings(delay=config.delay)
+        settings = Settings(delay=config.delay, standby=config.standby)
         self.targets = [
             targets.build(spec, state_dir=state_dir, contimeout=config.contimeout)
             for spec in config.targets

@@ -186,6 +186,43 @@ def check_binary(rsync_path: str) -> None:
         )
 
 
+async def spawn(
+    argv: Sequence[Arg], *, stdin: bool = False, env: Mapping[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    """Start rsync; with ``stdin`` it waits for its path list on a pipe."""
+    log.debug("rsync argv: %r", argv)
+    try:
+        return await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env=None if env is None else {**os.environ, **env},
+        )
+    except OSError as exc:
+        raise SetupError(f"cannot run {argv[0]!r}: {exc.strerror}; check rsync_path") from exc
+
+
+async def finish(
+    proc: asyncio.subprocess.Process, stdin: bytes | None = None, watchdog: float | None = None
+) -> Result:
+    """Hand a started rsync its path list and wait; a watchdog kills a child past its deadline."""
+    started = time.monotonic()
+    try:
+        _, stderr = await asyncio.wait_for(proc.communicate(stdin), timeout=watchdog)
+    except TimeoutError:
+        await stop(proc)
+        stderr = b"trigsync: rsync killed by the watchdog after %d s\n" % (watchdog or 0)
+    except (BrokenPipeError, ConnectionResetError):
+        await proc.wait()
+        stderr = await proc.stderr.read() if proc.stderr else b""
+    except asyncio.CancelledError:
+        await stop(proc)
+        raise
+    code = proc.returncode if proc.returncode is not None else -9
+    return Result(code, stderr, time.monotonic() - started)
+
+
 async def run(
     argv: Sequence[Arg],
     *,
@@ -193,30 +230,9 @@ async def run(
     env: Mapping[str, str] | None = None,
     watchdog: float | None = None,
 ) -> Result:
-    """Run rsync once and wait for it; a watchdog kills a child that outlives its deadline."""
-    log.debug("rsync argv: %r", argv)
-    started = time.monotonic()
-    child_env = None if env is None else {**os.environ, **env}
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            env=child_env,
-        )
-    except OSError as exc:
-        raise SetupError(f"cannot run {argv[0]!r}: {exc.strerror}; check rsync_path") from exc
-    try:
-        _, stderr = await asyncio.wait_for(proc.communicate(stdin), timeout=watchdog)
-    except TimeoutError:
-        await stop(proc)
-        stderr = b"trigsync: rsync killed by the watchdog after %d s\n" % (watchdog or 0)
-    except asyncio.CancelledError:
-        await stop(proc)
-        raise
-    code = proc.returncode if proc.returncode is not None else -9
-    return Result(code, stderr, time.monotonic() - started)
+    """Run rsync once and wait for it."""
+    proc = await spawn(argv, stdin=stdin is not None, env=env)
+    return await finish(proc, stdin, watchdog)
 
 
 async def stop(proc: asyncio.subprocess.Process, grace: float = 5.0) -> None:
