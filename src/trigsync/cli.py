@@ -24,6 +24,31 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="watch a tree and replicate every change to the targets")
+    _sync_arguments(run)
+    run.add_argument(
+        "--initial-sync", action="store_true", help="push the whole tree once at start (sersync -r)"
+    )
+    run.add_argument(
+        "--once", action="store_true", help="run the initial sync and exit (for cron and scripts)"
+    )
+    run.add_argument(
+        "--delay", type=float, default=0.0, help="aggregate changes for this many seconds"
+    )
+    _verbosity(run)
+
+    verify = sub.add_parser(
+        "verify", help="list how each target differs from its source (exit 1 on any drift)"
+    )
+    _sync_arguments(verify)
+    _verbosity(verify)
+
+    demo = sub.add_parser("demo", help="replicate a demo tree to a throwaway local rsync daemon")
+    demo.add_argument("--keep", action="store_true", help="keep running until Ctrl-C")
+    _verbosity(demo)
+    return parser
+
+
+def _sync_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("source", nargs="?", help="directory to replicate")
     run.add_argument(
         "targets",
@@ -35,25 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-c", "--config", help="TOML config file with [[sync]] blocks")
     run.add_argument("--password-file", help="rsync daemon password file (mode 600)")
     run.add_argument(
-        "--initial-sync", action="store_true", help="push the whole tree once at start (sersync -r)"
-    )
-    run.add_argument(
-        "--once", action="store_true", help="run the initial sync and exit (for cron and scripts)"
-    )
-    run.add_argument(
         "--exclude", action="append", default=[], metavar="PATTERN", help="rsync-style exclude"
-    )
-    run.add_argument(
-        "--delay", type=float, default=0.0, help="aggregate changes for this many seconds"
     )
     run.add_argument("--state-dir", help="where trigsync keeps its state")
     run.add_argument("--rsync-path", default="rsync", help="the rsync binary to run")
-    _verbosity(run)
-
-    demo = sub.add_parser("demo", help="replicate a demo tree to a throwaway local rsync daemon")
-    demo.add_argument("--keep", action="store_true", help="keep running until Ctrl-C")
-    _verbosity(demo)
-    return parser
 
 
 def _verbosity(parser: argparse.ArgumentParser) -> None:
@@ -80,7 +90,7 @@ def _load_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> c
         args.targets,
         password_file=args.password_file,
         excludes=args.exclude,
-        delay=args.delay,
+        delay=getattr(args, "delay", 0.0),
         state_dir=args.state_dir,
         rsync_path=args.rsync_path,
     )
@@ -96,7 +106,7 @@ async def _serve(engine: Engine) -> None:
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     cfg = _load_config(args, parser)
-    if args.state_dir and args.config:
+    if args.state_dir and args.config:  # the command line wins over the file
         cfg = config.Config(cfg.syncs, args.state_dir, cfg.origin)
     engine = Engine(cfg, initial_sync=args.initial_sync)
     if args.once:
@@ -107,6 +117,27 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def _verify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .verify import verify
+
+    drifts = asyncio.run(verify(_load_config(args, parser)))
+    worst = 0
+    for drift in drifts:
+        if drift.error:
+            print(f"{drift.target}: cannot verify: {drift.error}")
+            worst = max(worst, 5)
+        elif drift.lines:
+            print(f"{drift.target}: {len(drift.lines)} differences from {drift.source}")
+            for line in drift.lines[:50]:
+                print(f"  {line}")
+            if len(drift.lines) > 50:
+                print(f"  ... and {len(drift.lines) - 50} more")
+            worst = max(worst, 1)
+        else:
+            print(f"{drift.target}: in sync with {drift.source}")
+    return worst
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -114,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args, parser)
+        if args.command == "verify":
+            return _verify(args, parser)
         if args.command == "demo":
             from .demo import demo
 

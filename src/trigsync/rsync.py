@@ -151,6 +151,18 @@ def link_dest_argv(
     ]
 
 
+def verify_argv(source: bytes, opts: Options, transport: Transport) -> list[Arg]:
+    """argv for a dry run that itemizes every difference, directory times aside."""
+    return [
+        *full_argv(source, opts, transport)[:-2],
+        "--dry-run",
+        "--itemize-changes",
+        "--omit-dir-times",
+        _as_dir(source),
+        transport.destination,
+    ]
+
+
 def _as_dir(path: bytes) -> bytes:
     return path if path.endswith(b"/") else path + b"/"
 
@@ -169,6 +181,7 @@ class Result:
     code: int
     stderr: bytes
     seconds: float
+    stdout: bytes = b""
 
     @property
     def outcome(self) -> Outcome:
@@ -187,7 +200,11 @@ def check_binary(rsync_path: str) -> None:
 
 
 async def spawn(
-    argv: Sequence[Arg], *, stdin: bool = False, env: Mapping[str, str] | None = None
+    argv: Sequence[Arg],
+    *,
+    stdin: bool = False,
+    env: Mapping[str, str] | None = None,
+    stdout: bool = False,
 ) -> asyncio.subprocess.Process:
     """Start rsync; with ``stdin`` it waits for its path list on a pipe."""
     log.debug("rsync argv: %r", argv)
@@ -195,7 +212,7 @@ async def spawn(
         return await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE if stdout else asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
             env=None if env is None else {**os.environ, **env},
         )
@@ -208,8 +225,9 @@ async def finish(
 ) -> Result:
     """Hand a started rsync its path list and wait; a watchdog kills a child past its deadline."""
     started = time.monotonic()
+    out = b""
     try:
-        _, stderr = await asyncio.wait_for(proc.communicate(stdin), timeout=watchdog)
+        out, stderr = await asyncio.wait_for(proc.communicate(stdin), timeout=watchdog)
     except TimeoutError:
         await stop(proc)
         stderr = b"trigsync: rsync killed by the watchdog after %d s\n" % (watchdog or 0)
@@ -220,7 +238,7 @@ async def finish(
         await stop(proc)
         raise
     code = proc.returncode if proc.returncode is not None else -9
-    return Result(code, stderr, time.monotonic() - started)
+    return Result(code, stderr, time.monotonic() - started, out or b"")
 
 
 async def run(
@@ -229,9 +247,10 @@ async def run(
     stdin: bytes | None = None,
     env: Mapping[str, str] | None = None,
     watchdog: float | None = None,
+    stdout: bool = False,
 ) -> Result:
     """Run rsync once and wait for it."""
-    proc = await spawn(argv, stdin=stdin is not None, env=env)
+    proc = await spawn(argv, stdin=stdin is not None, env=env, stdout=stdout)
     return await finish(proc, stdin, watchdog)
 
 

@@ -1,0 +1,51 @@
+"""``trigsync verify``: an rsync dry run per target that lists every drift from the source."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import rsync
+from .config import Config
+from .errors import SyncError
+from .targets import build
+
+
+@dataclass(frozen=True, slots=True)
+class Drift:
+    """What one target differs in; ``lines`` are rsync's itemized changes."""
+
+    source: str
+    target: str
+    lines: tuple[str, ...]
+    error: str | None = None
+
+
+async def verify(config: Config) -> list[Drift]:
+    """Compare every target of every sync with its source, all at once."""
+    checks = []
+    for sync in config.syncs:
+        options = rsync.Options(
+            rsync_path=sync.rsync_path,
+            timeout=sync.timeout,
+            excludes=sync.excludes,
+            extra=sync.rsync_args,
+        )
+        for spec in sync.targets:
+            target = build(spec, state_dir=Path(config.state_dir), contimeout=sync.contimeout)
+            target.check()
+            checks.append(_one(sync.source, target.name, options, target.transport()))
+    return list(await asyncio.gather(*checks))
+
+
+async def _one(source: str, name: str, options: rsync.Options, transport: rsync.Transport) -> Drift:
+    argv = rsync.verify_argv(os.fsencode(source), options, transport)
+    result = await rsync.run(argv, env=transport.env, stdout=True)
+    try:
+        rsync.raise_for(result, f"target {name}")
+    except SyncError as exc:
+        return Drift(source, name, (), str(exc))
+    text = result.stdout.decode("utf-8", "backslashreplace")
+    return Drift(source, name, tuple(line for line in text.splitlines() if line.strip()))
