@@ -48,6 +48,7 @@ class SyncConfig:
     watch_modify: bool = False
     reconcile_every: float = 0.0  # seconds between full syncs; 0: never
     standby: bool = True  # keep one rsync per target connected, waiting for the next batch
+    auto_raise_limits: bool = False  # as root, raise fs.inotify.max_user_watches when short
 
 
 def default_state_dir() -> str:
@@ -80,6 +81,7 @@ _SYNC_KEYS: dict[str, Any] = {
     "password_file": str,
     "reconcile_every": (int, float),
     "standby": bool,
+    "auto_raise_limits": bool,
 }
 _TARGET_KEYS: dict[str, Any] = {
     "url": str,
@@ -195,6 +197,7 @@ def _sync(block: Any, origin: str, where: str) -> SyncConfig:
         watch_modify=bool(block.get("watch_modify", False)),
         reconcile_every=float(block.get("reconcile_every", 0)),
         standby=bool(block.get("standby", True)),
+        auto_raise_limits=bool(block.get("auto_raise_limits", False)),
     )
 
 

@@ -16,7 +16,7 @@ from .catchup import changed_since
 from .changes import Batch
 from .config import Config, SyncConfig
 from .dispatch import Dispatcher, Settings, TargetStatus
-from .errors import SetupError
+from .errors import SetupError, WatchLimitError
 from .excludes import Excludes
 from .state import LastRun, StateStore
 from .watcher import Watcher
@@ -73,7 +73,12 @@ class SyncJob:
         self.watcher = Watcher(
             self.source, excludes=self.excludes, watch_modify=self.config.watch_modify
         )
-        self.watcher.start()
+        try:
+            self.watcher.start()
+        except WatchLimitError as exc:
+            if not (self.config.auto_raise_limits and exc.sysctl and raise_limit(exc)):
+                raise
+            self.watcher.start()
         log.info("watching %s (%d directories)", self.config.source, self.watcher.watch_count)
 
     def submit(self, batch: Batch) -> None:
@@ -124,6 +129,23 @@ class SyncJob:
         for target in self.targets:
             with contextlib.suppress(OSError, TimeoutError):
                 target.close()
+
+
+def raise_limit(exc: WatchLimitError) -> bool:
+    """As root, raise the inotify limit the error names (auto_raise_limits = true)."""
+    path = f"/proc/sys/fs/inotify/{exc.sysctl}"
+    try:
+        with open(path, "w") as fh:
+            fh.write(f"{exc.suggested}\n")
+    except OSError as err:
+        log.error("auto_raise_limits: cannot write %s: %s", path, err.strerror)
+        return False
+    log.warning(
+        "raised fs.inotify.%s to %d (auto_raise_limits); persist it in /etc/sysctl.d/",
+        exc.sysctl,
+        exc.suggested,
+    )
+    return True
 
 
 class Engine:

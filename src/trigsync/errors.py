@@ -36,7 +36,12 @@ class SetupError(TrigsyncError):
 
 
 class WatchLimitError(SetupError):
-    """The kernel's inotify limits are too low for the tree."""
+    """The kernel's inotify limits are too low for the tree; ``suggested`` is what would do."""
+
+    def __init__(self, message: str, *, sysctl: str = "", suggested: int = 0) -> None:
+        super().__init__(message)
+        self.sysctl = sysctl
+        self.suggested = suggested
 
 
 class WatchError(TrigsyncError):

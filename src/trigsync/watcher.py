@@ -134,7 +134,9 @@ class Watcher:
             dirs, nospace = self._scan(top, b"", None)
             if top is None or nospace:
                 fmt, args = ino.watch_limit_advice(self.root, dirs + 1)
-                raise WatchLimitError(fmt % args)
+                raise WatchLimitError(
+                    fmt % args, sysctl="max_user_watches", suggested=int(str(args[-1]))
+                )
         except BaseException:
             self.close()
             raise
