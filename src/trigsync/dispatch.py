@@ -160,6 +160,16 @@ class Dispatcher:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            if self._closing and self._state in ("backoff", "failing"):
+                # Shutting down while the target fails: keep the pending set for next start
+                # rather than hold the stop up with one more doomed run.
+                log.warning(
+                    "%s: %d paths stay pending for the next start",
+                    self.target.name,
+                    len(self.pending),
+                )
+                self._state = "stopped"
+                return
             if self.settings.delay and not self._closing and self._since is not None:
                 wait = self._since + self.settings.delay - time.monotonic()
                 if wait > 0:
