@@ -101,7 +101,28 @@ async def _serve(engine: Engine) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, _log_status, engine)
     await engine.run(stop)
+
+
+def _log_status(engine: Engine) -> None:
+    """``kill -USR1``: one line per target from the engine's status snapshot."""
+    for sync in engine.status().syncs:
+        for t in sync.targets:
+            log.info(
+                "status %s: %s, %d pending%s, %d in flight, lag %.3f s, %d batches, "
+                "%d paths sent, %d failures, last error: %s",
+                t.target,
+                t.state,
+                t.pending,
+                " + full sync" if t.full_pending else "",
+                t.in_flight,
+                t.lag,
+                t.batches,
+                t.paths_sent,
+                t.failures,
+                t.last_error or "none",
+            )
 
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 from pathlib import Path
 
 from tests.e2e.conftest import Start, daemon_replica
@@ -80,3 +81,17 @@ def test_pending_paths_survive_a_stop_while_the_target_is_down(
     wait_trees_equal(source, replica.path, timeout=30)
     # 49 files, plus the deletion of queued-0 if a failed run had already taken it.
     assert re.search(r"resuming (49|50) pending paths", again.log()), again.log()
+
+
+def test_sigusr1_logs_a_status_line_per_target(
+    source: Path, rsync_daemon_factory: RsyncDaemonFactory, start_trigsync: Start
+) -> None:
+    replica = daemon_replica(rsync_daemon_factory)
+    trig = start_trigsync(replica)
+    (source / "one").write_text("1")
+    wait_trees_equal(source, replica.path, timeout=10)
+    assert trig.proc is not None
+    trig.proc.signal(signal.SIGUSR1)
+    wait_for(lambda: "status rsync://" in trig.log(), timeout=5, what="a status line")
+    line = next(ln for ln in trig.log().splitlines() if "status rsync://" in ln)
+    assert "0 pending" in line and "last error: none" in line
