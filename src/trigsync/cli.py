@@ -49,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _sync_arguments(run: argparse.ArgumentParser) -> None:
+    run.set_defaults(subparser=run)  # so usage errors show this command's usage
     run.add_argument("source", nargs="?", help="directory to replicate")
     run.add_argument(
         "targets",
@@ -78,7 +79,8 @@ def _setup_logging(args: argparse.Namespace) -> None:
     )
 
 
-def _load_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> config.Config:
+def _load_config(args: argparse.Namespace, top: argparse.ArgumentParser) -> config.Config:
+    parser: argparse.ArgumentParser = getattr(args, "subparser", top)
     if args.config:
         if args.source:
             parser.error("give either --config FILE or SOURCE TARGET..., not both")

@@ -192,6 +192,10 @@ class Dispatcher:
                     pause = self.settings.permanent_retry
                     log.error("%s; retrying in %.0f s", exc, pause)
                 else:
+                    if exc.cut_short:
+                        # The receiver may have died mid-file and left a temp file (.name.XXXXXX)
+                        # that no list run removes: reconcile once it answers again.
+                        self.submit(Batch(full=True))
                     self._state = "backoff"
                     pause = backoff * random.uniform(0.8, 1.2)
                     backoff = min(backoff * 2, self.settings.backoff_max)

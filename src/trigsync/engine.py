@@ -227,6 +227,8 @@ class Engine:
             workers = [asyncio.create_task(d.run()) for d in self._dispatchers]
             pumps = [asyncio.create_task(job.pump()) for job in self.jobs]
             aux = [asyncio.create_task(job.catch_up(last)) for job in self.jobs]
+            if self.store is not None:
+                aux.append(asyncio.create_task(self._write_behind(self.store)))
             aux += [
                 asyncio.create_task(job.reconcile_every(job.config.reconcile_every))
                 for job in self.jobs
@@ -244,6 +246,8 @@ class Engine:
             await asyncio.gather(*workers)
             if failed:
                 raise failed[0].exception()  # type: ignore[misc]
+            if self.store is not None:
+                self.store.flush()
             for dispatcher in self._dispatchers:
                 dispatcher.save()
             if self.store is not None:
@@ -252,6 +256,17 @@ class Engine:
             for task in [*workers, *pumps, *aux]:
                 task.cancel()
             self._close()
+
+    @staticmethod
+    async def _write_behind(store: StateStore, pause: float = 0.05) -> None:
+        """Write noted changes to the state database in the background, in batches."""
+        dirty = asyncio.Event()
+        store.on_dirty = dirty.set
+        while True:
+            await dirty.wait()
+            await asyncio.sleep(pause)
+            dirty.clear()
+            await asyncio.to_thread(store.write, store.take_dirty())
 
     async def once(self) -> bool:
         """Run one full sync per target and return whether all succeeded."""

@@ -55,9 +55,10 @@ class SyncError(TrigsyncError):
 
     exit_code = 5
 
-    def __init__(self, message: str, *, code: int) -> None:
+    def __init__(self, message: str, *, code: int, cut_short: bool = False) -> None:
         super().__init__(message)
         self.code = code
+        self.cut_short = cut_short  # the receiver may hold a half-written temp file
 
 
 class TransientSyncError(SyncError):

@@ -278,7 +278,19 @@ def raise_for(result: Result, where: str) -> None:
     cls: type[SyncError] = TransientSyncError if outcome is Outcome.RETRY else PermanentSyncError
     if result.code == 5 and _BUSY.search(result.stderr):
         cls = BusySyncError
-    raise cls(message, code=result.code)
+    raise cls(message, code=result.code, cut_short=cut_short(result))
+
+
+# Exit codes of a run that may have stopped halfway through writing on the receiver.
+_MID_RUN = frozenset({10, 12, 20, 30})
+_NEVER_CONNECTED = re.compile(rb"failed to connect|Connection refused|@ERROR|No route to host")
+
+
+def cut_short(result: Result) -> bool:
+    """Whether the receiver may have died mid-file and left a temp file (.name.XXXXXX)."""
+    if result.code < 0:
+        return True
+    return result.code in _MID_RUN and not _NEVER_CONNECTED.search(result.stderr)
 
 
 def _last_line(stderr: bytes) -> str:

@@ -1,16 +1,23 @@
 """The durable pending set: SQLite in WAL mode, one row per pending path per target.
 
-A change is written before it counts as queued and deleted only after its target
-confirmed it, so a ``kill -9`` loses nothing. Rows are keyed by path, so a million
-writes to a hundred files are a hundred rows. Each write carries a sequence number;
-confirming a run deletes the rows it covered and keeps those that changed meanwhile.
+Rows are keyed by path, so a million writes to a hundred files are a hundred rows, and
+a row is deleted only after its target confirmed the run that covered it. Each change
+carries a sequence number; confirming a run deletes the rows it covered and keeps
+those that changed meanwhile.
+
+Changes reach the database in the background, one transaction every few tens of
+milliseconds (``take_dirty`` then ``write``, which may run in a thread): an upsert per
+event costs more than the rest of the event path together. A crash can lose at most
+that window of rows, and a crash is always followed by a reconciling full sync of every
+target, which covers it.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +64,10 @@ class StateStore:
                 "check the state directory (--state-dir) is writable and not on a network mount"
             ) from exc
         self._seq: dict[str, int] = {}
+        self._confirmed: dict[str, int] = {}
+        self._dirty: dict[str, dict[bytes, tuple[Kind | None, int]]] = {}
+        self._lock = threading.Lock()
+        self.on_dirty: Callable[[], None] = lambda: None
 
     def close(self) -> None:
         self._db.close()
@@ -79,7 +90,7 @@ class StateStore:
         self._set_meta(running="0", stopped_at=repr(unwatched_at))
 
     def _set_meta(self, **values: str) -> None:
-        with self._db:
+        with self._lock, self._db:
             self._db.executemany(
                 "INSERT INTO meta(key, value) VALUES (?, ?) "
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -91,6 +102,10 @@ class StateStore:
     def load(self, target: str) -> Batch:
         """Everything still pending for ``target``. CREATED comes back as CHANGED: a run
         that was cut short may have delivered it."""
+        with self._lock:
+            return self._load(target)
+
+    def _load(self, target: str) -> Batch:
         row = self._db.execute("SELECT full, seq FROM target WHERE name = ?", (target,)).fetchone()
         full, seq = (bool(row[0]), int(row[1])) if row else (False, 0)
         self._seq[target] = seq
@@ -102,31 +117,49 @@ class StateStore:
         return Batch(changes, full)
 
     def record(self, target: str, paths: Iterable[bytes], kinds: Iterator[Kind | None]) -> int:
-        """Write the merged state of ``paths`` (None: nothing pending); returns the sequence."""
+        """Note the merged state of ``paths`` (None: nothing pending); returns the sequence."""
         seq = self._seq.get(target, 0) + 1
         self._seq[target] = seq
-        upserts: list[tuple[str, bytes, int, int]] = []
-        deletes: list[tuple[str, bytes]] = []
+        dirty = self._dirty.setdefault(target, {})
         for path, kind in zip(paths, kinds, strict=True):
-            if kind is None:
-                deletes.append((target, path))
-            else:
-                upserts.append((target, path, int(kind), seq))
-        with self._db:
-            if deletes:
-                self._db.executemany("DELETE FROM pending WHERE target = ? AND path = ?", deletes)
-            if upserts:
-                self._db.executemany(
-                    "INSERT INTO pending(target, path, kind, seq) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT(target, path) DO UPDATE SET kind = excluded.kind, seq = excluded.seq",
-                    upserts,
-                )
-            self._save_target(target, seq)
+            dirty[path] = (kind, seq)
+        self.on_dirty()
         return seq
+
+    def take_dirty(self) -> dict[str, dict[bytes, tuple[Kind | None, int]]]:
+        """Hand over what was noted since the last call, for ``write``."""
+        dirty, self._dirty = self._dirty, {}
+        return dirty
+
+    def write(self, dirty: dict[str, dict[bytes, tuple[Kind | None, int]]]) -> None:
+        """Write noted changes in one transaction; safe to call from a thread."""
+        with self._lock, self._db:
+            for target, entries in dirty.items():
+                if not entries:
+                    continue
+                floor = self._confirmed.get(target, 0)  # covered by a confirmed run already
+                self._db.executemany(
+                    "DELETE FROM pending WHERE target = ? AND path = ?",
+                    [(target, p) for p, (k, s) in entries.items() if k is None or s <= floor],
+                )
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO pending(target, path, kind, seq) VALUES (?, ?, ?, ?)",
+                    [
+                        (target, p, int(k), s)
+                        for p, (k, s) in entries.items()
+                        if k is not None and s > floor
+                    ],
+                )
+                self._save_target(target, max(s for _, s in entries.values()))
+
+    def flush(self) -> None:
+        self.write(self.take_dirty())
 
     def mark_full(self, target: str, full: bool) -> None:
         """A full sync is (or is no longer) needed; it covers every pending row."""
-        with self._db:
+        if full:
+            self._dirty.pop(target, None)
+        with self._lock, self._db:
             if full:
                 self._db.execute("DELETE FROM pending WHERE target = ?", (target,))
             self._db.execute(
@@ -140,7 +173,11 @@ class StateStore:
 
     def confirm(self, target: str, seq: int, *, full: bool) -> None:
         """The target confirmed a run that took everything recorded up to ``seq``."""
-        with self._db:
+        dirty = self._dirty.get(target)
+        if dirty:
+            self._dirty[target] = {p: ks for p, ks in dirty.items() if ks[1] > seq}
+        with self._lock, self._db:
+            self._confirmed[target] = max(seq, self._confirmed.get(target, 0))
             self._db.execute("DELETE FROM pending WHERE target = ? AND seq <= ?", (target, seq))
             if full:
                 self._db.execute("UPDATE target SET full = 0 WHERE name = ?", (target,))
@@ -149,7 +186,8 @@ class StateStore:
         """Rewrite ``target``'s rows from memory (at a clean stop)."""
         seq = self._seq.get(target, 0) + 1
         self._seq[target] = seq
-        with self._db:
+        self._dirty.pop(target, None)
+        with self._lock, self._db:
             self._db.execute("DELETE FROM pending WHERE target = ?", (target,))
             self._db.executemany(
                 "INSERT INTO pending(target, path, kind, seq) VALUES (?, ?, ?, ?)",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
@@ -31,6 +32,8 @@ READ_SIZE = 256 * 1024
 # loop wakes us again at once.
 MAX_READS_PER_WAKEUP = 64
 MAX_FRESH = 65536
+# A file written to continuously and never closed (a log) is still sent this often.
+MAX_UNCLOSED = 30.0
 
 BASE_MASK = (
     ino.IN_CREATE
@@ -65,6 +68,7 @@ class _Move:
     node: Node | None  # the directory's node, if it was one we watched
     excluded: bool
     deadline: float
+    parent: Node | None = None  # where the node was when it left
 
 
 class Watcher:
@@ -88,8 +92,8 @@ class Watcher:
         # a log kept open) is reported after modify_settle, or at once with watch_modify.
         self._watch_modify = watch_modify
         self._modify_settle = modify_settle
-        self._modified: set[tuple[int, bytes]] = set()  # (parent wd, name) awaiting a close
-        self._modified_since = 0.0
+        # (parent wd, name) -> (first, last) IN_MODIFY time, for files awaiting a close
+        self._modified: dict[tuple[int, bytes], tuple[float, float]] = {}
         self._fd = -1
         self._tree = WatchTree()
         self._fresh: set[tuple[int, bytes]] = set()  # (parent wd, name) of empty new files
@@ -198,8 +202,8 @@ class Watcher:
         if self._rewalk:
             self._rewalk_tree()
         now = loop.time()
-        if self._modified and now >= self._modified_since + self._modify_settle:
-            self._flush_modified()
+        if self._modified:
+            self._flush_modified(now)
         while self._moves:
             cookie, move = next(iter(self._moves.items()))
             if move.deadline > now:
@@ -207,7 +211,7 @@ class Watcher:
             del self._moves[cookie]
             self._moved_out(move)
         self._cancel_timer()
-        deadlines = [self._modified_since + self._modify_settle] if self._modified else []
+        deadlines = [self._settled_at(*times) for times in self._modified.values()]
         if self._moves:
             deadlines.append(next(iter(self._moves.values())).deadline)
         if deadlines:
@@ -219,14 +223,20 @@ class Watcher:
         self._full = False
         return batch
 
-    def _flush_modified(self) -> None:
-        """Report files modified a while ago and not closed since."""
-        for wd, name in self._modified:
+    def _settled_at(self, first: float, last: float) -> float:
+        # Quiet for modify_settle, or written to without a close for MAX_UNCLOSED.
+        return min(last + self._modify_settle, first + MAX_UNCLOSED)
+
+    def _flush_modified(self, now: float) -> None:
+        """Report files modified and not closed since, once their writes settled."""
+        settled = [k for k, times in self._modified.items() if self._settled_at(*times) <= now]
+        for key in settled:
+            del self._modified[key]
+            wd, name = key
             node = self._tree.get(wd)
             base = None if node is None else self._tree.path(node)
             if base is not None:
                 self._out.append(Change(base + b"/" + name if base else name, Kind.CHANGED))
-        self._modified.clear()
 
     def _wake_up(self) -> None:
         self._timer = None
@@ -242,6 +252,12 @@ class Watcher:
 
     def _handle(self, wd: int, mask: int, cookie: int, name: bytes) -> None:
         if mask & ino.IN_Q_OVERFLOW:
+            if not self._full:
+                log.warning(
+                    "inotify queue overflowed under %s: events were lost, reconciling every "
+                    "target (raise fs.inotify.max_queued_events if this repeats)",
+                    os.fsdecode(self.root),
+                )
             self._overflows += 1
             self._full = self._rewalk = True
             return
@@ -271,15 +287,14 @@ class Watcher:
         elif mask & ino.IN_MODIFY and not self._watch_modify:
             key = (node.wd, name)
             if key not in self._fresh and key not in self._created_now:
-                if not self._modified:
-                    self._modified_since = self._now
-                self._modified.add(key)
+                first = self._modified.get(key, (self._now, 0.0))[0]
+                self._modified[key] = (first, self._now)
         elif mask & (ino.IN_CLOSE_WRITE | ino.IN_MODIFY | ino.IN_ATTRIB):
             # A fresh file's first sign of content or metadata is its creation. A change
             # to a file created in this same batch would merge into CREATED: drop it.
             key = (node.wd, name)
             if mask & ino.IN_CLOSE_WRITE:
-                self._modified.discard(key)
+                self._modified.pop(key, None)
             if key in self._created_now:
                 return
             if key in self._fresh:
@@ -290,7 +305,7 @@ class Watcher:
                 self._out.append(Change(path, Kind.CHANGED))
         elif mask & ino.IN_DELETE:
             self._fresh.discard((node.wd, name))
-            self._modified.discard((node.wd, name))
+            self._modified.pop((node.wd, name), None)
             self._created_now.discard((node.wd, name))
             self._out.append(Change(path, Kind.DELETED))
 
@@ -331,12 +346,12 @@ class Watcher:
     ) -> None:
         self._fresh.discard((parent.wd, name))
         self._created_now.discard((parent.wd, name))
-        self._modified.discard((parent.wd, name))
+        self._modified.pop((parent.wd, name), None)
         node = parent.children.get(name) if is_dir else None
         if node is not None:
             node.moving = True
         excluded = self._excludes.excludes(path, is_dir=is_dir)
-        self._moves[cookie] = _Move(path, node, excluded, self._now + self._move_timeout)
+        self._moves[cookie] = _Move(path, node, excluded, self._now + self._move_timeout, parent)
 
     def _moved_to(self, parent: Node, name: bytes, path: bytes, is_dir: bool, cookie: int) -> None:
         src = self._moves.pop(cookie, None)
@@ -361,6 +376,13 @@ class Watcher:
             self._out.append(Change(path, kind))
 
     def _moved_out(self, move: _Move) -> None:
+        node = move.node
+        if node is not None and (
+            node.parent is not move.parent or node.name != move.path.rsplit(b"/", 1)[-1]
+        ):
+            # It came back in under another cookie (moved out and straight back): the
+            # MOVED_TO re-attached the same watch, which must stay.
+            move = dataclasses.replace(move, node=None)
         if move.node is not None:
             move.node.moving = False
             wds = self._tree.detach(move.node)

@@ -54,6 +54,7 @@ class WatchTree:
             self._unlink(node)
             node.parent = parent
             node.name = name
+            node.moving = False  # it left and came back: it is watched where it is now
         parent.children[name] = node
         return node
 

@@ -69,3 +69,21 @@ def test_busy_daemon_is_its_own_error_and_names_the_daemon_message() -> None:
     )
     with pytest.raises(BusySyncError, match=r"max connections \(1\) reached"):
         rsync.raise_for(rsync.Result(5, stderr, 0.1), "t")
+
+
+@pytest.mark.parametrize(
+    ("code", "stderr", "partial"),
+    [
+        (10, b"rsync: [sender] write error: Broken pipe (32)", True),
+        (10, b"rsync: [sender] failed to connect to 127.0.0.1: Connection refused (111)", False),
+        (12, b"rsync: connection unexpectedly closed", True),
+        (30, b"[sender] io timeout after 2 seconds -- exiting", True),
+        (35, b"timeout waiting for daemon connection", False),
+        (5, b"@ERROR: max connections (1) reached", False),
+        (-9, b"", True),
+    ],
+)
+def test_cut_short_tells_a_receiver_that_died_mid_run(
+    code: int, stderr: bytes, partial: bool
+) -> None:
+    assert rsync.cut_short(rsync.Result(code, stderr, 0.1)) is partial

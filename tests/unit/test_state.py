@@ -1,0 +1,70 @@
+"""The durable pending store: bounded rows, confirm keeps what changed meanwhile."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trigsync.changes import Batch, Change, Kind
+from trigsync.state import StateStore
+
+
+def record(store: StateStore, paths: list[bytes], kind: Kind = Kind.CHANGED) -> int:
+    return store.record("t", paths, iter([kind] * len(paths)))
+
+
+def test_many_writes_to_few_paths_are_few_rows(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    for i in range(100_000):
+        record(store, [b"f%03d" % (i % 100)])
+        if i % 10_000 == 0:
+            store.flush()
+    store.flush()
+    assert store.count("t") == 100
+
+
+def test_confirm_keeps_rows_changed_after_the_run_was_taken(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    record(store, [b"a", b"b"])
+    taken = store.sequence("t")
+    record(store, [b"b"])  # changed again while the run was in flight
+    store.flush()
+    store.confirm("t", taken, full=False)
+    store.flush()
+    assert store.load("t") == Batch((Change(b"b", Kind.CHANGED),))
+
+
+def test_unflushed_changes_covered_by_a_confirmed_run_leave_no_row(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    dirty_before = record(store, [b"a"])
+    dirty = store.take_dirty()
+    store.confirm("t", dirty_before, full=False)
+    store.write(dirty)  # a write-behind that lost the race with the confirm
+    assert store.count("t") == 0
+
+
+def test_load_after_reopen_weakens_created_and_keeps_the_full_flag(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    record(store, [b"new"], Kind.CREATED)
+    record(store, [b"gone"], Kind.DELETED)
+    store.flush()
+    store.mark_full("t", True)
+    record(store, [b"later"], Kind.CREATED)
+    store.flush()
+    store.close()
+    again = StateStore(tmp_path).load("t")
+    assert again.full
+    assert again.changes == (Change(b"later", Kind.CHANGED),)
+
+
+def test_clean_and_unclean_runs(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    assert store.begin_run().first_start
+    store.close()
+    crashed = StateStore(tmp_path).begin_run()
+    assert not crashed.clean and not crashed.first_start
+    store = StateStore(tmp_path)
+    store.begin_run()
+    store.end_run(1234.5)
+    store.close()
+    last = StateStore(tmp_path).begin_run()
+    assert last.clean and last.stopped_at == 1234.5
