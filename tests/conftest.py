@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +12,13 @@ import pytest
 from tests.support.proc import ProcGroup
 from tests.support.rsyncd import RsyncDaemon, RsyncDaemonFactory, rsync_binary
 from tests.support.sshd import SshServer, sshd_unavailable_reason
+
+# hypothesis imports this module only to report a failing example, and that import warns
+# (DeprecationWarning from mypy_extensions); with filterwarnings = error the warning would
+# turn the report into an INTERNALERROR that hides the example. Import it quietly now.
+with warnings.catch_warnings(), contextlib.suppress(ImportError):
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import hypothesis.extra._patching  # noqa: F401
 
 
 @pytest.fixture

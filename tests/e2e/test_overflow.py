@@ -1,0 +1,57 @@
+"""A lost-events queue overflow (IN_Q_OVERFLOW) ends in a full resync, and nothing is lost."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Start, daemon_replica
+from tests.support.proc import wait_for
+from tests.support.rsyncd import RsyncDaemonFactory
+from tests.support.trees import wait_trees_equal
+
+QUEUE_SYSCTL = Path("/proc/sys/fs/inotify/max_queued_events")
+SMALL_QUEUE = 32
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0, reason="needs root to shrink fs.inotify.max_queued_events"
+)
+
+
+def test_overflow_triggers_full_sync_and_converges(
+    source: Path, rsync_daemon_factory: RsyncDaemonFactory, start_trigsync: Start
+) -> None:
+    replica = daemon_replica(rsync_daemon_factory)
+    (source / "before").write_text("present before the start")
+    old = QUEUE_SYSCTL.read_text()
+    try:
+        # The queue size is fixed when an inotify instance is created, so trigsync's
+        # instance keeps 32 slots after the old value is back (start_trigsync returns
+        # once trigsync logs "watching").
+        QUEUE_SYSCTL.write_text(f"{SMALL_QUEUE}\n")
+        trig = start_trigsync(replica)
+    finally:
+        QUEUE_SYSCTL.write_text(old)
+    assert QUEUE_SYSCTL.read_text() == old
+    wait_for(lambda: trig.log().count("full sync done") >= 1, timeout=20, what="initial sync")
+    wait_trees_equal(source, replica.path, timeout=20)
+    initial = trig.log().count("full sync done")
+
+    for burst in range(10):
+        d = source / f"burst{burst}"
+        d.mkdir()
+        for i in range(300):
+            (d / f"f{i:03d}").write_bytes(b"%d/%d\n" % (burst, i))
+    waited = wait_trees_equal(source, replica.path, timeout=60)
+
+    log = trig.log()
+    assert log.count("full sync done") > initial, (
+        f"no full sync after 3,000 creates against a {SMALL_QUEUE}-event queue:\n{log[-3000:]}"
+    )
+    assert trig.proc is not None and trig.proc.running, log[-3000:]
+    assert sum(1 for _ in replica.path.rglob("f*")) == 3000
+    print(
+        f"converged {waited:.2f} s after the last write; {log.count('full sync done')} full syncs"
+    )
