@@ -86,6 +86,27 @@ def check_password_file(path: str, url: str) -> None:
 
 log = logging.getLogger(__name__)
 
+WORTH_LINKING = 1 << 20  # bytes in a renamed directory that pay for a --link-dest run
+
+
+def _holds_at_least(directory: bytes, limit: int) -> bool:
+    """Whether the regular files below ``directory`` add up to ``limit`` bytes (stops early)."""
+    total = 0
+    stack = [directory]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for entry in it:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                    elif entry.is_file(follow_symlinks=False):
+                        total += entry.stat(follow_symlinks=False).st_size
+                        if total >= limit:
+                            return True
+        except OSError:
+            continue
+    return False
+
 
 class DaemonTarget(Target):
     kind = "rsyncd"
@@ -108,8 +129,10 @@ class DaemonTarget(Target):
         transport = self.transport()
         done = 0
         for move in moves:
-            if move.old == move.new or not os.path.isdir(source + b"/" + move.new):
-                continue  # a renamed file is sent again; a directory is where bytes add up
+            if move.old == move.new or not _holds_at_least(source + b"/" + move.new, WORTH_LINKING):
+                # A renamed file, or a small directory, is cheaper to send again than to
+                # rebuild with one more rsync connection of its own.
+                continue
             argv = rsync.link_dest_argv(source, move.old, move.new, options, transport)
             result = await rsync.run(argv, env=transport.env)
             if result.outcome is rsync.Outcome.OK:
