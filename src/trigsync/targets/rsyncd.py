@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -86,12 +87,15 @@ def check_password_file(path: str, url: str) -> None:
 
 log = logging.getLogger(__name__)
 
-WORTH_LINKING = 1 << 20  # bytes in a renamed directory that pay for a --link-dest run
+# A renamed directory pays for a --link-dest run of its own from this many bytes or files.
+WORTH_LINKING_BYTES = 1 << 20
+WORTH_LINKING_FILES = 100
+LINK_DEST_RUNS = 4  # at once
 
 
-def _holds_at_least(directory: bytes, limit: int) -> bool:
-    """Whether the regular files below ``directory`` add up to ``limit`` bytes (stops early)."""
-    total = 0
+def _worth_linking(directory: bytes) -> bool:
+    """Whether a directory holds enough to rebuild rather than resend (stops counting early)."""
+    total = files = 0
     stack = [directory]
     while stack:
         try:
@@ -100,8 +104,9 @@ def _holds_at_least(directory: bytes, limit: int) -> bool:
                     if entry.is_dir(follow_symlinks=False):
                         stack.append(entry.path)
                     elif entry.is_file(follow_symlinks=False):
+                        files += 1
                         total += entry.stat(follow_symlinks=False).st_size
-                        if total >= limit:
+                        if total >= WORTH_LINKING_BYTES or files >= WORTH_LINKING_FILES:
                             return True
         except OSError:
             continue
@@ -127,19 +132,20 @@ class DaemonTarget(Target):
     async def apply_moves(self, moves: Sequence[Move], source: bytes, options: Options) -> int:
         """A daemon cannot rename: build each renamed directory from the old one instead."""
         transport = self.transport()
-        done = 0
-        for move in moves:
-            if move.old == move.new or not _holds_at_least(source + b"/" + move.new, WORTH_LINKING):
-                # A renamed file, or a small directory, is cheaper to send again than to
-                # rebuild with one more rsync connection of its own.
-                continue
+        slots = asyncio.Semaphore(LINK_DEST_RUNS)
+
+        async def link(move: Move) -> bool:
             argv = rsync.link_dest_argv(source, move.old, move.new, options, transport)
-            result = await rsync.run(argv, env=transport.env)
-            if result.outcome is rsync.Outcome.OK:
-                done += 1
-            else:
+            async with slots:
+                result = await rsync.run(argv, env=transport.env)
+            if result.outcome is not rsync.Outcome.OK:
                 log.debug("%s: link-dest for %r failed: exit %d", self.name, move.new, result.code)
-        return done
+            return result.outcome is rsync.Outcome.OK
+
+        # A renamed file, or a small directory, is cheaper to send again than to rebuild
+        # with an rsync connection of its own.
+        worth = [m for m in moves if m.old != m.new and _worth_linking(source + b"/" + m.new)]
+        return sum(await asyncio.gather(*(link(m) for m in worth)))
 
     def transport(self) -> Transport:
         options = [f"--contimeout={self.contimeout}", "--sockopts=TCP_NODELAY"]
