@@ -9,9 +9,7 @@ the tree and asks for a full sync, the only safe answer to lost events.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import errno
 import logging
 import os
 import stat
@@ -23,6 +21,7 @@ from . import inotify as ino
 from .changes import Batch, Change, Kind, Move
 from .errors import WatchError, WatchLimitError
 from .excludes import Excludes
+from .scanner import TreeScanner
 from .watchtree import Node, WatchTree
 
 log = logging.getLogger(__name__)
@@ -50,7 +49,6 @@ BASE_MASK = (
     | ino.IN_ONLYDIR
 )
 
-_VANISHED = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
 _NO_EXCLUDES = Excludes()
 
 
@@ -96,6 +94,7 @@ class Watcher:
         self._modified: dict[tuple[int, bytes], tuple[float, float]] = {}
         self._fd = -1
         self._tree = WatchTree()
+        self._scanner = TreeScanner(self.root, self._tree, excludes, self._mask)
         self._fresh: set[tuple[int, bytes]] = set()  # (parent wd, name) of empty new files
         self._created_now: set[tuple[int, bytes]] = set()  # files reported in this batch
         self._moves: dict[int, _Move] = {}  # by cookie, oldest first
@@ -121,7 +120,7 @@ class Watcher:
         """Create the inotify instance and watch every directory of the tree."""
         if self._fd >= 0:
             return
-        self._fd = ino.init()
+        self._fd = self._scanner.fd = ino.init()
         try:
             try:
                 # The configured root may be a symlink; nothing below it is followed.
@@ -135,7 +134,7 @@ class Watcher:
                 ) from exc
             else:
                 top = self._tree.set_root(wd)
-            dirs, nospace = self._scan(top, b"", None)
+            dirs, nospace = self._scanner.scan(top, b"", None)
             if top is None or nospace:
                 fmt, args = ino.watch_limit_advice(self.root, dirs + 1)
                 raise WatchLimitError(
@@ -152,7 +151,7 @@ class Watcher:
             if self._loop is not None:
                 self._loop.remove_reader(self._fd)
             os.close(self._fd)
-            self._fd = -1
+            self._fd = self._scanner.fd = -1
         self._tree.clear()
         self._fresh.clear()
         self._modified.clear()
@@ -281,7 +280,7 @@ class Watcher:
             pass
         elif mask & ino.IN_CREATE:
             if is_dir:
-                self._add_tree(node, name, path)
+                self._scanner.add_tree(node, name, path, self._out)
             else:
                 self._created_file(node, name, path)
         elif mask & ino.IN_MODIFY and not self._watch_modify:
@@ -371,7 +370,7 @@ class Watcher:
             if src.node is not None:
                 self._tree.move(src.node, parent, name)
         if is_dir:
-            self._add_tree(parent, name, path, kind)
+            self._scanner.add_tree(parent, name, path, self._out, kind)
         else:
             self._out.append(Change(path, kind))
 
@@ -387,45 +386,12 @@ class Watcher:
             move.node.moving = False
             wds = self._tree.detach(move.node)
             for wd in wds:
-                self._remove_watch(wd)
+                self._scanner.remove_watch(wd)
             if self._fresh:
                 gone = set(wds)
                 self._fresh = {k for k in self._fresh if k[0] not in gone}
         if not move.excluded:
             self._out.append(Change(move.path, Kind.DELETED))
-
-    def _remove_watch(self, wd: int) -> None:
-        # EINVAL means the kernel already dropped it (deleted or unmounted).
-        with contextlib.suppress(OSError):
-            ino.rm_watch(self._fd, wd)
-
-    # -- watching and scanning -----------------------------------------------------------
-
-    def _add_tree(self, parent: Node, name: bytes, path: bytes, kind: Kind = Kind.CREATED) -> None:
-        """Watch a new directory first, then report it and everything below it."""
-        self._out.append(Change(path, kind))
-        nospace = 0
-        try:
-            node = self._watch(parent, name, path)
-        except ino.NoWatchSpaceError:
-            node, nospace = None, 1
-        seen: set[int] = set()
-        _, more = self._scan(node, path, self._out, seen, kind)
-        if node is not None and node.children:
-            self._prune(node, seen)
-        if nospace or more:
-            self._log_no_space(nospace + more)
-
-    def _prune(self, top: Node, seen: set[int]) -> None:
-        """Forget directories below ``top`` that left while their events were suppressed."""
-        stack = [top]
-        while stack:
-            for child in list(stack.pop().children.values()):
-                if child.wd in seen:
-                    stack.append(child)
-                else:
-                    for wd in self._tree.detach(child):
-                        self._remove_watch(wd)
 
     def _rewalk_tree(self) -> None:
         """After lost events: watch what is missing, forget what is gone, drop stale state."""
@@ -436,82 +402,4 @@ class Watcher:
         self._moves.clear()
         self._fresh.clear()
         self._modified.clear()
-        root = self._tree.root
-        if root is None:
-            return
-        seen = {root.wd}
-        _, nospace = self._scan(root, b"", None, seen)
-        for wd in [wd for wd in self._tree.wds() if wd not in seen]:
-            self._tree.drop(wd)
-            self._remove_watch(wd)
-        if nospace:
-            self._log_no_space(nospace)
-
-    def _watch(self, parent: Node, name: bytes, path: bytes) -> Node | None:
-        """Watch ``path``; None if it vanished or cannot be watched."""
-        try:
-            wd = ino.add_watch(self._fd, self._prefix + path, self._mask)
-        except ino.NoWatchSpaceError:
-            raise
-        except OSError as exc:
-            if exc.errno not in _VANISHED:
-                log.warning("cannot watch directory %r: %s", path, exc.strerror)
-            return None
-        return self._tree.attach(wd, parent, name)
-
-    def _scan(
-        self,
-        top: Node | None,
-        top_path: bytes,
-        out: list[Change] | None,
-        seen: set[int] | None = None,
-        kind: Kind = Kind.CREATED,
-    ) -> tuple[int, int]:
-        """Watch every directory below ``top``, reporting entries as CREATED into ``out``.
-
-        Returns (directories found, directories left unwatched for lack of watches).
-        Below a directory that has no watch, entries are still listed but not watched.
-        """
-        dirs = nospace = 0
-        excludes = self._excludes
-        stack: list[tuple[Node | None, bytes]] = [(top, top_path)]
-        while stack:
-            node, base = stack.pop()
-            try:
-                with os.scandir(self._prefix + base if base else self.root) as it:
-                    entries = list(it)
-            except OSError as exc:
-                if exc.errno not in _VANISHED:
-                    log.warning("cannot list directory %r: %s", base or b".", exc.strerror)
-                continue
-            for entry in entries:
-                name = entry.name
-                path = base + b"/" + name if base else name
-                try:
-                    is_dir = entry.is_dir(follow_symlinks=False)
-                except OSError:
-                    continue
-                if excludes and excludes.excludes(path, is_dir=is_dir):
-                    continue
-                if out is not None:
-                    out.append(Change(path, kind))
-                if not is_dir:
-                    continue
-                dirs += 1
-                child = None
-                if node is not None:
-                    try:
-                        child = self._watch(node, name, path)
-                    except ino.NoWatchSpaceError:
-                        nospace += 1
-                    else:
-                        if child is None:
-                            continue
-                        if seen is not None:
-                            seen.add(child.wd)
-                stack.append((child, path))
-        return dirs, nospace
-
-    def _log_no_space(self, unwatched: int) -> None:
-        fmt, args = ino.watch_limit_advice(self.root, len(self._tree) + unwatched)
-        log.error(fmt, *args)
+        self._scanner.rewalk()

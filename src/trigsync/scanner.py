@@ -1,0 +1,148 @@
+"""Watching and listing directories: what the watcher does when a tree appears or is lost.
+
+A new directory is watched first and listed second, so a file created in between is
+seen one way or the other. After lost events the whole tree is walked again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+
+from . import inotify as ino
+from .changes import Change, Kind
+from .excludes import Excludes
+from .watchtree import Node, WatchTree
+
+log = logging.getLogger(__name__)
+
+_VANISHED = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
+
+
+class TreeScanner:
+    """Adds, prunes and re-walks the watches of one tree."""
+
+    def __init__(self, root: bytes, tree: WatchTree, excludes: Excludes, mask: int) -> None:
+        self.root = root
+        self.prefix = root if root == b"/" else root + b"/"
+        self.tree = tree
+        self.excludes = excludes
+        self.mask = mask
+        self.fd = -1
+
+    def remove_watch(self, wd: int) -> None:
+        # EINVAL means the kernel already dropped it (deleted or unmounted).
+        with contextlib.suppress(OSError):
+            ino.rm_watch(self.fd, wd)
+
+    def rewalk(self) -> None:
+        """Watch what is missing and forget what is gone, from the root down."""
+        root = self.tree.root
+        if root is None:
+            return
+        seen = {root.wd}
+        _, nospace = self.scan(root, b"", None, seen)
+        for wd in [wd for wd in self.tree.wds() if wd not in seen]:
+            self.tree.drop(wd)
+            self.remove_watch(wd)
+        if nospace:
+            self.log_no_space(nospace)
+
+    def add_tree(
+        self, parent: Node, name: bytes, path: bytes, out: list[Change], kind: Kind = Kind.CREATED
+    ) -> None:
+        """Watch a new directory first, then report it and everything below it."""
+        out.append(Change(path, kind))
+        nospace = 0
+        try:
+            node = self.watch(parent, name, path)
+        except ino.NoWatchSpaceError:
+            node, nospace = None, 1
+        seen: set[int] = set()
+        _, more = self.scan(node, path, out, seen, kind)
+        if node is not None and node.children:
+            self.prune(node, seen)
+        if nospace or more:
+            self.log_no_space(nospace + more)
+
+    def prune(self, top: Node, seen: set[int]) -> None:
+        """Forget directories below ``top`` that left while their events were suppressed."""
+        stack = [top]
+        while stack:
+            for child in list(stack.pop().children.values()):
+                if child.wd in seen:
+                    stack.append(child)
+                else:
+                    for wd in self.tree.detach(child):
+                        self.remove_watch(wd)
+
+    def watch(self, parent: Node, name: bytes, path: bytes) -> Node | None:
+        """Watch ``path``; None if it vanished or cannot be watched."""
+        try:
+            wd = ino.add_watch(self.fd, self.prefix + path, self.mask)
+        except ino.NoWatchSpaceError:
+            raise
+        except OSError as exc:
+            if exc.errno not in _VANISHED:
+                log.warning("cannot watch directory %r: %s", path, exc.strerror)
+            return None
+        return self.tree.attach(wd, parent, name)
+
+    def scan(
+        self,
+        top: Node | None,
+        top_path: bytes,
+        out: list[Change] | None,
+        seen: set[int] | None = None,
+        kind: Kind = Kind.CREATED,
+    ) -> tuple[int, int]:
+        """Watch every directory below ``top``, reporting entries as CREATED into ``out``.
+
+        Returns (directories found, directories left unwatched for lack of watches).
+        Below a directory that has no watch, entries are still listed but not watched.
+        """
+        dirs = nospace = 0
+        excludes = self.excludes
+        stack: list[tuple[Node | None, bytes]] = [(top, top_path)]
+        while stack:
+            node, base = stack.pop()
+            try:
+                with os.scandir(self.prefix + base if base else self.root) as it:
+                    entries = list(it)
+            except OSError as exc:
+                if exc.errno not in _VANISHED:
+                    log.warning("cannot list directory %r: %s", base or b".", exc.strerror)
+                continue
+            for entry in entries:
+                name = entry.name
+                path = base + b"/" + name if base else name
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                except OSError:
+                    continue
+                if excludes and excludes.excludes(path, is_dir=is_dir):
+                    continue
+                if out is not None:
+                    out.append(Change(path, kind))
+                if not is_dir:
+                    continue
+                dirs += 1
+                child = None
+                if node is not None:
+                    try:
+                        child = self.watch(node, name, path)
+                    except ino.NoWatchSpaceError:
+                        nospace += 1
+                    else:
+                        if child is None:
+                            continue
+                        if seen is not None:
+                            seen.add(child.wd)
+                stack.append((child, path))
+        return dirs, nospace
+
+    def log_no_space(self, unwatched: int) -> None:
+        fmt, args = ino.watch_limit_advice(self.root, len(self.tree) + unwatched)
+        log.error(fmt, *args)
