@@ -80,6 +80,7 @@ class Watcher:
         move_timeout: float = 0.05,
         watch_modify: bool = False,
         modify_settle: float = 0.5,
+        overflow_quiet: float = 0.5,
     ) -> None:
         self.root = root.rstrip(b"/") or b"/"
         self._prefix = self.root if self.root == b"/" else self.root + b"/"
@@ -102,6 +103,8 @@ class Watcher:
         self._renames: list[Move] = []
         self._full = False
         self._rewalk = False
+        self._overflow_quiet = overflow_quiet
+        self._overflow_last: float | None = None  # loop time of this episode's last overflow
         self._events_read = 0
         self._overflows = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -198,9 +201,12 @@ class Watcher:
                 self._handle(wd, mask, cookie, name)
             if not data:
                 break
+        now = loop.time()
+        if self._overflow_last is not None and now >= self._overflow_last + self._overflow_quiet:
+            self._overflow_last = None
+            self._full = self._rewalk = True
         if self._rewalk:
             self._rewalk_tree()
-        now = loop.time()
         if self._modified:
             self._flush_modified(now)
         while self._moves:
@@ -213,6 +219,8 @@ class Watcher:
         deadlines = [self._settled_at(*times) for times in self._modified.values()]
         if self._moves:
             deadlines.append(next(iter(self._moves.values())).deadline)
+        if self._overflow_last is not None:
+            deadlines.append(self._overflow_last + self._overflow_quiet)
         if deadlines:
             self._timer = loop.call_at(min(deadlines), self._wake_up)
         batch = Batch(tuple(self._out), self._full, tuple(self._renames))
@@ -251,14 +259,17 @@ class Watcher:
 
     def _handle(self, wd: int, mask: int, cookie: int, name: bytes) -> None:
         if mask & ino.IN_Q_OVERFLOW:
-            if not self._full:
+            if self._overflow_last is None:
                 log.warning(
-                    "inotify queue overflowed under %s: events were lost, reconciling every "
-                    "target (raise fs.inotify.max_queued_events if this repeats)",
+                    "inotify queue overflowed under %s: events were lost; every target gets "
+                    "one reconciling sync once the burst is over (raise "
+                    "fs.inotify.max_queued_events if this repeats)",
                     os.fsdecode(self.root),
                 )
+            # One episode, however many overflows: a full sync started while the burst
+            # still overflows would only need another one after it.
+            self._overflow_last = self._now
             self._overflows += 1
-            self._full = self._rewalk = True
             return
         node = self._tree.get(wd)
         if node is None:
