@@ -13,16 +13,19 @@ import logging
 import os
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from . import rsync
-from .changes import Batch, PendingSet
+from .changes import Batch, Change, Kind, PendingSet
 from .errors import BusySyncError, PermanentSyncError, SyncError
 from .state import StateStore
 from .targets import Target
 
 log = logging.getLogger(__name__)
+
+PARTIAL = 23  # rsync: "partial transfer due to error": some paths went, some did not
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,7 @@ class Dispatcher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._standby: asyncio.subprocess.Process | None = None
+        self._aside: dict[bytes, Kind] = {}  # paths rsync refused (exit 23), retried slowly
         self._standby_at = 0.0
         # Both rsync's --timeout and a daemon's own timeout drop an idle standby.
         self._recycle = max(1.0, options.timeout * 0.5)
@@ -224,7 +228,9 @@ class Dispatcher:
     def save(self) -> None:
         """Write the pending set as it is now (at a clean stop)."""
         if self.store is not None:
-            self.store.replace(self.key, self.pending.peek())
+            pending = self.pending.peek()
+            aside = tuple(Change(p, k) for p, k in self._aside.items())
+            self.store.replace(self.key, Batch(pending.changes + aside, pending.full))
 
     async def _send_pending(self) -> None:
         seq = self.store.sequence(self.key) if self.store is not None else 0
@@ -234,7 +240,14 @@ class Dispatcher:
         self._state = "syncing"
         try:
             result = await self._run(batch)
-            rsync.raise_for(result, f"target {self.target.name}")
+            if result.code == PARTIAL and batch.changes:
+                await self._set_aside(await self._isolate(batch.changes))
+            elif result.code == PARTIAL:
+                # A full sync moved everything it could; repeating it would not fix the rest.
+                self._last_error = f"target {self.target.name}: full sync incomplete: {rsync.reason(result.stderr)}"
+                log.error("%s", self._last_error)
+            else:
+                rsync.raise_for(result, f"target {self.target.name}")
         except BaseException:
             self.pending.restore(batch)
             if self._in_flight_since is not None:
@@ -247,7 +260,8 @@ class Dispatcher:
         self._batches += 1
         self._paths += len(batch.changes)
         self._last_success = time.time()
-        self._last_error = None
+        if result.code != PARTIAL:
+            self._last_error = None
         self._state = "idle"
         if batch.full:
             log.info("%s: full sync done in %.3f s", self.target.name, result.seconds)
@@ -290,6 +304,44 @@ class Dispatcher:
         if result.outcome is rsync.Outcome.OK:
             await self._prepare_standby(argv)
         return result
+
+    async def _isolate(self, changes: Sequence[Change]) -> list[Change]:
+        """Find the paths that make rsync exit 23, by halves; the rest are delivered."""
+        if len(changes) == 1:
+            return list(changes)
+        argv = rsync.batch_argv(self.source, self.options, self._transport)
+        failing: list[Change] = []
+        middle = len(changes) // 2
+        for half in (changes[:middle], changes[middle:]):
+            paths = rsync.path_list(c.path for c in half)
+            result = await rsync.run(argv, stdin=paths, env=self._transport.env)
+            if result.code == PARTIAL and len(half) == 1:
+                log.warning("%s: %s", self.target.name, rsync.reason(result.stderr))
+                failing += half
+            elif result.code == PARTIAL:
+                failing += await self._isolate(half)
+            else:
+                rsync.raise_for(result, f"target {self.target.name}")
+        return failing
+
+    async def _set_aside(self, failing: list[Change]) -> None:
+        """Paths rsync cannot deliver (unreadable, refused by the receiver) are retried
+        slowly on their own, so they never hold back the paths that do go through."""
+        if not failing:
+            return
+        names = ", ".join(repr(c.path) for c in failing[:3])
+        more = f" and {len(failing) - 3} more" if len(failing) > 3 else ""
+        self._last_error = (
+            f"target {self.target.name}: rsync exit 23 (partial transfer) for {names}{more}; "
+            f"retrying them every {self.settings.permanent_retry:.0f} s"
+        )
+        log.error("%s", self._last_error)
+        self._aside.update((c.path, c.kind) for c in failing)
+        asyncio.get_running_loop().call_later(self.settings.permanent_retry, self._retry_aside)
+
+    def _retry_aside(self) -> None:
+        aside, self._aside = self._aside, {}
+        self.submit(Batch(tuple(Change(p, k) for p, k in aside.items())))
 
     async def _prepare_standby(self, argv: list[rsync.Arg]) -> None:
         """Start the next run now: it connects and authenticates, then waits for its list.

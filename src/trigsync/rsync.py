@@ -293,6 +293,11 @@ def cut_short(result: Result) -> bool:
     return result.code in _MID_RUN and not _NEVER_CONNECTED.search(result.stderr)
 
 
+def reason(stderr: bytes) -> str:
+    """rsync's most telling message, for a log line."""
+    return _last_line(stderr)
+
+
 def _last_line(stderr: bytes) -> str:
     """The most telling line: the daemon's own @ERROR, else rsync's, else the last one."""
     lines = [ln.strip() for ln in stderr.decode("utf-8", "backslashreplace").splitlines()]
