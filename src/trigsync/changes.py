@@ -10,7 +10,7 @@ transfer and a file created and deleted before it was sent is nothing at all.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 
@@ -166,18 +166,30 @@ class PendingSet:
         """Everything pending, left in place."""
         return Batch(tuple(Change(p, k) for p, k in self._kinds.items()), self.full)
 
-    def take(self) -> Batch:
-        """Remove and return everything pending, ready to send.
+    @property
+    def has_moves(self) -> bool:
+        return bool(self._moves)
+
+    def take(self, busy: Callable[[bytes], bool] | None = None) -> Batch:
+        """Remove and return what is pending, ready to send.
 
         Entries below a deleted directory are dropped: deleting the directory covers them,
         and listing them would make rsync complain that their parent is missing.
-        A full sync covers every entry, so it travels alone.
+        A full sync covers every entry, so it travels alone. With ``busy``, paths it
+        names (those another run in flight touches) stay pending for a later batch;
+        rename hints then stay too, since they may touch any path.
         """
-        kinds, self._kinds = self._kinds, {}
-        moves, self._moves = tuple(self._moves), []
-        if self.full:
-            self.full = False
-            return Batch(full=True, moves=moves)
+        if busy is not None:
+            keep = {p: k for p, k in self._kinds.items() if busy(p)}
+            kinds = {p: k for p, k in self._kinds.items() if p not in keep}
+            self._kinds = keep
+            moves: tuple[Move, ...] = ()
+        else:
+            kinds, self._kinds = self._kinds, {}
+            moves, self._moves = tuple(self._moves), []
+            if self.full:
+                self.full = False
+                return Batch(full=True, moves=moves)
         deleted = {p for p, k in kinds.items() if k is Kind.DELETED}
         if deleted:
             changes = tuple(

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from . import rsync
-from .changes import Batch, Change, Kind, PendingSet
+from .changes import Batch, Change, Kind, PendingSet, ancestors
 from .errors import BusySyncError, PermanentSyncError, SyncError
 from .state import StateStore
 from .targets import Target
@@ -82,8 +82,9 @@ class Dispatcher:
         self._closed = asyncio.Event()
         self._state = "idle"
         self._since: float | None = None  # monotonic time of the oldest unsent change
-        self._in_flight: Batch | None = None
-        self._in_flight_since: float | None = None
+        # lane -> (batch, its oldest change): up to max_parallel runs with disjoint paths
+        self._flights: dict[int, tuple[Batch, float | None]] = {}
+        self._lanes = max(1, target.spec.max_parallel)
         self._last_error: str | None = None
         self._last_success: float | None = None
         self._batches = 0
@@ -104,13 +105,13 @@ class Dispatcher:
         if self._since is None:
             self._since = time.monotonic()
         was_full = self.pending.full
-        self.pending.extend(batch, in_flight=self._in_flight is not None)
+        self.pending.extend(batch, in_flight=bool(self._flights))
         if self.store is not None:
             if self.pending.full and not was_full:
                 self.store.mark_full(self.key, True)
             paths = [c.path for c in batch.changes]
             self.store.record(self.key, paths, map(self.pending.get, paths))
-        if not self.pending and self._in_flight is None:
+        if not self.pending and not self._flights:
             self._since = None  # e.g. created and deleted again before it was sent
             return
         self._idle.clear()
@@ -128,16 +129,14 @@ class Dispatcher:
 
     def status(self) -> TargetStatus:
         now = time.monotonic()
-        oldest = min(
-            (t for t in (self._since, self._in_flight_since) if t is not None), default=None
-        )
-        flight = self._in_flight
+        times = [self._since, *(since for _, since in self._flights.values())]
+        oldest = min((t for t in times if t is not None), default=None)
         return TargetStatus(
             target=self.target.name,
             state=self._state,
             pending=len(self.pending),
             full_pending=self.pending.full,
-            in_flight=0 if flight is None else (len(flight.changes) or 1),
+            in_flight=sum(len(b.changes) or 1 for b, _ in self._flights.values()),
             lag=0.0 if oldest is None else now - oldest,
             last_error=self._last_error,
             last_success=self._last_success,
@@ -149,16 +148,39 @@ class Dispatcher:
     async def run(self) -> None:
         """The worker loop; returns after close() once the pending set was tried a last time."""
         try:
-            await self._loop()
+            await asyncio.gather(*(self._loop(lane) for lane in range(self._lanes)))
         finally:
             await self.drop_standby()
 
-    async def _loop(self) -> None:
+    def _take(self) -> Batch | None:
+        """The next batch, or None while everything pending touches a run in flight."""
+        if not self._flights:
+            return self.pending.take() or None
+        flying = [batch for batch, _ in self._flights.values()]
+        if self.pending.full or self.pending.has_moves or any(b.full or b.moves for b in flying):
+            return None  # these run alone
+        claimed = {c.path for b in flying for c in b.changes}
+        above = {a for p in claimed for a in ancestors(p)}
+
+        def busy(path: bytes) -> bool:
+            # Ordering holds if no two runs touch the same path, its parents or children.
+            return path in claimed or path in above or any(a in claimed for a in ancestors(path))
+
+        return self.pending.take(busy) or None
+
+    async def _loop(self, lane: int) -> None:
         backoff = self.settings.backoff_min
         while True:
-            if not self.pending:
+            if self.pending and self.settings.delay and not self._closing and self._since:
+                wait = self._since + self.settings.delay - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)  # lsyncd-style aggregation
+            whole = not self._flights  # a batch that takes everything may confirm its rows
+            seq = self.store.sequence(self.key) if self.store is not None and whole else None
+            batch = self._take() if self.pending else None
+            if batch is None:
                 self._mark_idle()
-                if self._closing:
+                if self._closing and not self.pending:
                     self._state = "stopped"
                     return
                 self._wake.clear()
@@ -167,6 +189,7 @@ class Dispatcher:
             if self._closing and self._state in ("backoff", "failing"):
                 # Shutting down while the target fails: keep the pending set for next start
                 # rather than hold the stop up with one more doomed run.
+                self.pending.restore(batch)
                 log.warning(
                     "%s: %d paths stay pending for the next start",
                     self.target.name,
@@ -174,12 +197,8 @@ class Dispatcher:
                 )
                 self._state = "stopped"
                 return
-            if self.settings.delay and not self._closing and self._since is not None:
-                wait = self._since + self.settings.delay - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
             try:
-                await self._send_pending()
+                await self._send(lane, batch, seq)
             except SyncError as exc:
                 self._failures += 1
                 self._last_error = str(exc)
@@ -232,11 +251,11 @@ class Dispatcher:
             aside = tuple(Change(p, k) for p, k in self._aside.items())
             self.store.replace(self.key, Batch(pending.changes + aside, pending.full))
 
-    async def _send_pending(self) -> None:
-        seq = self.store.sequence(self.key) if self.store is not None else 0
-        batch = self.pending.take()
-        self._in_flight, self._in_flight_since = batch, self._since
-        self._since = None
+    async def _send(self, lane: int, batch: Batch, seq: int | None) -> None:
+        """Run one batch; ``seq`` (if the batch took everything) is confirmed on success."""
+        self._flights[lane] = (batch, self._since)
+        if not self.pending:
+            self._since = None
         self._state = "syncing"
         try:
             result = await self._run(batch)
@@ -250,12 +269,14 @@ class Dispatcher:
                 rsync.raise_for(result, f"target {self.target.name}")
         except BaseException:
             self.pending.restore(batch)
-            if self._in_flight_since is not None:
-                self._since = self._in_flight_since
+            since = self._flights[lane][1]
+            if since is not None and (self._since is None or since < self._since):
+                self._since = since
             raise
         finally:
-            self._in_flight = self._in_flight_since = None
-        if self.store is not None:
+            del self._flights[lane]
+            self._wake.set()  # a lane waiting for these paths to be free may go now
+        if self.store is not None and seq is not None:
             self.store.confirm(self.key, seq, full=batch.full)
         self._batches += 1
         self._paths += len(batch.changes)
@@ -359,7 +380,7 @@ class Dispatcher:
             await rsync.stop(standby)
 
     def _mark_idle(self) -> None:
-        if self._in_flight is None and not self.pending:
+        if not self._flights and not self.pending:
             self._since = None
             self._idle.set()
             if self._state not in ("failing", "stopped"):

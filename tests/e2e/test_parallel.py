@@ -1,0 +1,53 @@
+"""max_parallel: several runs in flight to one target, never two on the same paths."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+from tests.e2e.conftest import Start, daemon_replica
+from tests.support.rsyncd import RsyncDaemonFactory
+from tests.support.trees import wait_trees_equal
+
+SENT = re.compile(r"^(\S+ \S+) INFO \S+: sent \d+ paths in ([\d.]+) s$")
+
+
+def runs(log: str) -> list[tuple[float, float]]:
+    """(start, end) of every batch run, from the log's end times and durations."""
+    out = []
+    for line in log.splitlines():
+        m = SENT.match(line)
+        if m:
+            end = datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            out.append((end - float(m[2]), end))
+    return out
+
+
+def test_parallel_runs_overlap_and_keep_order(
+    source: Path, rsync_daemon_factory: RsyncDaemonFactory, start_trigsync: Start
+) -> None:
+    replica = daemon_replica(rsync_daemon_factory)
+    replica.options["max_parallel"] = 3
+    trig = start_trigsync(replica)
+    for d in range(40):
+        base = source / f"d{d:02d}"
+        base.mkdir()
+        for f in range(50):
+            (base / f"f{f:02d}").write_bytes(os.urandom(2000))
+    wait_trees_equal(source, replica.path, timeout=60)
+    spans = sorted(runs(trig.log()))
+    overlaps = sum(1 for a, b in itertools.pairwise(spans) if b[0] < a[1])
+    assert overlaps >= 1, f"no two runs were ever in flight together: {spans}"
+
+    # Renames and deletes race the runs that carry their files; order still holds.
+    for d in range(4, 40, 5):
+        os.rename(source / f"d{d - 1:02d}", source / f"moved{d:02d}")
+        shutil.rmtree(source / f"d{d - 2:02d}")
+        (source / f"d{d - 3:02d}" / "f00").write_bytes(b"rewritten")
+        (source / f"new{d:02d}").mkdir()
+        (source / f"new{d:02d}" / "x").write_bytes(os.urandom(100))
+    wait_trees_equal(source, replica.path, timeout=60)
