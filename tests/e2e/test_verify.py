@@ -7,8 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.e2e.conftest import daemon_replica
+from tests.e2e.conftest import Start, daemon_replica
 from tests.support.rsyncd import RsyncDaemonFactory
+from tests.support.trees import wait_trees_equal
 from tests.support.workload import make_tree
 
 
@@ -49,3 +50,17 @@ def test_verify_of_an_unreachable_target_says_so(source: Path, tmp_path: Path) -
     result = verify(source, "rsync://u@127.0.0.1:9/www/", str(pw), tmp_path / "state")
     assert result.returncode == 5
     assert "cannot verify" in result.stdout and "exit 10" in result.stdout
+
+
+def test_reconcile_every_repairs_drift_made_on_the_receiver(
+    source: Path, rsync_daemon_factory: RsyncDaemonFactory, start_trigsync: Start
+) -> None:
+    replica = daemon_replica(rsync_daemon_factory)
+    make_tree(source, dirs=2, files_per_dir=3, seed=9)
+    start_trigsync(replica, extra={"reconcile_every": 1})
+    wait_trees_equal(source, replica.path, timeout=10)
+    (replica.path / "stray").write_text("made on the receiver")
+    victim = sorted(p for p in replica.path.rglob("*") if p.is_file() and p.name != "stray")[0]
+    victim.write_text("edited on the receiver")
+    # No change on the source: only the periodic full sync can repair this.
+    wait_trees_equal(source, replica.path, timeout=10)
