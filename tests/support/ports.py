@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import time
+from collections.abc import Callable
 
 LOOPBACK = "127.0.0.1"
 
@@ -13,3 +15,34 @@ def free_port() -> int:
         sock.bind((LOOPBACK, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def wait_for_greeting(
+    port: int,
+    prefix: bytes,
+    *,
+    alive: Callable[[], str | None],
+    timeout: float,
+    probe_timeout: float = 0.5,
+) -> str | None:
+    """Poll-connect until the server on ``port`` greets with ``prefix``.
+
+    ``alive()`` returns None while the server process runs, else why it died; that reason
+    is returned at once. Returns None when greeted; raises TimeoutError after ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    last = "no attempt"
+    while time.monotonic() < deadline:
+        dead = alive()
+        if dead is not None:
+            return dead
+        try:
+            with socket.create_connection((LOOPBACK, port), timeout=probe_timeout) as sock:
+                greeting = sock.recv(64)
+            if greeting.startswith(prefix):
+                return None
+            last = f"unexpected greeting {greeting!r}"
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(0.01)
+    raise TimeoutError(f"no {prefix!r} greeting on port {port} after {timeout}s ({last})")

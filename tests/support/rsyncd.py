@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeAlias
 
-from tests.support.ports import LOOPBACK, free_port
+from tests.support.ports import LOOPBACK, free_port, wait_for_greeting
 from tests.support.proc import Proc
 
 USER = "tsync"
@@ -170,27 +169,22 @@ class RsyncDaemon:
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         """Poll-connect until the daemon sends its `@RSYNCD:` greeting (bounded)."""
-        deadline = time.monotonic() + timeout
-        last = "no attempt"
-        while time.monotonic() < deadline:
+
+        def alive() -> str | None:
             if self._proc is None or not self._proc.running:
                 code = None if self._proc is None else self._proc.returncode
-                raise DaemonError(f"daemon exited (rc={code}): {self.log_tail()}")
+                return f"daemon exited (rc={code}): {self.log_tail()}"
             if "unable to bind" in self._log_since_spawn():
                 # rsync lingers 0.4 s in its exit path; the log already says why.
-                raise DaemonError(f"bind failed: {self.log_tail()}")
-            try:
-                with socket.create_connection(
-                    (self.host, self.port), timeout=PROBE_TIMEOUT
-                ) as sock:
-                    greeting = sock.recv(64)
-                if greeting.startswith(b"@RSYNCD:"):
-                    return
-                last = f"unexpected greeting {greeting!r}"
-            except OSError as exc:
-                last = str(exc)
-            time.sleep(0.01)
-        raise DaemonError(f"not ready after {timeout}s ({last}): {self.log_tail()}")
+                return f"bind failed: {self.log_tail()}"
+            return None
+
+        try:
+            dead = wait_for_greeting(self.port, b"@RSYNCD:", alive=alive, timeout=timeout)
+        except TimeoutError as exc:
+            raise DaemonError(f"{exc}: {self.log_tail()}") from None
+        if dead is not None:
+            raise DaemonError(dead)
 
     def stop(self) -> None:
         """Terminate, wait, then kill the daemon and its connection children."""

@@ -6,15 +6,13 @@ import os
 import pwd
 import shlex
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from tests.support.ports import LOOPBACK, free_port
+from tests.support.ports import LOOPBACK, free_port, wait_for_greeting
 from tests.support.proc import Proc
 
 TEST_USER = "trigsync-test"
@@ -224,26 +222,21 @@ class SshServer:
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         """Poll-connect until sshd sends its `SSH-2.0-` banner (bounded)."""
-        deadline = time.monotonic() + timeout
-        last = "no attempt"
-        while time.monotonic() < deadline:
+
+        def alive() -> str | None:
             proc = self._proc
             if proc is None or not proc.running:
                 code = None if proc is None else proc.returncode
                 err = b"" if proc is None else proc.stderr()
-                raise SshdError(f"sshd exited (rc={code}): {err.decode(errors='replace')}")
-            try:
-                with socket.create_connection(
-                    (self.host, self.port), timeout=PROBE_TIMEOUT
-                ) as sock:
-                    banner = sock.recv(64)
-                if banner.startswith(b"SSH-"):
-                    return
-                last = f"unexpected banner {banner!r}"
-            except OSError as exc:
-                last = str(exc)
-            time.sleep(0.01)
-        raise SshdError(f"sshd not ready after {timeout}s: {last}")
+                return f"sshd exited (rc={code}): {err.decode(errors='replace')}"
+            return None
+
+        try:
+            dead = wait_for_greeting(self.port, b"SSH-", alive=alive, timeout=timeout)
+        except TimeoutError as exc:
+            raise SshdError(str(exc)) from None
+        if dead is not None:
+            raise SshdError(dead)
 
     def clear_replica(self) -> None:
         """Empty the replica directory, keeping it (and its ownership) in place."""
