@@ -180,7 +180,9 @@ class RsyncDaemon:
             return None
 
         try:
-            dead = wait_for_greeting(self.port, b"@RSYNCD:", alive=alive, timeout=timeout)
+            dead = wait_for_greeting(
+                self.port, b"@RSYNCD:", alive=alive, timeout=timeout, probe_timeout=PROBE_TIMEOUT
+            )
         except TimeoutError as exc:
             raise DaemonError(f"{exc}: {self.log_tail()}") from None
         if dead is not None:

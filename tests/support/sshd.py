@@ -232,7 +232,9 @@ class SshServer:
             return None
 
         try:
-            dead = wait_for_greeting(self.port, b"SSH-", alive=alive, timeout=timeout)
+            dead = wait_for_greeting(
+                self.port, b"SSH-", alive=alive, timeout=timeout, probe_timeout=PROBE_TIMEOUT
+            )
         except TimeoutError as exc:
             raise SshdError(str(exc)) from None
         if dead is not None:
