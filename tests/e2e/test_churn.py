@@ -257,12 +257,11 @@ def reset(path: Path) -> None:
 
 @pytest.fixture
 def live(
-    source: Path, tmp_path: Path, rsync_daemon_factory: RsyncDaemonFactory, start_trigsync: Start
+    source: Path, tmp_path: Path, replica: Replica, start_trigsync: Start
 ) -> tuple[Replica, Path]:
-    """One daemon and one trigsync for every example of a test (fixtures run once per test)."""
+    """One target of each kind and one trigsync for every example of a test."""
     outside = tmp_path / "outside"
     outside.mkdir()
-    replica = daemon_replica(rsync_daemon_factory)
     start_trigsync(replica)
     return replica, outside
 
@@ -290,13 +289,13 @@ def test_random_churn_converges(
     reset(outside)
     # A small starting tree, so that even the first, simplest examples act on something.
     make_tree(source, dirs=4, files_per_dir=3, size=(0, 2048), seed=seed)
-    wait_trees_equal(source, replica.path, timeout=SETTLE)
+    wait_trees_equal(source, replica.path, timeout=SETTLE, owners=replica.owners)
     before = snapshot(source)
     churner = Churner(source, outside, seed=seed)
     for op in ops:
         churner.apply(*op)
     assert snapshot(source) != before, "the ops changed nothing: the example tests nothing"
-    wait_trees_equal(source, replica.path, timeout=SETTLE)
+    wait_trees_equal(source, replica.path, timeout=SETTLE, owners=replica.owners)
 
 
 def test_seeded_burst_of_3000_files(
