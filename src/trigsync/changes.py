@@ -38,6 +38,7 @@ class Move:
 
     old: bytes
     new: bytes
+    after: int = 0  # how many of its batch's changes happened before it
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,16 +123,24 @@ class PendingSet:
         """
         if batch.full:
             self.full = True
-        for move in batch.moves:
-            self._add_move(move)
+        moves = iter(batch.moves)
+        move = next(moves, None)
         kinds = self._kinds
-        for change in batch.changes:
+        for i, change in enumerate(batch.changes):
+            # A rename carries the pending state below it, so it must land in order:
+            # after the changes that came before it, before those that came after.
+            while move is not None and move.after <= i:
+                self._add_move(move)
+                move = next(moves, None)
             kind = Kind.CHANGED if in_flight and change.kind is Kind.CREATED else change.kind
             merged = MERGE[kinds.get(change.path), kind]
             if merged is None:
                 del kinds[change.path]
             else:
                 kinds[change.path] = merged
+        while move is not None:
+            self._add_move(move)
+            move = next(moves, None)
         if len(kinds) > self._max_paths:
             # Memory stays bounded: one full sync covers any number of paths.
             kinds.clear()
@@ -148,7 +157,7 @@ class PendingSet:
                 self._moves[i] = Move(earlier.old, move.new)
                 return
         if len(self._moves) < self._max_moves:
-            self._moves.append(move)
+            self._moves.append(Move(move.old, move.new))
         else:
             self._moves.clear()  # hints only: losing them costs bytes, never correctness
 

@@ -87,7 +87,15 @@ class SyncJob:
 
     async def pump(self) -> None:
         assert self.watcher is not None
+        debug = log.isEnabledFor(logging.DEBUG)
         async for batch in self.watcher.batches():
+            if debug:
+                log.debug(
+                    "events: %s%s%s",
+                    [(c.path, c.kind.name) for c in batch.changes],
+                    f" moves {[(m.old, m.new) for m in batch.moves]}" if batch.moves else "",
+                    " FULL" if batch.full else "",
+                )
             self.submit(batch)
 
     async def catch_up(self, last: LastRun) -> None:

@@ -376,7 +376,7 @@ class Watcher:
         kind = Kind.CREATED
         if src is not None and not src.excluded:
             self._out.append(Change(src.path, Kind.DELETED))
-            self._renames.append(Move(src.path, path))
+            self._renames.append(Move(src.path, path, after=len(self._out)))
             kind = Kind.CHANGED
             if src.node is not None:
                 self._tree.move(src.node, parent, name)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from trigsync.changes import MERGE, Batch, Change, Kind, Move, PendingSet, ancestors, merge
@@ -136,7 +136,7 @@ def apply_to_target(
 ops = st.lists(
     st.tuples(
         st.sampled_from(
-            ["write", "mkdir", "delete", "rename", "begin", "finish", "fail", "overflow"]
+            ["write", "mkdir", "delete", "rename", "read", "begin", "finish", "fail", "overflow"]
         ),
         st.sampled_from(NAMES),
         st.integers(0, len(NAMES) - 1),
@@ -162,15 +162,35 @@ def deliver(
 
 @settings(max_examples=1500, deadline=None)
 @given(ops)
+# Found by the live churn test: a deletion and then a rename of its directory, in one read.
+@example(
+    [
+        ("mkdir", b"a", 0),
+        ("write", b"a/x", 0),
+        ("begin", b"a", 0),
+        ("finish", b"a", 0),
+        ("delete", b"a/x", 0),
+        ("rename", b"a", NAMES.index(b"b")),
+    ]
+)
 def test_target_converges_to_source(script: list[tuple[str, bytes, int]]) -> None:
     """Random events, runs that overlap with later events, failures and overflows."""
     source: dict[bytes, tuple[str, int]] = {}
     target: dict[bytes, tuple[str, int]] = {}
     pending = PendingSet()
     flight: Batch | None = None
+    # Events gather into one watcher batch until a run is taken or the script says "read",
+    # so renames and the changes around them share batches, in order.
+    events: list[Change] = []
+    renames: list[Move] = []
 
     def event(path: bytes, kind: Kind) -> None:
-        pending.extend(batch((path, kind)), in_flight=flight is not None)
+        events.append(Change(path, kind))
+
+    def read() -> None:
+        pending.extend(Batch(tuple(events), moves=tuple(renames)), in_flight=flight is not None)
+        events.clear()
+        renames.clear()
 
     for version, (op, path, seed) in enumerate(script, 1):
         up = parent(path)
@@ -204,24 +224,29 @@ def test_target_converges_to_source(script: list[tuple[str, bytes, int]]) -> Non
             if new in source:
                 event(new, Kind.DELETED)  # replaced
             # What the watcher reports: the old path gone, a hint, the new subtree CHANGED.
-            changes = [Change(path, Kind.DELETED)]
+            event(path, Kind.DELETED)
+            renames.append(Move(path, new, after=len(events)))
             for old_path, entry in sorted(moved.items(), key=lambda kv: len(kv[0])):
                 source[new + old_path[len(path) :]] = entry
-                changes.append(Change(new + old_path[len(path) :], Kind.CHANGED))
-            pending.extend(
-                Batch(tuple(changes), moves=(Move(path, new),)), in_flight=flight is not None
-            )
+                event(new + old_path[len(path) :], Kind.CHANGED)
+        elif op == "read":
+            read()
         elif op == "overflow":
+            read()
             pending.extend(Batch(full=True))
         elif op == "begin" and flight is None:
+            read()
             flight = pending.take()
         elif op == "finish" and flight is not None:
+            read()
             deliver(source, target, flight)
             flight = None
         elif op == "fail" and flight is not None:
+            read()
             deliver(source, target, flight, upto=seed % (len(flight.changes) + 1))
             pending.restore(flight)
             flight = None
+    read()
     if flight is not None:
         deliver(source, target, flight)
     deliver(source, target, pending.take())
@@ -243,3 +268,20 @@ def test_pending_deletes_move_with_a_renamed_directory() -> None:
         Change(b"b", Kind.CHANGED),
         Change(b"b/x", Kind.DELETED),
     }
+
+
+def test_a_rename_lands_after_the_changes_that_came_before_it() -> None:
+    # One watcher batch: a/f is deleted, then a is renamed to b. A target that renames
+    # its copy of a carries f along, so the deletion must follow it to b/f.
+    pending = PendingSet()
+    pending.extend(
+        Batch(
+            (
+                Change(b"a/f", Kind.DELETED),
+                Change(b"a", Kind.DELETED),
+                Change(b"b", Kind.CHANGED),
+            ),
+            moves=(Move(b"a", b"b", after=2),),
+        )
+    )
+    assert Change(b"b/f", Kind.DELETED) in pending.take().changes

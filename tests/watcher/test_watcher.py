@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from trigsync.changes import Batch, Change, Kind, Move, PendingSet
+from trigsync.changes import Batch, Change, Kind, PendingSet
 from trigsync.errors import WatchError, WatchLimitError
 from trigsync.excludes import Excludes
 from trigsync.watcher import Watcher
@@ -207,8 +207,11 @@ def test_rename_file_and_dir_inside_tree(src: Path) -> None:
                 b"e/sub": M,
                 b"e/sub/y": M,
             }
-            moves = [m for b in w.batches for m in b.moves]
-            assert moves == [Move(b"a", b"b"), Move(b"d", b"e")]
+            moves = [(m.old, m.new) for b in w.batches for m in b.moves]
+            assert moves == [(b"a", b"b"), (b"d", b"e")]
+            for b in w.batches:  # each rename is placed right after its old path's deletion
+                for m in b.moves:
+                    assert b.changes[m.after - 1] == Change(m.old, D)
             assert w.watcher.watch_count == 3
             write(src / "e" / "sub" / "new")
             assert await w.quiet() == {b"e/sub/new": C}
