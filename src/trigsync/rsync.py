@@ -120,6 +120,21 @@ def batch_argv(source: bytes, opts: Options, transport: Transport) -> list[Arg]:
     ]
 
 
+def subtrees_argv(source: bytes, opts: Options, transport: Transport) -> list[Arg]:
+    """argv that makes each listed directory equal to the source, recursively, extras deleted."""
+    return [
+        *_common(opts, transport),
+        "-r",
+        "--delete",
+        "--force",
+        "--files-from=-",
+        "--from0",
+        "--delete-missing-args",
+        _as_dir(source),
+        transport.destination,
+    ]
+
+
 def full_argv(source: bytes, opts: Options, transport: Transport) -> list[Arg]:
     """argv for reconciling the whole tree: only differences travel, extras are deleted."""
     return [
@@ -145,6 +160,7 @@ def link_dest_argv(
     return [
         *_common(opts, transport),
         "-r",
+        "--delete",
         b"--link-dest=" + rel,
         _as_dir(source) + new + b"/",
         _as_dir(destination) + new + b"/",

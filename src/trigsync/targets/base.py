@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from .. import rsync
 from ..changes import Move
 from ..rsync import Options, Transport
 
@@ -24,6 +25,9 @@ class TargetSpec:
     remote_rsync: str | None = None
     max_parallel: int = 1
     extra_rsync_args: tuple[str, ...] = field(default=())
+
+
+PARTIAL = 23  # rsync: some paths went, some did not
 
 
 class Target(abc.ABC):
@@ -52,9 +56,24 @@ class Target(abc.ABC):
         """Move the target's copies for these renames, best effort; returns how many moved.
 
         The batch that follows lists both ends of every rename, so a move that fails here
-        only costs bytes: rsync then sends the new path whole.
+        only costs bytes: rsync then sends the new path whole. A renamed directory carries
+        whatever the target held below it, including what the source lost in the
+        meantime, so each one is then made equal to the source, recursively: after a
+        rename that run finds nothing to send, only leftovers to delete.
         """
-        return 0
+        moved = [m for m in await self.rename(moves) if m.old != m.new]
+        dirs = [m.new for m in moved if os.path.isdir(source + b"/" + m.new)]
+        if dirs:
+            transport = self.transport()
+            argv = rsync.subtrees_argv(source, options, transport)
+            result = await rsync.run(argv, stdin=rsync.path_list(dirs), env=transport.env)
+            if result.code != PARTIAL:  # a refused path is the main batch's to report
+                rsync.raise_for(result, f"target {self.name}")
+        return len(moved)
+
+    async def rename(self, moves: Sequence[Move]) -> Sequence[Move]:
+        """Rename the target's copies where this kind of target can; returns those renamed."""
+        return ()
 
     def check(self) -> None:  # noqa: B027 - most targets need no pre-flight check
         """Raise SetupError or ConfigError if the target cannot work as configured."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..changes import Move
 from ..errors import SetupError
-from ..rsync import Options, Transport
+from ..rsync import Transport
 from .base import Target, TargetSpec, require_absolute
 
 log = logging.getLogger(__name__)
@@ -33,12 +33,10 @@ class LocalTarget(Target):
                 f"create it with: mkdir -p {self.path}"
             )
 
-    async def apply_moves(self, moves: Sequence[Move], source: bytes, options: Options) -> int:
+    async def rename(self, moves: Sequence[Move]) -> Sequence[Move]:
         base = os.fsencode(self.path)
-        done = 0
+        done = []
         for move in moves:
-            if move.old == move.new:
-                continue
             try:
                 os.rename(base + move.old, base + move.new)
             except OSError as exc:
@@ -50,7 +48,7 @@ class LocalTarget(Target):
                     exc.strerror,
                 )
             else:
-                done += 1
+                done.append(move)
         return done
 
     def transport(self) -> Transport:

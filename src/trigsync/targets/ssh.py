@@ -18,7 +18,7 @@ from pathlib import Path
 from .. import rsync
 from ..changes import Move
 from ..errors import ConfigError
-from ..rsync import Options, Transport
+from ..rsync import Transport
 from .base import Target, TargetSpec, require_absolute
 
 log = logging.getLogger(__name__)
@@ -92,19 +92,20 @@ class SshTarget(Target):
         argv += self.spec.ssh_options
         return argv
 
-    async def apply_moves(self, moves: Sequence[Move], source: bytes, options: Options) -> int:
+    async def rename(self, moves: Sequence[Move]) -> Sequence[Move]:
         """Rename over the multiplexed connection. The remote command is fixed text; the
         paths travel NUL-separated on stdin, so no name ever reaches a shell."""
         base = os.fsencode(self.address.path)
-        pairs = [(base + m.old, base + m.new) for m in moves if m.old != m.new]
-        if not pairs:
-            return 0
+        todo = [m for m in moves if m.old != m.new]
+        if not todo:
+            return ()
         argv = [*self.ssh_argv(), self.address.login, "xargs", "-0", "-n", "2", "mv", "-T", "--"]
-        stdin = b"".join(old + b"\0" + new + b"\0" for old, new in pairs)
-        result = await rsync.run(argv, stdin=stdin, watchdog=options.timeout + self.contimeout)
+        stdin = b"".join(base + m.old + b"\0" + base + m.new + b"\0" for m in todo)
+        result = await rsync.run(argv, stdin=stdin, watchdog=self.contimeout + 60)
         if result.code != 0:
             log.debug("%s: remote mv exit %d: %r", self.name, result.code, result.stderr[-300:])
-        return len(pairs) if result.code == 0 else 0
+        # xargs exits 123 when some mv failed and does not say which: treat all as tried.
+        return todo if result.code in (0, 123) else ()
 
     def check(self) -> None:
         self.control_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
