@@ -20,5 +20,5 @@ lint:
 	$(PYTHON) -m mypy
 
 bench:
-	./scripts/setup dev
+	./scripts/setup bench
 	$(PYTHON) -m bench
