@@ -43,6 +43,23 @@ IN_MOVE = IN_MOVED_FROM | IN_MOVED_TO
 IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
 
+# What a replicator watches on every directory: content, metadata, names, and the
+# directory itself; never through symlinks, never for unlinked files still open.
+TREE_EVENTS = (
+    IN_CREATE
+    | IN_CLOSE_WRITE
+    | IN_MODIFY
+    | IN_ATTRIB
+    | IN_DELETE
+    | IN_MOVED_FROM
+    | IN_MOVED_TO
+    | IN_DELETE_SELF
+    | IN_MOVE_SELF
+    | IN_DONT_FOLLOW
+    | IN_EXCL_UNLINK
+    | IN_ONLYDIR
+)
+
 EVENT_HEADER = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len
 
 _libc = ctypes.CDLL(None, use_errno=True)

@@ -107,29 +107,20 @@ def _common(opts: Options, transport: Transport) -> list[Arg]:
     return argv
 
 
-def batch_argv(source: bytes, opts: Options, transport: Transport) -> list[Arg]:
-    """argv for sending a list of paths: present ones are copied, missing ones deleted."""
+def batch_argv(
+    source: bytes, opts: Options, transport: Transport, *, recursive: bool = False
+) -> list[Arg]:
+    """argv for sending a list of paths: present ones are copied, missing ones deleted.
+
+    ``recursive`` makes each listed directory equal to the source below it, extras deleted.
+    """
     return [
         *_common(opts, transport),
+        *(("-r", "--delete") if recursive else ()),
         "--files-from=-",
         "--from0",
         "--delete-missing-args",
         "--force",
-        _as_dir(source),
-        transport.destination,
-    ]
-
-
-def subtrees_argv(source: bytes, opts: Options, transport: Transport) -> list[Arg]:
-    """argv that makes each listed directory equal to the source, recursively, extras deleted."""
-    return [
-        *_common(opts, transport),
-        "-r",
-        "--delete",
-        "--force",
-        "--files-from=-",
-        "--from0",
-        "--delete-missing-args",
         _as_dir(source),
         transport.destination,
     ]

@@ -2,8 +2,8 @@
 
 New and moved-in directories are scanned whole, because files can land in them before
 their watch exists. Moves are paired by cookie; a directory that leaves the tree has its
-watches removed, so nothing below it is reported afterwards. A queue overflow re-walks
-the tree and asks for a full sync, the only safe answer to lost events.
+watches removed, so nothing below it is reported afterwards. A queue overflow asks for
+one full sync, the only safe answer to lost events, once the burst is over.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from .changes import Batch, Change, Kind, Move
 from .errors import WatchError, WatchLimitError
 from .excludes import Excludes
 from .scanner import TreeScanner
+from .unclosed import UnclosedWrites
 from .watchtree import Node, WatchTree
 
 log = logging.getLogger(__name__)
@@ -31,23 +32,8 @@ READ_SIZE = 256 * 1024
 # loop wakes us again at once.
 MAX_READS_PER_WAKEUP = 64
 MAX_FRESH = 65536
-# A file written to continuously and never closed (a log) is still sent this often.
-MAX_UNCLOSED = 30.0
 
-BASE_MASK = (
-    ino.IN_CREATE
-    | ino.IN_CLOSE_WRITE
-    | ino.IN_MODIFY
-    | ino.IN_ATTRIB
-    | ino.IN_DELETE
-    | ino.IN_MOVED_FROM
-    | ino.IN_MOVED_TO
-    | ino.IN_DELETE_SELF
-    | ino.IN_MOVE_SELF
-    | ino.IN_DONT_FOLLOW
-    | ino.IN_EXCL_UNLINK
-    | ino.IN_ONLYDIR
-)
+BASE_MASK = ino.TREE_EVENTS
 
 _NO_EXCLUDES = Excludes()
 
@@ -90,9 +76,8 @@ class Watcher:
         # Writes are reported at close; a modification with no close (truncate(2), mmap,
         # a log kept open) is reported after modify_settle, or at once with watch_modify.
         self._watch_modify = watch_modify
-        self._modify_settle = modify_settle
         # (parent wd, name) -> (first, last) IN_MODIFY time, for files awaiting a close
-        self._modified: dict[tuple[int, bytes], tuple[float, float]] = {}
+        self._modified = UnclosedWrites(modify_settle)
         self._fd = -1
         self._tree = WatchTree()
         self._scanner = TreeScanner(self.root, self._tree, excludes, self._mask)
@@ -216,7 +201,8 @@ class Watcher:
             del self._moves[cookie]
             self._moved_out(move)
         self._cancel_timer()
-        deadlines = [self._settled_at(*times) for times in self._modified.values()]
+        settle = self._modified.next_due()
+        deadlines = [] if settle is None else [settle]
         if self._moves:
             deadlines.append(next(iter(self._moves.values())).deadline)
         if self._overflow_last is not None:
@@ -230,16 +216,9 @@ class Watcher:
         self._full = False
         return batch
 
-    def _settled_at(self, first: float, last: float) -> float:
-        # Quiet for modify_settle, or written to without a close for MAX_UNCLOSED.
-        return min(last + self._modify_settle, first + MAX_UNCLOSED)
-
     def _flush_modified(self, now: float) -> None:
         """Report files modified and not closed since, once their writes settled."""
-        settled = [k for k, times in self._modified.items() if self._settled_at(*times) <= now]
-        for key in settled:
-            del self._modified[key]
-            wd, name = key
+        for wd, name in self._modified.due(now):
             node = self._tree.get(wd)
             base = None if node is None else self._tree.path(node)
             if base is not None:
@@ -297,14 +276,13 @@ class Watcher:
         elif mask & ino.IN_MODIFY and not self._watch_modify:
             key = (node.wd, name)
             if key not in self._fresh and key not in self._created_now:
-                first = self._modified.get(key, (self._now, 0.0))[0]
-                self._modified[key] = (first, self._now)
+                self._modified.touch(key, self._now)
         elif mask & (ino.IN_CLOSE_WRITE | ino.IN_MODIFY | ino.IN_ATTRIB):
             # A fresh file's first sign of content or metadata is its creation. A change
             # to a file created in this same batch would merge into CREATED: drop it.
             key = (node.wd, name)
             if mask & ino.IN_CLOSE_WRITE:
-                self._modified.pop(key, None)
+                self._modified.discard(key)
             if key in self._created_now:
                 return
             if key in self._fresh:
@@ -315,7 +293,7 @@ class Watcher:
                 self._out.append(Change(path, Kind.CHANGED))
         elif mask & ino.IN_DELETE:
             self._fresh.discard((node.wd, name))
-            self._modified.pop((node.wd, name), None)
+            self._modified.discard((node.wd, name))
             self._created_now.discard((node.wd, name))
             self._out.append(Change(path, Kind.DELETED))
 
@@ -356,7 +334,7 @@ class Watcher:
     ) -> None:
         self._fresh.discard((parent.wd, name))
         self._created_now.discard((parent.wd, name))
-        self._modified.pop((parent.wd, name), None)
+        self._modified.discard((parent.wd, name))
         node = parent.children.get(name) if is_dir else None
         if node is not None:
             node.moving = True

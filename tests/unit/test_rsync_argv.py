@@ -19,6 +19,11 @@ def test_batch_argv_lists_paths_on_stdin_never_in_argv() -> None:
     assert "-r" not in argv and "--delete" not in argv
 
 
+def test_recursive_batch_reconciles_listed_directories() -> None:
+    argv = rsync.batch_argv(b"/src", Options(), T, recursive=True)
+    assert "-r" in argv and "--delete" in argv and "--files-from=-" in argv
+
+
 def test_full_argv_deletes_extras() -> None:
     argv = rsync.full_argv(b"/src/", Options(timeout=7), T)
     assert "--delete" in argv and "--timeout=7" in argv

@@ -65,7 +65,7 @@ class Target(abc.ABC):
         dirs = [m.new for m in moved if os.path.isdir(source + b"/" + m.new)]
         if dirs:
             transport = self.transport()
-            argv = rsync.subtrees_argv(source, options, transport)
+            argv = rsync.batch_argv(source, options, transport, recursive=True)
             result = await rsync.run(argv, stdin=rsync.path_list(dirs), env=transport.env)
             if result.code != PARTIAL:  # a refused path is the main batch's to report
                 rsync.raise_for(result, f"target {self.name}")
