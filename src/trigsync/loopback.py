@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import socket
 import subprocess
 import time
@@ -20,6 +21,51 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def rsyncd_conf(
+    *,
+    module: str,
+    module_path: Path,
+    secrets: Path,
+    log: Path,
+    lock: Path,
+    user: str,
+    use_chroot: bool = False,
+    max_connections: int | None = None,
+    timeout: int | None = None,
+) -> str:
+    """An rsyncd.conf with one writable module behind a user and password."""
+    owner = "root" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+    lines = [
+        "reverse lookup = no",
+        f"log file = {log}",
+        f"lock file = {lock}",
+        # Without it every small transfer waits ~40 ms on Nagle and delayed ACKs.
+        "socket options = TCP_NODELAY",
+        f"[{module}]",
+        f"path = {module_path}",
+        "read only = no",
+        f"uid = {owner}",
+        f"gid = {owner}",
+        f"use chroot = {'yes' if use_chroot else 'no'}",
+        # Without this, use chroot = no rewrites every symlink target (/rsyncd-munged/).
+        "munge symlinks = no",
+        f"auth users = {user}",
+        f"secrets file = {secrets}",
+    ]
+    if max_connections:
+        lines.append(f"max connections = {max_connections}")
+    if timeout:
+        lines.append(f"timeout = {timeout}")
+    return "\n".join(lines) + "\n"
+
+
+def write_secrets(secrets: Path, password_file: Path, user: str, password: str) -> None:
+    """The daemon's secrets file and the client's password file, both mode 600."""
+    for path, text in ((secrets, f"{user}:{password}\n"), (password_file, f"{password}\n")):
+        path.write_text(text)
+        path.chmod(0o600)
 
 
 class LoopbackDaemon:
@@ -52,32 +98,20 @@ class LoopbackDaemon:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.module_path.mkdir(exist_ok=True)
         secrets = self.workdir / "rsyncd.secrets"
-        secrets.write_text(f"{USER}:{PASSWORD}\n")
-        secrets.chmod(0o600)
-        self.password_file.write_text(PASSWORD + "\n")
-        self.password_file.chmod(0o600)
-        lines = [
-            f"pid file = {self.workdir / 'rsyncd.pid'}",
-            f"log file = {self.log_path}",
-            f"lock file = {self.workdir / 'rsyncd.lock'}",
-            "use chroot = no",
-            # Without this, use chroot = no rewrites every symlink target (/rsyncd-munged/).
-            "munge symlinks = no",
-            "socket options = TCP_NODELAY",
-            f"[{self.module}]",
-            f"path = {self.module_path}",
-            "read only = no",
-            f"auth users = {USER}",
-            f"secrets file = {secrets}",
-        ]
-        if os.geteuid() == 0:
-            lines += ["uid = root", "gid = root"]
-        if self.max_connections:
-            lines.append(f"max connections = {self.max_connections}")
-        if self.timeout:
-            lines.append(f"timeout = {self.timeout}")
+        write_secrets(secrets, self.password_file, USER, PASSWORD)
         conf = self.workdir / "rsyncd.conf"
-        conf.write_text("\n".join(lines) + "\n")
+        conf.write_text(
+            rsyncd_conf(
+                module=self.module,
+                module_path=self.module_path,
+                secrets=secrets,
+                log=self.log_path,
+                lock=self.workdir / "rsyncd.lock",
+                user=USER,
+                max_connections=self.max_connections,
+                timeout=self.timeout,
+            )
+        )
         return conf
 
     def start(self) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -13,6 +12,7 @@ from typing import Self, TypeAlias
 
 from tests.support.ports import LOOPBACK, free_port, wait_for_greeting
 from tests.support.proc import Proc
+from trigsync.loopback import rsyncd_conf, write_secrets
 
 USER = "tsync"
 PASSWORD = "s3cret"  # throwaway test secret
@@ -28,11 +28,6 @@ class DaemonError(RuntimeError):
 
 def rsync_binary() -> str | None:
     return shutil.which("rsync")
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.write_text(text)
-    path.chmod(0o600)
 
 
 class RsyncDaemon:
@@ -92,30 +87,20 @@ class RsyncDaemon:
         return {**os.environ, "RSYNC_PASSWORD": self.password}
 
     def _write_files(self) -> None:
-        owner = "root" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
-        lines = [
-            "reverse lookup = no",
-            f"log file = {self.log_path}",
-            f"lock file = {self.lock_path}",
-            "",
-            f"[{self.module}]",
-            f"path = {self.module_path}",
-            "read only = no",
-            f"uid = {owner}",
-            f"gid = {owner}",
-            f"use chroot = {'yes' if self.use_chroot else 'no'}",
-            # With use chroot = no the default munges every symlink target (/rsyncd-munged/).
-            "munge symlinks = no",
-            f"auth users = {self.user}",
-            f"secrets file = {self.secrets_path}",
-        ]
-        if self.max_connections is not None:
-            lines.append(f"max connections = {self.max_connections}")
-        if self.timeout is not None:
-            lines.append(f"timeout = {self.timeout}")
-        self.config_path.write_text("\n".join(lines) + "\n")
-        _write_private(self.secrets_path, f"{self.user}:{self.password}\n")
-        _write_private(self.password_file, f"{self.password}\n")
+        self.config_path.write_text(
+            rsyncd_conf(
+                module=self.module,
+                module_path=self.module_path,
+                secrets=self.secrets_path,
+                log=self.log_path,
+                lock=self.lock_path,
+                user=self.user,
+                use_chroot=self.use_chroot,
+                max_connections=self.max_connections,
+                timeout=self.timeout,
+            )
+        )
+        write_secrets(self.secrets_path, self.password_file, self.user, self.password)
 
     def _spawn(self, port: int) -> Proc:
         self._starts += 1
