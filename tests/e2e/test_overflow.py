@@ -51,9 +51,11 @@ def test_overflow_triggers_full_sync_and_converges(
     wait_for(lambda: "full sync done" in trig.log()[len(before) :], timeout=20, what="reconcile")
     time.sleep(1.0)  # room for a second, unwanted reconcile to show up
     log = trig.log()
-    # One burst, one overflow episode: exactly one reconciling sync, not a reset loop.
-    assert log.count("inotify queue overflowed") == 1, log[-3000:]
-    assert log.count("full sync done") == initial + 1, log[-3000:]
+    # Exactly one reconciling sync per overflow episode (one warning each), not a reset
+    # loop: one burst is usually one episode, two if the watcher caught up in between.
+    episodes = log.count("inotify queue overflowed")
+    assert 1 <= episodes <= 3, log[-3000:]
+    assert log.count("full sync done") == initial + episodes, log[-3000:]
     assert trig.proc is not None and trig.proc.running, log[-3000:]
     assert sum(1 for _ in replica.path.rglob("f*")) == 3000
     print(
