@@ -49,10 +49,18 @@ def test_overflow_triggers_full_sync_and_converges(
     waited = wait_trees_equal(source, replica.path, timeout=60)
 
     wait_for(lambda: "full sync done" in trig.log()[len(before) :], timeout=20, what="reconcile")
-    time.sleep(1.0)  # room for a second, unwanted reconcile to show up
-    log = trig.log()
     # Exactly one reconciling sync per overflow episode (one warning each), not a reset
     # loop: one burst is usually one episode, two if the watcher caught up in between.
+    wait_for(
+        lambda: (
+            (log := trig.log()).count("full sync done")
+            >= initial + log.count("inotify queue overflowed")
+        ),
+        timeout=20,
+        what="one reconcile per episode",
+    )
+    time.sleep(1.0)  # room for an unwanted extra reconcile to show up
+    log = trig.log()
     episodes = log.count("inotify queue overflowed")
     assert 1 <= episodes <= 3, log[-3000:]
     assert log.count("full sync done") == initial + episodes, log[-3000:]
