@@ -48,6 +48,8 @@ class Batch:
     changes: tuple[Change, ...] = ()
     full: bool = False
     moves: tuple[Move, ...] = ()
+    # Entries left out because a deleted directory above them covers them; see covered_by.
+    covered: tuple[Change, ...] = ()
 
     def __bool__(self) -> bool:
         return self.full or bool(self.changes)
@@ -200,15 +202,13 @@ class PendingSet:
                 self.full = False
                 return Batch(full=True, moves=moves)
         deleted = {p for p, k in kinds.items() if k is Kind.DELETED}
-        if deleted:
-            changes = tuple(
-                Change(p, k)
-                for p, k in kinds.items()
-                if not any(a in deleted for a in ancestors(p))
-            )
-        else:
-            changes = tuple(Change(p, k) for p, k in kinds.items())
-        return Batch(changes, moves=moves)
+        if not deleted:
+            return Batch(tuple(Change(p, k) for p, k in kinds.items()), moves=moves)
+        changes: list[Change] = []
+        covered: list[Change] = []
+        for p, k in kinds.items():
+            (covered if any(a in deleted for a in ancestors(p)) else changes).append(Change(p, k))
+        return Batch(tuple(changes), moves=moves, covered=tuple(covered))
 
     def restore(self, batch: Batch) -> None:
         """Put back a batch that failed, beneath anything that changed since it was taken.
@@ -219,7 +219,8 @@ class PendingSet:
         if batch.full:
             self.full = True
         restored: dict[bytes, Kind] = {
-            c.path: Kind.CHANGED if c.kind is Kind.CREATED else c.kind for c in batch.changes
+            c.path: Kind.CHANGED if c.kind is Kind.CREATED else c.kind
+            for c in batch.changes + batch.covered
         }
         for move in self._moves:  # moves made since the batch was taken carry it along
             self._carry(move, restored)
@@ -232,6 +233,25 @@ class PendingSet:
                 kinds.pop(path, None)
             else:
                 kinds[path] = merged
+
+
+def uncovered(batch: Batch, exists: Callable[[bytes], bool]) -> Batch:
+    """The covered entries whose deleted directory came back before the run read it.
+
+    rsync then sent that directory instead of deleting it, so what it held on the target
+    is still there: those entries must travel after all (as CHANGED: rsync decides).
+    """
+    deleted = {c.path for c in batch.changes if c.kind is Kind.DELETED}
+    back = {d for d in deleted if exists(d)}
+    if not back:
+        return Batch()
+    return Batch(
+        tuple(
+            Change(c.path, Kind.CHANGED)
+            for c in batch.covered
+            if any(a in back for a in ancestors(c.path))
+        )
+    )
 
 
 def changes_of(paths: Iterable[bytes], kind: Kind) -> tuple[Change, ...]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from . import rsync
-from .changes import Batch, Change, Kind, PendingSet, ancestors
+from .changes import Batch, Change, Kind, PendingSet, ancestors, uncovered
 from .errors import BusySyncError, PermanentSyncError, SyncError
 from .state import StateStore
 from .targets import Target
@@ -278,6 +278,8 @@ class Dispatcher:
             self._wake.set()  # a lane waiting for these paths to be free may go now
         if self.store is not None and seq is not None:
             self.store.confirm(self.key, seq, full=batch.full)
+        if batch.covered:
+            self.submit(uncovered(batch, lambda p: os.path.lexists(self.source + b"/" + p)))
         self._batches += 1
         self._paths += len(batch.changes)
         self._last_success = time.time()
