@@ -271,6 +271,8 @@ def live(
     deadline=None,
     database=None,
     print_blob=True,
+    # CI replays the same examples every run; a developer's run explores new ones.
+    derandomize=bool(os.environ.get("CI")),
     # Shrinking re-runs a failing example dozens of times at up to SETTLE seconds each;
     # the printed blob and the op list in the report are enough to reproduce it.
     phases=(Phase.explicit, Phase.reuse, Phase.generate),
