@@ -17,7 +17,7 @@ from pathlib import Path
 
 from trigsync import inotify as ino
 
-from .context import Context, attempt, put, running
+from .context import Context, attempt, put, rotated, running, settle
 from .latency import latency
 from .procs import count_lines_of, cpu_seconds, rss_mib
 from .replica import NotEqualError, ReplicaWatcher, content_differences, snapshot, wait_equal
@@ -58,6 +58,7 @@ def _storm_tool(ctx: Context, tool: Replicator) -> float:
         running(ctx, "storm", tool, where),
         ReplicaWatcher(where.replica) as watcher,
     ):
+        settle()
         t0 = time.monotonic()
         write_storm(where.src, files=ctx.sizes.storm_files, dirs=ctx.sizes.storm_dirs)
         last = time.monotonic()
@@ -73,6 +74,7 @@ def _storm_tool(ctx: Context, tool: Replicator) -> float:
 def _storm_rsync(ctx: Context) -> float:
     with site(ctx.tmp, "storm-rsync") as where:
         write_storm(where.src, files=ctx.sizes.storm_files, dirs=ctx.sizes.storm_dirs)
+        settle()
         seconds = plain_rsync(where)
         ctx.say(f"storm/rsync: {seconds:.3f} s")
         return seconds
@@ -107,6 +109,7 @@ def _churn_tool(ctx: Context, tool: Replicator) -> tuple[float | str, float]:
         _storm_tree(ctx, where)
         with running(ctx, "churn", tool, where), ReplicaWatcher(where.replica) as watcher:
             wait_equal(where.src, watcher, timeout=EQUAL_TIMEOUT)
+            settle()
             done_ops = churn(where.src, ops=ctx.sizes.churn_ops)
             last = time.monotonic()
             try:
@@ -125,6 +128,7 @@ def _churn_rsync(ctx: Context) -> float:
         _storm_tree(ctx, where)
         plain_rsync(where)
         churn(where.src, ops=ctx.sizes.churn_ops)
+        settle()
         seconds = plain_rsync(where, delete=True)
         if differences := content_differences(where.src, where.replica, snapshot(where.src)):
             raise RuntimeError(f"plain rsync left {len(differences)} files different")
@@ -145,8 +149,8 @@ def bigfile(ctx: Context) -> list[Row]:
     )
     contenders: list[Replicator | None] = [*ctx.tools, None]
     got: dict[str, list[float]] = {}
-    for _ in range(rounds):  # interleaved, so load from elsewhere hits everyone alike
-        for tool in contenders:
+    for turn in range(rounds):  # interleaved and rotated, so load hits everyone alike
+        for tool in rotated(contenders, turn):
             who = tool.name if tool else "rsync"
             if who in got and not got[who]:
                 continue  # failed before
@@ -177,6 +181,7 @@ def _bigfile_arrival(ctx: Context, where: Site, tool: Replicator | None) -> floa
     path = where.src / "big.bin"
     proc: subprocess.Popen[bytes] | None = None
     with ReplicaWatcher(where.replica) as watcher:
+        settle()
         write_big(path, mib=ctx.sizes.bigfile_mib)
         t0 = after = time.monotonic()
         if tool is None:
