@@ -266,15 +266,17 @@ class Engine:
             self._close()
 
     @staticmethod
-    async def _write_behind(store: StateStore, pause: float = 0.05) -> None:
+    async def _write_behind(store: StateStore, tick: float = 1.0) -> None:
         """Write noted changes to the state database in the background, in batches."""
         dirty = asyncio.Event()
         store.on_dirty = dirty.set
         while True:
             await dirty.wait()
-            await asyncio.sleep(pause)
-            dirty.clear()
-            await asyncio.to_thread(store.write, store.take_dirty())
+            await asyncio.sleep(tick)
+            aged = store.take_aged()
+            if not store.dirty:
+                dirty.clear()
+            await asyncio.to_thread(store.write, aged)
 
     async def once(self) -> bool:
         """Run one full sync per target and return whether all succeeded."""

@@ -36,10 +36,25 @@ def test_confirm_keeps_rows_changed_after_the_run_was_taken(tmp_path: Path) -> N
 def test_unflushed_changes_covered_by_a_confirmed_run_leave_no_row(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
     dirty_before = record(store, [b"a"])
-    dirty = store.take_dirty()
+    store.take_aged()
+    dirty = store.take_aged()
+    assert dirty == {"t": {b"a": (Kind.CHANGED, dirty_before)}}
     store.confirm("t", dirty_before, full=False)
     store.write(dirty)  # a write-behind that lost the race with the confirm
     assert store.count("t") == 0
+
+
+def test_a_change_confirmed_within_a_tick_is_never_written(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    quick = record(store, [b"quick"])
+    store.write(store.take_aged())  # tick 1: nothing is old enough yet
+    slow = record(store, [b"slow"])
+    store.confirm("t", quick, full=False)
+    store.write(store.take_aged())  # tick 2: "quick" went, so nothing to write
+    assert store.count("t") == 0
+    store.write(store.take_aged())  # tick 3: "slow" is still pending, so it lands
+    assert store.load("t") == Batch((Change(b"slow", Kind.CHANGED),))
+    assert store.sequence("t") == slow
 
 
 def test_load_after_reopen_weakens_created_and_keeps_the_full_flag(tmp_path: Path) -> None:
