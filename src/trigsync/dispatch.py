@@ -12,20 +12,26 @@ import contextlib
 import logging
 import os
 import random
+import stat
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from . import rsync
+from . import listing, rsync
 from .changes import Batch, Change, Kind, PendingSet, ancestors, uncovered
 from .errors import BusySyncError, PermanentSyncError, SyncError
+from .standby import Standby
 from .state import StateStore
 from .targets import Target
 
 log = logging.getLogger(__name__)
 
 PARTIAL = 23  # rsync: "partial transfer due to error": some paths went, some did not
+# How long after a run that sent unlisted paths (whole directories, the whole tree) a new
+# path still counts as possibly delivered. inotify events reach us within milliseconds;
+# the margin covers a busy event loop. Erring long only costs a needless delete entry.
+UNLISTED_GRACE = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,11 +98,14 @@ class Dispatcher:
         self._failures = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self._standby: asyncio.subprocess.Process | None = None
+        self._standby = Standby(
+            enabled=settings.standby,
+            timeout=options.timeout,
+            env=self._transport.env,
+            name=target.name,
+        )
         self._aside: dict[bytes, Kind] = {}  # paths rsync refused (exit 23), retried slowly
-        self._standby_at = 0.0
-        # Both rsync's --timeout and a daemon's own timeout drop an idle standby.
-        self._recycle = max(1.0, options.timeout * 0.5)
+        self._unlisted_until = 0.0
 
     def submit(self, batch: Batch) -> None:
         """Queue newer changes; the worker sends them as soon as it is free."""
@@ -105,7 +114,11 @@ class Dispatcher:
         if self._since is None:
             self._since = time.monotonic()
         was_full = self.pending.full
-        self.pending.extend(batch, in_flight=bool(self._flights))
+        # A run in flight reads the source as it is now, so it may deliver paths created
+        # after it was taken; so may a run that listed whole directories or the whole
+        # tree, whose events can still be on their way to us just after it ended.
+        in_flight = bool(self._flights) or time.monotonic() < self._unlisted_until
+        self.pending.extend(batch, in_flight=in_flight)
         if self.store is not None:
             if self.pending.full and not was_full:
                 self.store.mark_full(self.key, True)
@@ -120,6 +133,7 @@ class Dispatcher:
     def close(self) -> None:
         """Ask the worker to send what is pending once more and stop."""
         self._closing = True
+        self._standby.disable()
         self._closed.set()
         self._wake.set()
 
@@ -294,6 +308,18 @@ class Dispatcher:
             )
 
     async def _run(self, batch: Batch) -> rsync.Result:
+        entries, whole = (
+            ([], []) if batch.full else listing.entries(batch.changes, self._entries_in)
+        )
+        try:
+            return await self._run_batch(batch, entries)
+        finally:
+            if batch.full or batch.moves or whole:
+                # It may have sent paths it did not list, whose events may still be on
+                # their way: see in_flight in submit().
+                self._unlisted_until = time.monotonic() + UNLISTED_GRACE
+
+    async def _run_batch(self, batch: Batch, entries: list[bytes]) -> rsync.Result:
         transport = self._transport
         if batch.moves:
             moved = await self.target.apply_moves(batch.moves, self.source, self.options)
@@ -308,25 +334,18 @@ class Dispatcher:
             return await rsync.run(argv, env=transport.env)
         argv = rsync.batch_argv(self.source, self.options, transport)
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s: paths %r", self.target.name, batch.paths)
-        paths = rsync.path_list(batch.paths)
-        standby, self._standby = self._standby, None
-        if standby is not None:
-            if standby.returncode is None and time.monotonic() - self._standby_at < self._recycle:
-                result = await rsync.finish(standby, paths)
-                if result.outcome is rsync.Outcome.OK:
-                    await self._prepare_standby(argv)
-                    return result
-                # The peer may have dropped an idle standby: the batch goes again, fresh.
-                log.debug(
-                    "%s: standby failed (exit %d); running afresh", self.target.name, result.code
-                )
-            else:
-                await rsync.stop(standby)
-        result = await rsync.run(argv, stdin=paths, env=transport.env)
-        if result.outcome is rsync.Outcome.OK:
-            await self._prepare_standby(argv)
-        return result
+            log.debug("%s: paths %r", self.target.name, entries)
+        return await self._standby.run(argv, rsync.path_list(entries))
+
+    def _entries_in(self, directory: bytes) -> int | None:
+        """How many entries a source directory holds, or None if it is not one (now)."""
+        path = self.source + b"/" + directory
+        try:
+            if not stat.S_ISDIR(os.lstat(path).st_mode):
+                return None
+            return len(os.listdir(path))
+        except OSError:
+            return None
 
     async def _isolate(self, changes: Sequence[Change]) -> list[Change]:
         """Find the paths that make rsync exit 23, by halves; the rest are delivered."""
@@ -366,20 +385,8 @@ class Dispatcher:
         aside, self._aside = self._aside, {}
         self.submit(Batch(tuple(Change(p, k) for p, k in aside.items())))
 
-    async def _prepare_standby(self, argv: list[rsync.Arg]) -> None:
-        """Start the next run now: it connects and authenticates, then waits for its list.
-
-        Most of a small batch's cost is rsync's start-up, connect and login; a standby
-        has paid it before the next change arrives. It is recycled before the timeout.
-        """
-        if self.settings.standby and not self._closing:
-            self._standby = await rsync.spawn(argv, stdin=True, env=self._transport.env)
-            self._standby_at = time.monotonic()
-
     async def drop_standby(self) -> None:
-        standby, self._standby = self._standby, None
-        if standby is not None:
-            await rsync.stop(standby)
+        await self._standby.drop()
 
     def _mark_idle(self) -> None:
         if not self._flights and not self.pending:
