@@ -26,7 +26,7 @@ from .runners import Replicator, Site, plain_rsync, site, spawn_rsync
 from .trees import churn, startup_tree, write_big, write_storm
 
 EQUAL_TIMEOUT = 300.0
-BIGFILE_ROUNDS = 3
+BIGFILE_ROUNDS = 5
 
 
 def _write(path: Path, data: bytes) -> None:
