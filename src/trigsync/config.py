@@ -218,7 +218,7 @@ def _target(table: Any, origin: str, where: str, default_password: str | None) -
         identity_file=table.get("identity_file"),
         ssh_options=tuple(_strings(table, "ssh_options", origin, where)),
         remote_rsync=table.get("remote_rsync"),
-        max_parallel=int(table.get("max_parallel", 1)),
+        max_parallel=int(table.get("max_parallel", 2)),
         extra_rsync_args=tuple(_strings(table, "rsync_args", origin, where)),
     )
     if spec.max_parallel < 1:

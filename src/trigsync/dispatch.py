@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import random
@@ -32,6 +33,19 @@ PARTIAL = 23  # rsync: "partial transfer due to error": some paths went, some di
 # path still counts as possibly delivered. inotify events reach us within milliseconds;
 # the margin covers a busy event loop. Erring long only costs a needless delete entry.
 UNLISTED_GRACE = 1.0
+# A run beside one in flight pays for its own connection when this many paths wait, or
+# when the oldest has waited this long (a small change behind a big file, say).
+PARALLEL_AT = 1000
+PARALLEL_AFTER = 0.2
+PARALLEL_REFUSED_PAUSE = 60.0  # after a daemon refused a second connection
+
+
+class Flight(NamedTuple):
+    """A run in flight: its batch, its oldest change, and the directories it lists whole."""
+
+    batch: Batch
+    since: float | None
+    whole: frozenset[bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +102,10 @@ class Dispatcher:
         self._closed = asyncio.Event()
         self._state = "idle"
         self._since: float | None = None  # monotonic time of the oldest unsent change
-        # lane -> (batch, its oldest change): up to max_parallel runs with disjoint paths
-        self._flights: dict[int, tuple[Batch, float | None]] = {}
+        # up to max_parallel runs with disjoint paths, by lane
+        self._flights: dict[int, Flight] = {}
         self._lanes = max(1, target.spec.max_parallel)
+        self._single_until = 0.0  # the target refused a second connection: one run at a time
         self._last_error: str | None = None
         self._last_success: float | None = None
         self._batches = 0
@@ -143,14 +158,14 @@ class Dispatcher:
 
     def status(self) -> TargetStatus:
         now = time.monotonic()
-        times = [self._since, *(since for _, since in self._flights.values())]
+        times = [self._since, *(f.since for f in self._flights.values())]
         oldest = min((t for t in times if t is not None), default=None)
         return TargetStatus(
             target=self.target.name,
             state=self._state,
             pending=len(self.pending),
             full_pending=self.pending.full,
-            in_flight=sum(len(b.changes) or 1 for b, _ in self._flights.values()),
+            in_flight=sum(len(f.batch.changes) or 1 for f in self._flights.values()),
             lag=0.0 if oldest is None else now - oldest,
             last_error=self._last_error,
             last_success=self._last_success,
@@ -170,17 +185,44 @@ class Dispatcher:
         """The next batch, or None while everything pending touches a run in flight."""
         if not self._flights:
             return self.pending.take() or None
-        flying = [batch for batch, _ in self._flights.values()]
+        if not self._worth_another_run():
+            return None
+        flying = [f.batch for f in self._flights.values()]
         if self.pending.full or self.pending.has_moves or any(b.full or b.moves for b in flying):
             return None  # these run alone
         claimed = {c.path for b in flying for c in b.changes}
         above = {a for p in claimed for a in ancestors(p)}
+        whole = frozenset[bytes]().union(*(f.whole for f in self._flights.values()))
 
         def busy(path: bytes) -> bool:
-            # Ordering holds if no two runs touch the same path, its parents or children.
-            return path in claimed or path in above or any(a in claimed for a in ancestors(path))
+            # Ordering holds if no two runs touch the same path, its parents or children;
+            # a directory listed whole is touched in all of its entries.
+            return (
+                path in claimed
+                or path in above
+                or any(a in claimed for a in ancestors(path))
+                or path.rpartition(b"/")[0] in whole
+            )
 
         return self.pending.take(busy) or None
+
+    def _worth_another_run(self) -> bool:
+        """Whether a run beside those in flight pays for itself (see PARALLEL_AT)."""
+        now = time.monotonic()
+        if now < self._single_until:
+            return False
+        if len(self.pending) >= PARALLEL_AT:
+            return True
+        return self._since is not None and now - self._since >= PARALLEL_AFTER
+
+    def _next_lane_due(self) -> float | None:
+        """Seconds until waiting changes are old enough for a run of their own, if ever."""
+        if not self._flights or not self.pending or self._since is None:
+            return None
+        if len(self._flights) >= self._lanes:
+            return None
+        due = self._since + PARALLEL_AFTER - time.monotonic()
+        return due if due > 0 else None
 
     async def _loop(self, lane: int) -> None:
         backoff = self.settings.backoff_min
@@ -198,7 +240,8 @@ class Dispatcher:
                     self._state = "stopped"
                     return
                 self._wake.clear()
-                await self._wake.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._next_lane_due())
                 continue
             if self._closing and self._state in ("backoff", "failing"):
                 # Shutting down while the target fails: keep the pending set for next start
@@ -211,35 +254,50 @@ class Dispatcher:
                 )
                 self._state = "stopped"
                 return
+            beside = bool(self._flights)  # a run beside others needs a connection of its own
             try:
                 await self._send(lane, batch, seq)
+            except BusySyncError as exc:
+                if beside and not self._closing:
+                    # The daemon's max connections: one run at a time, and no failure.
+                    self._single_until = time.monotonic() + PARALLEL_REFUSED_PAUSE
+                    log.info("%s; one run at a time for %.0f s", exc, PARALLEL_REFUSED_PAUSE)
+                    continue
+                backoff = await self._failed(exc, backoff)
             except SyncError as exc:
-                self._failures += 1
-                self._last_error = str(exc)
-                if self._closing:
-                    log.error("%s; %d paths stay unsent at shutdown", exc, len(self.pending))
-                    self._state = "stopped"
-                    return
-                if isinstance(exc, BusySyncError):
-                    self._state = "backoff"
-                    pause = random.uniform(0.02, 0.2)  # a slot frees within ~60 ms
-                    log.info("%s; retrying in %.2f s", exc, pause)
-                elif isinstance(exc, PermanentSyncError):
-                    self._state = "failing"
-                    pause = self.settings.permanent_retry
-                    log.error("%s; retrying in %.0f s", exc, pause)
-                else:
-                    if exc.cut_short:
-                        # The receiver may have died mid-file and left a temp file (.name.XXXXXX)
-                        # that no list run removes: reconcile once it answers again.
-                        self.submit(Batch(full=True))
-                    self._state = "backoff"
-                    pause = backoff * random.uniform(0.8, 1.2)
-                    backoff = min(backoff * 2, self.settings.backoff_max)
-                    log.warning("%s; retrying in %.1f s", exc, pause)
-                await self._sleep_unless_closing(pause)
+                backoff = await self._failed(exc, backoff)
             else:
                 backoff = self.settings.backoff_min
+            if self._state == "stopped":
+                return
+
+    async def _failed(self, exc: SyncError, backoff: float) -> float:
+        """Record a failed run and pause before the next; returns the next backoff."""
+        self._failures += 1
+        self._last_error = str(exc)
+        if self._closing:
+            log.error("%s; %d paths stay unsent at shutdown", exc, len(self.pending))
+            self._state = "stopped"
+            return backoff
+        if isinstance(exc, BusySyncError):
+            self._state = "backoff"
+            pause = random.uniform(0.02, 0.2)  # a slot frees within ~60 ms
+            log.info("%s; retrying in %.2f s", exc, pause)
+        elif isinstance(exc, PermanentSyncError):
+            self._state = "failing"
+            pause = self.settings.permanent_retry
+            log.error("%s; retrying in %.0f s", exc, pause)
+        else:
+            if exc.cut_short:
+                # The receiver may have died mid-file and left a temp file (.name.XXXXXX)
+                # that no list run removes: reconcile once it answers again.
+                self.submit(Batch(full=True))
+            self._state = "backoff"
+            pause = backoff * random.uniform(0.8, 1.2)
+            backoff = min(backoff * 2, self.settings.backoff_max)
+            log.warning("%s; retrying in %.1f s", exc, pause)
+        await self._sleep_unless_closing(pause)
+        return backoff
 
     async def _sleep_unless_closing(self, seconds: float) -> None:
         # A change arriving during backoff must not cut it short; only close() does.
@@ -267,12 +325,15 @@ class Dispatcher:
 
     async def _send(self, lane: int, batch: Batch, seq: int | None) -> None:
         """Run one batch; ``seq`` (if the batch took everything) is confirmed on success."""
-        self._flights[lane] = (batch, self._since)
+        entries, whole = (
+            ([], []) if batch.full else listing.entries(batch.changes, self._entries_in)
+        )
+        self._flights[lane] = Flight(batch, self._since, frozenset(whole))
         if not self.pending:
             self._since = None
         self._state = "syncing"
         try:
-            result = await self._run(batch)
+            result = await self._run(batch, entries, bool(whole))
             if result.code == PARTIAL and batch.changes:
                 await self._set_aside(await self._isolate(batch.changes))
             elif result.code == PARTIAL:
@@ -283,7 +344,7 @@ class Dispatcher:
                 rsync.raise_for(result, f"target {self.target.name}")
         except BaseException:
             self.pending.restore(batch)
-            since = self._flights[lane][1]
+            since = self._flights[lane].since
             if since is not None and (self._since is None or since < self._since):
                 self._since = since
             raise
@@ -307,10 +368,7 @@ class Dispatcher:
                 "%s: sent %d paths in %.3f s", self.target.name, len(batch.changes), result.seconds
             )
 
-    async def _run(self, batch: Batch) -> rsync.Result:
-        entries, whole = (
-            ([], []) if batch.full else listing.entries(batch.changes, self._entries_in)
-        )
+    async def _run(self, batch: Batch, entries: list[bytes], whole: bool) -> rsync.Result:
         try:
             return await self._run_batch(batch, entries)
         finally:
@@ -337,13 +395,15 @@ class Dispatcher:
             log.debug("%s: paths %r", self.target.name, entries)
         return await self._standby.run(argv, rsync.path_list(entries))
 
-    def _entries_in(self, directory: bytes) -> int | None:
-        """How many entries a source directory holds, or None if it is not one (now)."""
+    def _entries_in(self, directory: bytes, limit: int) -> int | None:
+        """How many entries a source directory holds (counting to ``limit`` + 1 at most),
+        or None if it is not a directory (now)."""
         path = self.source + b"/" + directory
         try:
             if not stat.S_ISDIR(os.lstat(path).st_mode):
                 return None
-            return len(os.listdir(path))
+            with os.scandir(path) as it:
+                return sum(1 for _ in itertools.islice(it, limit + 1))
         except OSError:
             return None
 

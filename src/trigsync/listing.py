@@ -22,14 +22,18 @@ from .changes import Change, Kind
 LEAST = 16
 
 
+Counter = Callable[[bytes, int], int | None]
+
+
 def entries(
-    changes: Sequence[Change], count: Callable[[bytes], int | None], *, least: int = LEAST
+    changes: Sequence[Change], count: Counter, *, least: int = LEAST
 ) -> tuple[list[bytes], list[bytes]]:
     """rsync list entries for ``changes``, and the directories listed whole.
 
-    ``count(dir)`` tells how many entries the source directory holds now, or None if it
-    is no longer a directory (a symlink included: ``dir/`` would follow it). Deleted
-    paths are always listed on their own, so ``--delete-missing-args`` removes them.
+    ``count(dir, limit)`` tells how many entries the source directory holds now, and
+    may stop counting past ``limit``; None if it is no longer a directory (a symlink
+    included: ``dir/`` would follow it). Deleted paths are always listed on their own,
+    so ``--delete-missing-args`` removes them.
     """
     children: dict[bytes, int] = {}
     for change in changes:
@@ -40,7 +44,7 @@ def entries(
     whole = [
         parent
         for parent, n in children.items()
-        if n >= least and (total := count(parent)) is not None and 2 * n >= total
+        if n >= least and (total := count(parent, 2 * n)) is not None and 2 * n >= total
     ]
     if not whole:
         return [c.path for c in changes], []

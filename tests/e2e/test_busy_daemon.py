@@ -43,3 +43,20 @@ def test_max_connections_one_and_a_burst_of_5000_files(
         thread.join()
     assert "max connections" in trig.log(), "the test never made the daemon busy"
     assert trig.proc is not None and trig.proc.running
+
+
+def test_a_refused_second_connection_means_one_run_at_a_time_not_a_failure(
+    source: Path, rsync_daemon_factory: RsyncDaemonFactory, start_trigsync: Start
+) -> None:
+    # Two runs in flight is the default under load; this daemon allows one connection.
+    replica = daemon_replica(rsync_daemon_factory, max_connections=1)
+    trig = start_trigsync(replica)
+    for d in range(40):
+        base = source / f"d{d:02d}"
+        base.mkdir()
+        for f in range(100):
+            (base / f"f{f:03d}").write_bytes(os.urandom(64))
+    wait_trees_equal(source, replica.path, timeout=120)
+    log = trig.log()
+    assert log.count("one run at a time") == 1, log[-3000:]
+    assert " WARNING " not in log and " ERROR " not in log, log[-3000:]

@@ -1,4 +1,8 @@
-"""max_parallel: several runs in flight to one target, never two on the same paths."""
+"""max_parallel: several runs in flight to one target, never two on the same paths.
+
+A second run starts beside the first when 1,000 paths wait or the oldest waited 0.2 s;
+``--bwlimit`` keeps runs in flight long enough for that here.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import itertools
 import os
 import re
 import shutil
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -32,6 +37,7 @@ def test_parallel_runs_overlap_and_keep_order(
 ) -> None:
     replica = daemon_replica(rsync_daemon_factory)
     replica.options["max_parallel"] = 3
+    replica.options["rsync_args"] = ["--bwlimit=2m"]
     trig = start_trigsync(replica)
     for d in range(40):
         base = source / f"d{d:02d}"
@@ -50,4 +56,21 @@ def test_parallel_runs_overlap_and_keep_order(
         (source / f"d{d - 3:02d}" / "f00").write_bytes(b"rewritten")
         (source / f"new{d:02d}").mkdir()
         (source / f"new{d:02d}" / "x").write_bytes(os.urandom(100))
+    wait_trees_equal(source, replica.path, timeout=60)
+
+
+def test_a_small_change_does_not_wait_behind_a_big_file(
+    source: Path, rsync_daemon_factory: RsyncDaemonFactory, start_trigsync: Start
+) -> None:
+    replica = daemon_replica(rsync_daemon_factory)  # max_parallel: the default
+    replica.options["rsync_args"] = ["--bwlimit=10m"]  # 40 MiB take 4 s
+    start_trigsync(replica)
+    (source / "big").write_bytes(os.urandom(40 << 20))
+    time.sleep(0.3)  # the big file's run is under way
+    (source / "index.html").write_bytes(b"<h1>new</h1>")
+    deadline = time.monotonic() + 3
+    while not (replica.path / "index.html").exists():
+        assert time.monotonic() < deadline, "the small file waited behind the big one"
+        time.sleep(0.01)
+    assert not (replica.path / "big").exists(), "the big file was too quick to tell"
     wait_trees_equal(source, replica.path, timeout=60)

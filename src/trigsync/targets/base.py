@@ -23,7 +23,7 @@ class TargetSpec:
     identity_file: str | None = None
     ssh_options: tuple[str, ...] = ()
     remote_rsync: str | None = None
-    max_parallel: int = 1
+    max_parallel: int = 2
     extra_rsync_args: tuple[str, ...] = field(default=())
 
 
