@@ -73,11 +73,11 @@ def test_every_change_is_covered_and_every_deletion_listed(
     spec: list[tuple[bytes, int, Kind]], least: int, extra: int
 ) -> None:
     changes = [Change(d + b"/f%02d" % i, k) for d, i, k in spec]
-    counts: dict[bytes, int] = {}
+    per_dir: dict[bytes, int] = {}
     for c in changes:
         parent = c.path.rpartition(b"/")[0]
-        counts[parent] = counts.get(parent, 0) + 1
-    sizes = {d: n + extra % 7 for d, n in counts.items()}  # some unchanged entries too
+        per_dir[parent] = per_dir.get(parent, 0) + 1
+    sizes = {d: n + extra % 7 for d, n in per_dir.items()}  # some unchanged entries too
     out, whole = entries(changes, counts(sizes), least=least)
     listed = set(out)
     assert len(listed) == len(out), "no entry twice"
