@@ -17,35 +17,23 @@ import stat
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
-from . import listing, rsync
-from .changes import Batch, Change, Kind, PendingSet, ancestors, uncovered
+from . import lanes, listing, partial, rsync
+from .changes import Batch, Change, Kind, PendingSet, uncovered
 from .errors import BusySyncError, PermanentSyncError, SyncError
+from .rsync import PARTIAL
 from .standby import Standby
 from .state import StateStore
+from .status import TargetStatus
 from .targets import Target
 
 log = logging.getLogger(__name__)
 
-PARTIAL = 23  # rsync: "partial transfer due to error": some paths went, some did not
 # How long after a run that sent unlisted paths (whole directories, the whole tree) a new
 # path still counts as possibly delivered. inotify events reach us within milliseconds;
 # the margin covers a busy event loop. Erring long only costs a needless delete entry.
 UNLISTED_GRACE = 1.0
-# A run beside one in flight pays for its own connection when this many paths wait, or
-# when the oldest has waited this long (a small change behind a big file, say).
-PARALLEL_AT = 1000
-PARALLEL_AFTER = 0.2
-PARALLEL_REFUSED_PAUSE = 60.0  # after a daemon refused a second connection
-
-
-class Flight(NamedTuple):
-    """A run in flight: its batch, its oldest change, and the directories it lists whole."""
-
-    batch: Batch
-    since: float | None
-    whole: frozenset[bytes]
+PARALLEL_REFUSED_PAUSE = 60.0  # one run at a time this long after a refused second one
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,22 +46,6 @@ class Settings:
     permanent_retry: float = 60.0  # auth or module errors: retry slowly, report loudly
     max_pending: int = 1_000_000  # past this many paths, one full sync replaces them
     standby: bool = True  # keep one rsync connected and waiting for the next batch
-
-
-class TargetStatus(NamedTuple):
-    """An immutable snapshot of one target's state."""
-
-    target: str
-    state: str  # idle | syncing | backoff | failing | stopped
-    pending: int
-    full_pending: bool
-    in_flight: int
-    lag: float  # seconds since the oldest change not yet confirmed by the target
-    last_error: str | None
-    last_success: float | None  # wall-clock time
-    batches: int
-    paths_sent: int
-    failures: int
 
 
 class Dispatcher:
@@ -103,7 +75,7 @@ class Dispatcher:
         self._state = "idle"
         self._since: float | None = None  # monotonic time of the oldest unsent change
         # up to max_parallel runs with disjoint paths, by lane
-        self._flights: dict[int, Flight] = {}
+        self._flights: dict[int, lanes.Flight] = {}
         self._lanes = max(1, target.spec.max_parallel)
         self._single_until = 0.0  # the target refused a second connection: one run at a time
         self._last_error: str | None = None
@@ -179,50 +151,30 @@ class Dispatcher:
         try:
             await asyncio.gather(*(self._loop(lane) for lane in range(self._lanes)))
         finally:
-            await self.drop_standby()
+            await self._standby.drop()
 
     def _take(self) -> Batch | None:
         """The next batch, or None while everything pending touches a run in flight."""
         if not self._flights:
             return self.pending.take() or None
-        if not self._worth_another_run():
+        flights = self._flights.values()
+        if time.monotonic() < self._single_until or not lanes.worth_another_run(
+            len(self.pending), self._waited()
+        ):
             return None
-        flying = [f.batch for f in self._flights.values()]
-        if self.pending.full or self.pending.has_moves or any(b.full or b.moves for b in flying):
+        if self.pending.full or self.pending.has_moves or lanes.alone(flights):
             return None  # these run alone
-        claimed = {c.path for b in flying for c in b.changes}
-        above = {a for p in claimed for a in ancestors(p)}
-        whole = frozenset[bytes]().union(*(f.whole for f in self._flights.values()))
+        return self.pending.take(lanes.busy(flights)) or None
 
-        def busy(path: bytes) -> bool:
-            # Ordering holds if no two runs touch the same path, its parents or children;
-            # a directory listed whole is touched in all of its entries.
-            return (
-                path in claimed
-                or path in above
-                or any(a in claimed for a in ancestors(path))
-                or path.rpartition(b"/")[0] in whole
-            )
-
-        return self.pending.take(busy) or None
-
-    def _worth_another_run(self) -> bool:
-        """Whether a run beside those in flight pays for itself (see PARALLEL_AT)."""
-        now = time.monotonic()
-        if now < self._single_until:
-            return False
-        if len(self.pending) >= PARALLEL_AT:
-            return True
-        return self._since is not None and now - self._since >= PARALLEL_AFTER
+    def _waited(self) -> float | None:
+        """How long the oldest pending change has waited."""
+        return None if self._since is None else time.monotonic() - self._since
 
     def _next_lane_due(self) -> float | None:
-        """Seconds until waiting changes are old enough for a run of their own, if ever."""
-        if not self._flights or not self.pending or self._since is None:
+        """Seconds until a lane with nothing to do should look again, or None: on wake."""
+        if not self._flights or not self.pending or len(self._flights) >= self._lanes:
             return None
-        if len(self._flights) >= self._lanes:
-            return None
-        due = self._since + PARALLEL_AFTER - time.monotonic()
-        return due if due > 0 else None
+        return lanes.due_in(self._waited())
 
     async def _loop(self, lane: int) -> None:
         backoff = self.settings.backoff_min
@@ -231,8 +183,8 @@ class Dispatcher:
                 wait = self._since + self.settings.delay - time.monotonic()
                 if wait > 0:
                     await asyncio.sleep(wait)  # lsyncd-style aggregation
-            whole = not self._flights  # a batch that takes everything may confirm its rows
-            seq = self.store.sequence(self.key) if self.store is not None and whole else None
+            takes_all = not self._flights  # a batch that takes everything may confirm its rows
+            seq = self.store.sequence(self.key) if self.store is not None and takes_all else None
             batch = self._take() if self.pending else None
             if batch is None:
                 self._mark_idle()
@@ -325,14 +277,16 @@ class Dispatcher:
 
     async def _send(self, lane: int, batch: Batch, seq: int | None) -> None:
         """Run one batch; ``seq`` (if the batch took everything) is confirmed on success."""
-        entries, whole = (
-            ([], []) if batch.full else listing.entries(batch.changes, self._entries_in)
-        )
-        self._flights[lane] = Flight(batch, self._since, frozenset(whole))
+        self._flights[lane] = lanes.Flight(batch, self._since)
         if not self.pending:
             self._since = None
         self._state = "syncing"
         try:
+            entries, whole = (
+                ([], []) if batch.full else listing.entries(batch.changes, self._entries_in)
+            )
+            if whole:  # before the first await: no other lane can take a batch meanwhile
+                self._flights[lane] = self._flights[lane]._replace(whole=frozenset(whole))
             result = await self._run(batch, entries, bool(whole))
             if result.code == PARTIAL and batch.changes:
                 await self._set_aside(await self._isolate(batch.changes))
@@ -408,23 +362,14 @@ class Dispatcher:
             return None
 
     async def _isolate(self, changes: Sequence[Change]) -> list[Change]:
-        """Find the paths that make rsync exit 23, by halves; the rest are delivered."""
-        if len(changes) == 1:
-            return list(changes)
+        """Find the paths that make rsync exit 23; the rest are delivered on the way."""
         argv = rsync.batch_argv(self.source, self.options, self._transport)
-        failing: list[Change] = []
-        middle = len(changes) // 2
-        for half in (changes[:middle], changes[middle:]):
+
+        async def send(half: Sequence[Change]) -> rsync.Result:
             paths = rsync.path_list(c.path for c in half)
-            result = await rsync.run(argv, stdin=paths, env=self._transport.env)
-            if result.code == PARTIAL and len(half) == 1:
-                log.warning("%s: %s", self.target.name, rsync.reason(result.stderr))
-                failing += half
-            elif result.code == PARTIAL:
-                failing += await self._isolate(half)
-            else:
-                rsync.raise_for(result, f"target {self.target.name}")
-        return failing
+            return await rsync.run(argv, stdin=paths, env=self._transport.env)
+
+        return await partial.refused(changes, send, self.target.name)
 
     async def _set_aside(self, failing: list[Change]) -> None:
         """Paths rsync cannot deliver (unreadable, refused by the receiver) are retried
@@ -444,9 +389,6 @@ class Dispatcher:
     def _retry_aside(self) -> None:
         aside, self._aside = self._aside, {}
         self.submit(Batch(tuple(Change(p, k) for p, k in aside.items())))
-
-    async def drop_standby(self) -> None:
-        await self._standby.drop()
 
     def _mark_idle(self) -> None:
         if not self._flights and not self.pending:

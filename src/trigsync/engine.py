@@ -9,33 +9,19 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 from . import rsync, targets
 from .catchup import changed_since
 from .changes import Batch
 from .config import Config, SyncConfig
-from .dispatch import Dispatcher, Settings, TargetStatus
+from .dispatch import Dispatcher, Settings
 from .errors import SetupError, WatchLimitError
 from .excludes import Excludes
 from .state import LastRun, StateStore
+from .status import EngineStatus, SyncStatus
 from .watcher import Watcher
 
 log = logging.getLogger(__name__)
-
-
-class SyncStatus(NamedTuple):
-    source: str
-    watches: int
-    targets: tuple[TargetStatus, ...]
-
-
-class EngineStatus(NamedTuple):
-    syncs: tuple[SyncStatus, ...]
-
-    @property
-    def idle(self) -> bool:
-        return all(t.pending == 0 and t.in_flight == 0 for s in self.syncs for t in s.targets)
 
 
 class SyncJob:

@@ -60,6 +60,8 @@ EXIT_CODES: dict[int, tuple[Outcome, str]] = {
     255: (Outcome.RETRY, "ssh connection failed"),
 }
 
+PARTIAL = 23  # "partial transfer due to error": some paths went, some did not
+
 _BUSY = re.compile(rb"max connections \(\d+\) reached")
 
 

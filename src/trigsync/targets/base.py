@@ -27,9 +27,6 @@ class TargetSpec:
     extra_rsync_args: tuple[str, ...] = field(default=())
 
 
-PARTIAL = 23  # rsync: some paths went, some did not
-
-
 class Target(abc.ABC):
     """Where one replica lives, and how rsync reaches it."""
 
@@ -67,7 +64,7 @@ class Target(abc.ABC):
             transport = self.transport()
             argv = rsync.batch_argv(source, options, transport, recursive=True)
             result = await rsync.run(argv, stdin=rsync.path_list(dirs), env=transport.env)
-            if result.code != PARTIAL:  # a refused path is the main batch's to report
+            if result.code != rsync.PARTIAL:  # a refused path is the main batch's to report
                 rsync.raise_for(result, f"target {self.name}")
         return len(moved)
 

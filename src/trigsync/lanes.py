@@ -1,0 +1,62 @@
+"""Which pending paths may run beside the runs in flight, and when another run pays.
+
+Pure logic for ``max_parallel``: runs overlap only on disjoint paths, so order holds
+(never the same path, a parent or a child of it, nor an entry of a directory that a run
+lists whole), and a run beside others starts only under load, because each one costs a
+connection of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
+
+from .changes import Batch, ancestors
+
+# A run beside one in flight pays for its own connection when this many paths wait, or
+# when the oldest has waited this long (a small change behind a big file, say).
+PARALLEL_AT = 1000
+PARALLEL_AFTER = 0.2
+
+
+class Flight(NamedTuple):
+    """A run in flight: its batch, its oldest change, and the directories it lists whole."""
+
+    batch: Batch
+    since: float | None
+    whole: frozenset[bytes] = frozenset()
+
+
+def alone(flights: Iterable[Flight]) -> bool:
+    """Whether a run in flight must run alone: a full sync or renames touch any path."""
+    return any(f.batch.full or f.batch.moves for f in flights)
+
+
+def busy(flights: Iterable[Flight]) -> Callable[[bytes], bool]:
+    """A test for the paths that must wait for the runs in flight."""
+    flights = list(flights)
+    claimed = {c.path for f in flights for c in f.batch.changes}
+    above = {a for p in claimed for a in ancestors(p)}
+    whole = frozenset[bytes]().union(*(f.whole for f in flights))
+
+    def test(path: bytes) -> bool:
+        return (
+            path in claimed
+            or path in above
+            or any(a in claimed for a in ancestors(path))
+            or path.rpartition(b"/")[0] in whole
+        )
+
+    return test
+
+
+def worth_another_run(waiting: int, oldest_age: float | None) -> bool:
+    """Whether ``waiting`` paths, the oldest ``oldest_age`` seconds old, pay for a run."""
+    return waiting >= PARALLEL_AT or (oldest_age is not None and oldest_age >= PARALLEL_AFTER)
+
+
+def due_in(oldest_age: float | None) -> float | None:
+    """Seconds until the waiting paths are old enough for a run of their own, if ever."""
+    if oldest_age is None or oldest_age >= PARALLEL_AFTER:
+        return None
+    return PARALLEL_AFTER - oldest_age
