@@ -24,7 +24,7 @@ def source(tmp_path: Path) -> Path:
 
 def daemon_replica(factory: RsyncDaemonFactory, **kw: object) -> Replica:
     # use chroot = yes keeps symlink targets exact (see RsyncDaemon).
-    daemon = factory(use_chroot=True, **kw)  # type: ignore[arg-type]
+    daemon = factory(use_chroot=True, **kw)
     return Replica(
         "rsyncd",
         daemon.url,
@@ -36,7 +36,7 @@ def daemon_replica(factory: RsyncDaemonFactory, **kw: object) -> Replica:
 
 
 def ssh_replica(server: SshServer) -> Replica:
-    options = {"ssh_options": server.ssh_options()}
+    options: dict[str, object] = {"ssh_options": server.ssh_options()}
     return Replica("ssh", server.url, server.replica, options, owners=False)
 
 
