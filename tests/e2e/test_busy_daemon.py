@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 from tests.e2e.conftest import Start, daemon_replica
@@ -50,11 +51,14 @@ def test_a_refused_second_connection_means_one_run_at_a_time_not_a_failure(
 ) -> None:
     # Two runs in flight is the default under load; this daemon allows one connection.
     replica = daemon_replica(rsync_daemon_factory, max_connections=1)
+    replica.options["rsync_args"] = ["--bwlimit=10m"]  # the big file keeps a run busy 2 s
     trig = start_trigsync(replica)
-    for d in range(40):
+    (source / "big").write_bytes(os.urandom(20 << 20))
+    time.sleep(0.3)
+    for d in range(10):  # these wait 0.2 s, then try a second connection
         base = source / f"d{d:02d}"
         base.mkdir()
-        for f in range(100):
+        for f in range(20):
             (base / f"f{f:03d}").write_bytes(os.urandom(64))
     wait_trees_equal(source, replica.path, timeout=120)
     log = trig.log()
