@@ -10,6 +10,7 @@ from pathlib import Path
 from tests.e2e.conftest import Start, daemon_replica
 from tests.support.rsyncd import RsyncDaemonFactory
 from tests.support.trees import wait_trees_equal
+from tests.support.workload import write_burst
 
 
 def test_max_connections_one_and_a_burst_of_5000_files(
@@ -33,11 +34,7 @@ def test_max_connections_one_and_a_burst_of_5000_files(
     thread = threading.Thread(target=hog)
     thread.start()
     try:
-        for d in range(50):
-            base = source / f"d{d:02d}"
-            base.mkdir()
-            for f in range(100):
-                (base / f"f{f:03d}").write_bytes(os.urandom(64))
+        write_burst(source, dirs=50, files=100, size=64)
         wait_trees_equal(source, replica.path, timeout=120)
     finally:
         stop.set()
@@ -55,11 +52,8 @@ def test_a_refused_second_connection_means_one_run_at_a_time_not_a_failure(
     trig = start_trigsync(replica)
     (source / "big").write_bytes(os.urandom(20 << 20))
     time.sleep(0.3)
-    for d in range(10):  # these wait 0.2 s, then try a second connection
-        base = source / f"d{d:02d}"
-        base.mkdir()
-        for f in range(20):
-            (base / f"f{f:03d}").write_bytes(os.urandom(64))
+    # These wait 0.2 s, then try a second connection.
+    write_burst(source, dirs=10, files=20, size=64)
     wait_trees_equal(source, replica.path, timeout=120)
     log = trig.log()
     assert log.count("one run at a time") == 1, log[-3000:]

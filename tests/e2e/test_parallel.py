@@ -17,6 +17,7 @@ from pathlib import Path
 from tests.e2e.conftest import Start, daemon_replica
 from tests.support.rsyncd import RsyncDaemonFactory
 from tests.support.trees import wait_trees_equal
+from tests.support.workload import write_burst
 
 SENT = re.compile(r"^(\S+ \S+) INFO \S+: sent \d+ paths in ([\d.]+) s$")
 
@@ -39,11 +40,7 @@ def test_parallel_runs_overlap_and_keep_order(
     replica.options["max_parallel"] = 3
     replica.options["rsync_args"] = ["--bwlimit=2m"]
     trig = start_trigsync(replica)
-    for d in range(40):
-        base = source / f"d{d:02d}"
-        base.mkdir()
-        for f in range(50):
-            (base / f"f{f:02d}").write_bytes(os.urandom(2000))
+    write_burst(source, dirs=40, files=50, size=2000)
     wait_trees_equal(source, replica.path, timeout=60)
     spans = sorted(runs(trig.log()))
     overlaps = sum(1 for a, b in itertools.pairwise(spans) if b[0] < a[1])
@@ -53,7 +50,7 @@ def test_parallel_runs_overlap_and_keep_order(
     for d in range(4, 40, 5):
         os.rename(source / f"d{d - 1:02d}", source / f"moved{d:02d}")
         shutil.rmtree(source / f"d{d - 2:02d}")
-        (source / f"d{d - 3:02d}" / "f00").write_bytes(b"rewritten")
+        (source / f"d{d - 3:02d}" / "f000").write_bytes(b"rewritten")
         (source / f"new{d:02d}").mkdir()
         (source / f"new{d:02d}" / "x").write_bytes(os.urandom(100))
     wait_trees_equal(source, replica.path, timeout=60)

@@ -70,6 +70,16 @@ def make_tree(
     return created
 
 
+def write_burst(root: Path, *, dirs: int, files: int, size: int) -> None:
+    """A burst as fast as Python writes it: ``dirs`` new directories ``dNN`` under
+    ``root``, each with ``files`` files ``fNNN`` of ``size`` random bytes."""
+    for d in range(dirs):
+        base = root / f"d{d:02d}"
+        base.mkdir()
+        for f in range(files):
+            (base / f"f{f:03d}").write_bytes(os.urandom(size))
+
+
 def make_weird_tree(root: Path | str | bytes, *, subdir: bytes = b"weird dir") -> list[bytes]:
     """A file for each of WEIRD_NAMES at the top and inside `subdir`; returns relative paths."""
     base = os.fsencode(root)
