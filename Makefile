@@ -1,24 +1,34 @@
-PYTHON ?= python3
+# Everything runs from the virtual environment that scripts/setup makes in .venv, with
+# Debian's own python3: nothing is installed into the system Python (PEP 668).
+PY := .venv/bin/python
+SYSTEM_PATH := /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
-.PHONY: demo test lint bench
+.PHONY: demo test lint bench install clean
 
 # Set up and run trigsync against a throwaway loopback rsync daemon.
 demo:
 	./scripts/setup
-	$(PYTHON) -m trigsync demo
+	$(PY) -m trigsync demo
 
 # Set up and run the whole test suite (real rsync daemon, sshd, local dirs).
 test:
 	./scripts/setup dev
-	$(PYTHON) -m ruff check src tests bench
-	$(PYTHON) -m mypy
-	$(PYTHON) -m pytest -q
+	$(PY) -m ruff check src tests bench
+	$(PY) -m mypy
+	$(PY) -m pytest -q
 
 lint:
-	$(PYTHON) -m ruff check src tests bench
-	$(PYTHON) -m ruff format --check src tests bench
-	$(PYTHON) -m mypy
+	$(PY) -m ruff check src tests bench
+	$(PY) -m ruff format --check src tests bench
+	$(PY) -m mypy
 
 bench:
 	./scripts/setup bench
-	$(PYTHON) -m bench
+	$(PY) -m bench
+
+# Production install: a virtual environment in /opt/trigsync, trigsync on PATH.
+install:
+	./scripts/install
+
+clean:
+	rm -rf .venv build dist
