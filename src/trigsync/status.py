@@ -23,6 +23,8 @@ class TargetStatus(NamedTuple):
     batches: int
     paths_sent: int
     failures: int
+    restarts: int = 0  # unexpected errors (not an rsync exit) the worker carried on after
+    journal_error: str | None = None  # why the state database lags memory, if it does
 
 
 class SyncStatus(NamedTuple):
