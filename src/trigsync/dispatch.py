@@ -23,7 +23,7 @@ from .journal import Journal, unconfirmed_kinds
 from .rsync import PARTIAL
 from .runner import Runner
 from .state import StateStore
-from .status import TargetStatus
+from .status import Tally, TargetStatus
 from .targets import Target
 
 log = logging.getLogger(__name__)
@@ -77,12 +77,7 @@ class Dispatcher:
         self._lanes = max(1, target.spec.max_parallel)
         self._single_until = 0.0  # the target refused a second connection: one run at a time
         self._last_error: str | None = None
-        self._last_success: float | None = None
-        self._batches = 0
-        self._paths = 0
-        self._failures = 0
-        self._restarts = 0  # unexpected errors the worker carried on after
-        self._logged: str | None = None  # the last unexpected error logged at ERROR
+        self._tally = Tally()
         self._idle = asyncio.Event()
         self._idle.set()
         self._runner = Runner(source, target, options, standby=settings.standby)
@@ -123,20 +118,17 @@ class Dispatcher:
         now = time.monotonic()
         times = [self._since, *(f.since for f in self._flights.values())]
         oldest = min((t for t in times if t is not None), default=None)
-        return TargetStatus(
-            target=self.target.name,
-            state=self._state,
-            pending=len(self.pending),
-            full_pending=self.pending.full,
-            in_flight=sum(len(f.batch.changes) or 1 for f in self._flights.values()),
-            lag=0.0 if oldest is None else now - oldest,
-            last_error=self._last_error,
-            last_success=self._last_success,
-            batches=self._batches,
-            paths_sent=self._paths,
-            failures=self._failures,
-            restarts=self._restarts,
-            journal_error=self.journal.error,
+        return self._tally.snapshot(
+            TargetStatus(
+                target=self.target.name,
+                state=self._state,
+                pending=len(self.pending),
+                full_pending=self.pending.full,
+                in_flight=sum(len(f.batch.changes) or 1 for f in self._flights.values()),
+                lag=0.0 if oldest is None else now - oldest,
+                last_error=self._last_error,
+                journal_error=self.journal.error,
+            )
         )
 
     async def run(self) -> None:
@@ -157,19 +149,6 @@ class Dispatcher:
                 if self._state == "stopped":
                     return
 
-    def _take(self) -> Batch | None:
-        """The next batch, or None while everything pending touches a run in flight."""
-        if not self._flights:
-            return self.pending.take() or None
-        flights = self._flights.values()
-        if time.monotonic() < self._single_until or not lanes.worth_another_run(
-            len(self.pending), self._waited()
-        ):
-            return None
-        if self.pending.full or self.pending.has_moves or lanes.alone(flights):
-            return None  # these run alone
-        return self.pending.take(lanes.busy(flights)) or None
-
     def _waited(self) -> float | None:
         """How long the oldest pending change has waited."""
         return None if self._since is None else time.monotonic() - self._since
@@ -189,7 +168,9 @@ class Dispatcher:
                     await asyncio.sleep(wait)  # lsyncd-style aggregation
             takes_all = not self._flights  # a batch that takes everything may confirm its rows
             seq = self.journal.sequence() if takes_all else None
-            batch = self._take() if self.pending else None
+            single = time.monotonic() < self._single_until
+            flights = self._flights.values()
+            batch = lanes.take(self.pending, flights, single=single, waited=self._waited())
             if batch is None:
                 self._mark_idle()
                 if self._closing and not self.pending:
@@ -203,11 +184,7 @@ class Dispatcher:
                 # Shutting down while the target fails: keep the pending set for next start
                 # rather than hold the stop up with one more doomed run.
                 self.pending.restore(batch)
-                log.warning(
-                    "%s: %d paths stay pending for the next start",
-                    self.target.name,
-                    len(self.pending),
-                )
+                log.warning("%s: %d paths stay pending", self.target.name, len(self.pending))
                 self._state = "stopped"
                 return
             beside = bool(self._flights)  # a run beside others needs a connection of its own
@@ -229,7 +206,7 @@ class Dispatcher:
 
     async def _failed(self, exc: Exception, backoff: float) -> float:
         """Record a failed run and pause before the next; returns the next backoff."""
-        self._failures += 1
+        self._tally.failures += 1
         self._last_error = retry.describe(exc, f"target {self.target.name}")
         if self._closing:
             log.error("%s; %d paths stay unsent at shutdown", self._last_error, len(self.pending))
@@ -239,10 +216,10 @@ class Dispatcher:
         self._state = policy.state
         level = policy.level
         if policy.unexpected:
-            self._restarts += 1
-            if self._last_error == self._logged:
+            self._tally.restarts += 1
+            if self._last_error == self._tally.logged:
                 level = logging.DEBUG  # once per distinct error, not once per retry
-            self._logged = self._last_error
+            self._tally.logged = self._last_error
             log.debug("%s: traceback", self.target.name, exc_info=exc)
         if policy.reconcile:
             self.submit(Batch(full=True))
@@ -304,9 +281,7 @@ class Dispatcher:
         self.journal.confirm(seq, full=batch.full)
         if batch.covered:
             self.submit(uncovered(batch, lambda p: os.path.lexists(self.source + b"/" + p)))
-        self._batches += 1
-        self._paths += len(batch.changes)
-        self._last_success = time.time()
+        self._tally.sent(len(batch.changes))
         if result.code != PARTIAL:
             self._last_error = None
         self._state = "idle"

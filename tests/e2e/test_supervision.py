@@ -176,7 +176,7 @@ def test_rsync_that_cannot_start_is_reported_and_retried(tmp_path: Path, procs: 
             what="a failing status",
         )
         [line] = status_lines(trig)
-        assert "cannot run" in line, line
+        assert "cannot run" in line and " 0 restarts" not in line, line
     finally:
         binary.chmod(0o755)
     wait_trees_equal(src, dst, timeout=40)
@@ -237,6 +237,7 @@ def test_a_full_state_disk_keeps_replicating_and_journals_again_when_space_retur
         names = make_files(src, "b" + "y" * 200, 300)
         wait_trees_equal(src, dst, timeout=20)  # replication carries on from memory
         wait_for(lambda: "cannot write" in trig.log(), timeout=20, what="the journal's error")
+        assert all("journal behind" in line for line in status_lines(trig))
         key = f"{src} -> {down}"
         assert pending_paths(tiny_state_dir, key) & {c.path for c in names} == set()
         filler.unlink()
