@@ -141,6 +141,25 @@ def test_a_failing_watcher_ends_the_process_with_one_line_and_a_non_zero_exit(
     assert "watcher of" in errors[0] and "injected watcher bug" in errors[0]
 
 
+def test_a_worker_that_ends_on_its_own_ends_the_process_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+
+    async def gone(self: Dispatcher) -> None:
+        await asyncio.sleep(0.2)
+        raise RuntimeError("injected end of a worker")
+
+    monkeypatch.setattr(Dispatcher, "run", gone)
+    code = cli.main(["run", "--state-dir", str(tmp_path / "state"), str(src), str(dst)])
+    assert code != 0
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "\n" not in errors[0], errors
+    assert "injected end of a worker" in errors[0]
+
+
 def status_lines(trig: Trigsync) -> list[str]:
     assert trig.proc is not None
     before = trig.log().count(" status ")
