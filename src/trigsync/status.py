@@ -54,6 +54,7 @@ class Tally:
         self.batches += 1
         self.paths_sent += paths
         self.last_success = time.time()
+        self.logged = None  # the same error after a success is news again
 
 
 class SyncStatus(NamedTuple):
