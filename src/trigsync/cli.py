@@ -113,7 +113,7 @@ def _log_status(engine: Engine) -> None:
         for t in sync.targets:
             log.info(
                 "status %s: %s, %d pending%s, %d in flight, lag %.3f s, %d batches, "
-                "%d paths sent, %d failures, last error: %s",
+                "%d paths sent, %d failures, %d restarts, last error: %s%s",
                 t.target,
                 t.state,
                 t.pending,
@@ -123,7 +123,9 @@ def _log_status(engine: Engine) -> None:
                 t.batches,
                 t.paths_sent,
                 t.failures,
+                t.restarts,
                 t.last_error or "none",
+                f"; journal behind: {t.journal_error}" if t.journal_error else "",
             )
 
 

@@ -3,36 +3,31 @@
 There is no fixed delay by default: an idle target gets a change at once, and while a
 batch is in flight the next changes accumulate into the next batch. A target that
 fails keeps its pending set and retries forever; it never holds back other targets.
+No exception ends a worker: anything that is not an rsync exit (rsync cannot start, a
+bug) puts its batch back, reports the target failing, and the worker carries on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import os
-import random
-import stat
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-from . import lanes, listing, partial, rsync
-from .changes import Batch, Change, Kind, PendingSet, uncovered
-from .errors import BusySyncError, PermanentSyncError, SyncError
+from . import lanes, listing, partial, retry, rsync
+from .changes import Batch, PendingSet, uncovered
+from .errors import BusySyncError
+from .journal import Journal, unconfirmed_kinds
 from .rsync import PARTIAL
-from .standby import Standby
+from .runner import Runner
 from .state import StateStore
-from .status import TargetStatus
+from .status import Tally, TargetStatus
 from .targets import Target
 
 log = logging.getLogger(__name__)
 
-# How long after a run that sent unlisted paths (whole directories, the whole tree) a new
-# path still counts as possibly delivered. inotify events reach us within milliseconds;
-# the margin covers a busy event loop. Erring long only costs a needless delete entry.
-UNLISTED_GRACE = 1.0
 PARALLEL_REFUSED_PAUSE = 60.0  # one run at a time this long after a refused second one
 
 
@@ -46,6 +41,10 @@ class Settings:
     permanent_retry: float = 60.0  # auth or module errors: retry slowly, report loudly
     max_pending: int = 1_000_000  # past this many paths, one full sync replaces them
     standby: bool = True  # keep one rsync connected and waiting for the next batch
+
+    @property
+    def limits(self) -> retry.Backoff:
+        return retry.Backoff(self.backoff_min, self.backoff_max, self.permanent_retry)
 
 
 class Dispatcher:
@@ -65,10 +64,9 @@ class Dispatcher:
         self.options = options
         self.settings = settings
         self.pending = PendingSet(max_paths=settings.max_pending)
-        self.store = store
         # Several syncs may feed one URL from different sources: key the state by both.
         self.key = f"{os.fsdecode(source)} -> {target.name}"
-        self._transport = target.transport()
+        self.journal = Journal(store, self.key)
         self._wake = asyncio.Event()
         self._closing = False
         self._closed = asyncio.Event()
@@ -79,20 +77,11 @@ class Dispatcher:
         self._lanes = max(1, target.spec.max_parallel)
         self._single_until = 0.0  # the target refused a second connection: one run at a time
         self._last_error: str | None = None
-        self._last_success: float | None = None
-        self._batches = 0
-        self._paths = 0
-        self._failures = 0
+        self._tally = Tally()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._standby = Standby(
-            enabled=settings.standby,
-            timeout=options.timeout,
-            env=self._transport.env,
-            name=target.name,
-        )
-        self._aside: dict[bytes, Kind] = {}  # paths rsync refused (exit 23), retried slowly
-        self._unlisted_until = 0.0
+        self._runner = Runner(source, target, options, standby=settings.standby)
+        self._aside = partial.Aside(target.name, settings.permanent_retry, self.submit)
 
     def submit(self, batch: Batch) -> None:
         """Queue newer changes; the worker sends them as soon as it is free."""
@@ -104,13 +93,10 @@ class Dispatcher:
         # A run in flight reads the source as it is now, so it may deliver paths created
         # after it was taken; so may a run that listed whole directories or the whole
         # tree, whose events can still be on their way to us just after it ended.
-        in_flight = bool(self._flights) or time.monotonic() < self._unlisted_until
+        in_flight = bool(self._flights) or time.monotonic() < self._runner.unlisted_until
         self.pending.extend(batch, in_flight=in_flight)
-        if self.store is not None:
-            if self.pending.full and not was_full:
-                self.store.mark_full(self.key, True)
-            paths = [c.path for c in batch.changes]
-            self.store.record(self.key, paths, map(self.pending.get, paths))
+        became_full = self.pending.full and not was_full
+        self.journal.record((c.path for c in batch.changes), self.pending, became_full)
         if not self.pending and not self._flights:
             self._since = None  # e.g. created and deleted again before it was sent
             return
@@ -120,7 +106,7 @@ class Dispatcher:
     def close(self) -> None:
         """Ask the worker to send what is pending once more and stop."""
         self._closing = True
-        self._standby.disable()
+        self._runner.standby.disable()
         self._closed.set()
         self._wake.set()
 
@@ -132,39 +118,36 @@ class Dispatcher:
         now = time.monotonic()
         times = [self._since, *(f.since for f in self._flights.values())]
         oldest = min((t for t in times if t is not None), default=None)
-        return TargetStatus(
-            target=self.target.name,
-            state=self._state,
-            pending=len(self.pending),
-            full_pending=self.pending.full,
-            in_flight=sum(len(f.batch.changes) or 1 for f in self._flights.values()),
-            lag=0.0 if oldest is None else now - oldest,
-            last_error=self._last_error,
-            last_success=self._last_success,
-            batches=self._batches,
-            paths_sent=self._paths,
-            failures=self._failures,
+        return self._tally.snapshot(
+            TargetStatus(
+                target=self.target.name,
+                state=self._state,
+                pending=len(self.pending),
+                full_pending=self.pending.full,
+                in_flight=sum(len(f.batch.changes) or 1 for f in self._flights.values()),
+                lag=0.0 if oldest is None else now - oldest,
+                last_error=self._last_error,
+                journal_error=self.journal.error,
+            )
         )
 
     async def run(self) -> None:
         """The worker loop; returns after close() once the pending set was tried a last time."""
         try:
-            await asyncio.gather(*(self._loop(lane) for lane in range(self._lanes)))
+            await asyncio.gather(*(self._lane(lane) for lane in range(self._lanes)))
         finally:
-            await self._standby.drop()
+            await self._runner.standby.drop()
 
-    def _take(self) -> Batch | None:
-        """The next batch, or None while everything pending touches a run in flight."""
-        if not self._flights:
-            return self.pending.take() or None
-        flights = self._flights.values()
-        if time.monotonic() < self._single_until or not lanes.worth_another_run(
-            len(self.pending), self._waited()
-        ):
-            return None
-        if self.pending.full or self.pending.has_moves or lanes.alone(flights):
-            return None  # these run alone
-        return self.pending.take(lanes.busy(flights)) or None
+    async def _lane(self, lane: int) -> None:
+        """One lane's loop, restarted after anything unexpected outside a run."""
+        backoff = self.settings.backoff_min
+        while True:
+            try:
+                return await self._loop(lane)
+            except Exception as exc:
+                backoff = await self._failed(exc, backoff)
+                if self._state == "stopped":
+                    return
 
     def _waited(self) -> float | None:
         """How long the oldest pending change has waited."""
@@ -184,8 +167,10 @@ class Dispatcher:
                 if wait > 0:
                     await asyncio.sleep(wait)  # lsyncd-style aggregation
             takes_all = not self._flights  # a batch that takes everything may confirm its rows
-            seq = self.store.sequence(self.key) if self.store is not None and takes_all else None
-            batch = self._take() if self.pending else None
+            seq = self.journal.sequence() if takes_all else None
+            single = time.monotonic() < self._single_until
+            flights = self._flights.values()
+            batch = lanes.take(self.pending, flights, single=single, waited=self._waited())
             if batch is None:
                 self._mark_idle()
                 if self._closing and not self.pending:
@@ -199,11 +184,7 @@ class Dispatcher:
                 # Shutting down while the target fails: keep the pending set for next start
                 # rather than hold the stop up with one more doomed run.
                 self.pending.restore(batch)
-                log.warning(
-                    "%s: %d paths stay pending for the next start",
-                    self.target.name,
-                    len(self.pending),
-                )
+                log.warning("%s: %d paths stay pending", self.target.name, len(self.pending))
                 self._state = "stopped"
                 return
             beside = bool(self._flights)  # a run beside others needs a connection of its own
@@ -216,40 +197,35 @@ class Dispatcher:
                     log.info("%s; one run at a time for %.0f s", exc, PARALLEL_REFUSED_PAUSE)
                     continue
                 backoff = await self._failed(exc, backoff)
-            except SyncError as exc:
+            except Exception as exc:  # not only rsync's exits: see retry.decide
                 backoff = await self._failed(exc, backoff)
             else:
                 backoff = self.settings.backoff_min
             if self._state == "stopped":
                 return
 
-    async def _failed(self, exc: SyncError, backoff: float) -> float:
+    async def _failed(self, exc: Exception, backoff: float) -> float:
         """Record a failed run and pause before the next; returns the next backoff."""
-        self._failures += 1
-        self._last_error = str(exc)
+        self._tally.failures += 1
+        self._last_error = retry.describe(exc, f"target {self.target.name}")
         if self._closing:
-            log.error("%s; %d paths stay unsent at shutdown", exc, len(self.pending))
+            log.error("%s; %d paths stay unsent at shutdown", self._last_error, len(self.pending))
             self._state = "stopped"
             return backoff
-        if isinstance(exc, BusySyncError):
-            self._state = "backoff"
-            pause = random.uniform(0.02, 0.2)  # a slot frees within ~60 ms
-            log.info("%s; retrying in %.2f s", exc, pause)
-        elif isinstance(exc, PermanentSyncError):
-            self._state = "failing"
-            pause = self.settings.permanent_retry
-            log.error("%s; retrying in %.0f s", exc, pause)
-        else:
-            if exc.cut_short:
-                # The receiver may have died mid-file and left a temp file (.name.XXXXXX)
-                # that no list run removes: reconcile once it answers again.
-                self.submit(Batch(full=True))
-            self._state = "backoff"
-            pause = backoff * random.uniform(0.8, 1.2)
-            backoff = min(backoff * 2, self.settings.backoff_max)
-            log.warning("%s; retrying in %.1f s", exc, pause)
-        await self._sleep_unless_closing(pause)
-        return backoff
+        policy = retry.decide(exc, backoff, self.settings.limits)
+        self._state = policy.state
+        level = policy.level
+        if policy.unexpected:
+            self._tally.restarts += 1
+            if self._last_error == self._tally.logged:
+                level = logging.DEBUG  # once per distinct error, not once per retry
+            self._tally.logged = self._last_error
+            log.debug("%s: traceback", self.target.name, exc_info=exc)
+        if policy.reconcile:
+            self.submit(Batch(full=True))
+        log.log(level, "%s; retrying in %.2f s", self._last_error, policy.pause)
+        await self._sleep_unless_closing(policy.pause)
+        return policy.backoff
 
     async def _sleep_unless_closing(self, seconds: float) -> None:
         # A change arriving during backoff must not cut it short; only close() does.
@@ -258,9 +234,7 @@ class Dispatcher:
 
     def restore_saved(self) -> int:
         """Queue what the state directory says is still pending; returns how many paths."""
-        if self.store is None:
-            return 0
-        saved = self.store.load(self.key)
+        saved = self.journal.load()
         self.pending.extend(saved)
         if saved:
             self._since = time.monotonic()
@@ -268,12 +242,10 @@ class Dispatcher:
             self._wake.set()
         return len(saved.changes) + saved.full
 
-    def save(self) -> None:
-        """Write the pending set as it is now (at a clean stop)."""
-        if self.store is not None:
-            pending = self.pending.peek()
-            aside = tuple(Change(p, k) for p, k in self._aside.items())
-            self.store.replace(self.key, Batch(pending.changes + aside, pending.full))
+    def unconfirmed(self) -> Batch:
+        """Everything the target has not confirmed: pending, in flight and set aside."""
+        extra = [f.batch for f in self._flights.values()]
+        return unconfirmed_kinds(self.pending.peek(), [*extra, Batch(self._aside.changes())])
 
     async def _send(self, lane: int, batch: Batch, seq: int | None) -> None:
         """Run one batch; ``seq`` (if the batch took everything) is confirmed on success."""
@@ -283,13 +255,14 @@ class Dispatcher:
         self._state = "syncing"
         try:
             entries, whole = (
-                ([], []) if batch.full else listing.entries(batch.changes, self._entries_in)
+                ([], []) if batch.full else listing.entries(batch.changes, self._runner.entries_in)
             )
             if whole:  # before the first await: no other lane can take a batch meanwhile
                 self._flights[lane] = self._flights[lane]._replace(whole=frozenset(whole))
-            result = await self._run(batch, entries, bool(whole))
+            result = await self._runner.run(batch, entries, bool(whole))
             if result.code == PARTIAL and batch.changes:
-                await self._set_aside(await self._isolate(batch.changes))
+                if failing := await self._runner.isolate(batch.changes):
+                    self._last_error = self._aside.add(failing)
             elif result.code == PARTIAL:
                 # A full sync moved everything it could; repeating it would not fix the rest.
                 self._last_error = f"target {self.target.name}: full sync incomplete: {rsync.reason(result.stderr)}"
@@ -305,13 +278,10 @@ class Dispatcher:
         finally:
             del self._flights[lane]
             self._wake.set()  # a lane waiting for these paths to be free may go now
-        if self.store is not None and seq is not None:
-            self.store.confirm(self.key, seq, full=batch.full)
+        self.journal.confirm(seq, full=batch.full)
         if batch.covered:
             self.submit(uncovered(batch, lambda p: os.path.lexists(self.source + b"/" + p)))
-        self._batches += 1
-        self._paths += len(batch.changes)
-        self._last_success = time.time()
+        self._tally.sent(len(batch.changes))
         if result.code != PARTIAL:
             self._last_error = None
         self._state = "idle"
@@ -321,74 +291,6 @@ class Dispatcher:
             log.info(
                 "%s: sent %d paths in %.3f s", self.target.name, len(batch.changes), result.seconds
             )
-
-    async def _run(self, batch: Batch, entries: list[bytes], whole: bool) -> rsync.Result:
-        try:
-            return await self._run_batch(batch, entries)
-        finally:
-            if batch.full or batch.moves or whole:
-                # It may have sent paths it did not list, whose events may still be on
-                # their way: see in_flight in submit().
-                self._unlisted_until = time.monotonic() + UNLISTED_GRACE
-
-    async def _run_batch(self, batch: Batch, entries: list[bytes]) -> rsync.Result:
-        transport = self._transport
-        if batch.moves:
-            moved = await self.target.apply_moves(batch.moves, self.source, self.options)
-            log.info(
-                "%s: moved %d of %d renamed paths in place",
-                self.target.name,
-                moved,
-                len(batch.moves),
-            )
-        if batch.full:
-            argv = rsync.full_argv(self.source, self.options, transport)
-            return await rsync.run(argv, env=transport.env)
-        argv = rsync.batch_argv(self.source, self.options, transport)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s: paths %r", self.target.name, entries)
-        return await self._standby.run(argv, rsync.path_list(entries))
-
-    def _entries_in(self, directory: bytes, limit: int) -> int | None:
-        """How many entries a source directory holds (counting to ``limit`` + 1 at most),
-        or None if it is not a directory (now)."""
-        path = self.source + b"/" + directory
-        try:
-            if not stat.S_ISDIR(os.lstat(path).st_mode):
-                return None
-            with os.scandir(path) as it:
-                return sum(1 for _ in itertools.islice(it, limit + 1))
-        except OSError:
-            return None
-
-    async def _isolate(self, changes: Sequence[Change]) -> list[Change]:
-        """Find the paths that make rsync exit 23; the rest are delivered on the way."""
-        argv = rsync.batch_argv(self.source, self.options, self._transport)
-
-        async def send(half: Sequence[Change]) -> rsync.Result:
-            paths = rsync.path_list(c.path for c in half)
-            return await rsync.run(argv, stdin=paths, env=self._transport.env)
-
-        return await partial.refused(changes, send, self.target.name)
-
-    async def _set_aside(self, failing: list[Change]) -> None:
-        """Paths rsync cannot deliver (unreadable, refused by the receiver) are retried
-        slowly on their own, so they never hold back the paths that do go through."""
-        if not failing:
-            return
-        names = ", ".join(repr(c.path) for c in failing[:3])
-        more = f" and {len(failing) - 3} more" if len(failing) > 3 else ""
-        self._last_error = (
-            f"target {self.target.name}: rsync exit 23 (partial transfer) for {names}{more}; "
-            f"retrying them every {self.settings.permanent_retry:.0f} s"
-        )
-        log.error("%s", self._last_error)
-        self._aside.update((c.path, c.kind) for c in failing)
-        asyncio.get_running_loop().call_later(self.settings.permanent_retry, self._retry_aside)
-
-    def _retry_aside(self) -> None:
-        aside, self._aside = self._aside, {}
-        self.submit(Batch(tuple(Change(p, k) for p, k in aside.items())))
 
     def _mark_idle(self) -> None:
         if not self._flights and not self.pending:

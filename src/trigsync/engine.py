@@ -15,8 +15,9 @@ from .catchup import changed_since
 from .changes import Batch
 from .config import Config, SyncConfig
 from .dispatch import Dispatcher, Settings
-from .errors import SetupError, WatchLimitError
+from .errors import SetupError, TrigsyncError, WatchError, WatchLimitError
 from .excludes import Excludes
+from .journal import save, write_behind
 from .state import LastRun, StateStore
 from .status import EngineStatus, SyncStatus
 from .watcher import Watcher
@@ -72,6 +73,20 @@ class SyncJob:
             dispatcher.submit(batch)
 
     async def pump(self) -> None:
+        """Feed the watcher's batches to every target; any failure ends the process (the
+        events it would have read are lost: the next start reconciles every target)."""
+        try:
+            await self._pump()
+        except WatchError:
+            raise
+        except Exception as exc:
+            log.debug("watcher of %s failed", self.config.source, exc_info=True)
+            raise WatchError(
+                f"watcher of {self.config.source} failed: {type(exc).__name__}: {exc}; "
+                "restart trigsync (the next start reconciles every target)"
+            ) from exc
+
+    async def _pump(self) -> None:
         assert self.watcher is not None
         debug = log.isEnabledFor(logging.DEBUG)
         async for batch in self.watcher.batches():
@@ -222,47 +237,43 @@ class Engine:
             pumps = [asyncio.create_task(job.pump()) for job in self.jobs]
             aux = [asyncio.create_task(job.catch_up(last)) for job in self.jobs]
             if self.store is not None:
-                aux.append(asyncio.create_task(self._write_behind(self.store)))
+                workers.append(asyncio.create_task(write_behind(self.store, self._unconfirmed)))
             aux += [
                 asyncio.create_task(job.reconcile_every(job.config.reconcile_every))
                 for job in self.jobs
                 if job.config.reconcile_every
             ]
             stopper = asyncio.create_task(stop.wait())
-            await asyncio.wait([*pumps, stopper], return_when=asyncio.FIRST_COMPLETED)
+            # Workers and the write-behind task never return on their own: if one does,
+            # it is a bug that the process must not outlive silently.
+            await asyncio.wait([*pumps, *workers, stopper], return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
             for pump in pumps:
                 pump.cancel()
             unwatched_at = time.time()  # changes after this are found by the next start
-            failed = [p for p in pumps if p.done() and not p.cancelled() and p.exception()]
+            fatal = _fatal(pumps, workers)
             for dispatcher in self._dispatchers:
                 dispatcher.close()
-            await asyncio.gather(*workers)
-            if failed:
-                raise failed[0].exception()  # type: ignore[misc]
-            if self.store is not None:
-                self.store.flush()
-            for dispatcher in self._dispatchers:
-                dispatcher.save()
-            if self.store is not None:
+            await asyncio.gather(*(w for w in workers[: len(self._dispatchers)] if not w.done()))
+            for writer in workers[len(self._dispatchers) :]:
+                writer.cancel()  # it finishes the write in hand: the save below comes last
+                await asyncio.wait([writer])
+            saved = self.store is None or save(self.store, self._unconfirmed)
+            if fatal is not None:
+                raise fatal  # not a clean stop: the next start reconciles every target
+            if not saved:
+                log.error(
+                    "the pending set could not be saved; the next start reconciles every target"
+                )
+            elif self.store is not None:
                 self.store.end_run(unwatched_at)
         finally:
             for task in [*workers, *pumps, *aux]:
                 task.cancel()
             self._close()
 
-    @staticmethod
-    async def _write_behind(store: StateStore, tick: float = 1.0) -> None:
-        """Write noted changes to the state database in the background, in batches."""
-        dirty = asyncio.Event()
-        store.on_dirty = dirty.set
-        while True:
-            await dirty.wait()
-            await asyncio.sleep(tick)
-            aged = store.take_aged()
-            if not store.dirty:
-                dirty.clear()
-            await asyncio.to_thread(store.write, aged)
+    def _unconfirmed(self) -> dict[str, Batch]:
+        return {d.key: d.unconfirmed() for d in self._dispatchers}
 
     async def once(self) -> bool:
         """Run one full sync per target and return whether all succeeded."""
@@ -277,3 +288,19 @@ class Engine:
         finally:
             self._close()
         return all(d.status().last_error is None for d in self._dispatchers)
+
+
+def _fatal(
+    pumps: list[asyncio.Task[None]], workers: list[asyncio.Task[None]]
+) -> TrigsyncError | None:
+    """The error a part that ended on its own leaves the process with, if one did."""
+    for task in pumps:
+        if task.done() and not task.cancelled() and (exc := task.exception()):
+            return exc if isinstance(exc, TrigsyncError) else TrigsyncError(str(exc))
+    for task in workers:
+        if task.done():
+            exc = None if task.cancelled() else task.exception()
+            what = f"{type(exc).__name__}: {exc}" if exc else "it returned"
+            log.debug("%s ended", task.get_coro(), exc_info=exc)
+            return TrigsyncError(f"internal error: a worker or the journal stopped ({what})")
+    return None

