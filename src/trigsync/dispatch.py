@@ -72,6 +72,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._closing = False
         self._closed = asyncio.Event()
+        self.paused = False  # `trigsync pause`: changes accumulate, no run starts
         self._state = "idle"
         self._since: float | None = None  # monotonic time of the oldest unsent change
         # up to max_parallel runs with disjoint paths, by lane
@@ -124,6 +125,11 @@ class Dispatcher:
         self._closed.set()
         self._wake.set()
 
+    def pause(self, paused: bool = True) -> None:
+        """Stop or restart taking batches; a run in flight finishes either way."""
+        self.paused = paused
+        self._wake.set()
+
     async def wait_idle(self) -> None:
         """Wait until nothing is pending or in flight."""
         await self._idle.wait()
@@ -144,6 +150,7 @@ class Dispatcher:
             batches=self._batches,
             paths_sent=self._paths,
             failures=self._failures,
+            paused=self.paused,
         )
 
     async def run(self) -> None:
@@ -155,6 +162,8 @@ class Dispatcher:
 
     def _take(self) -> Batch | None:
         """The next batch, or None while everything pending touches a run in flight."""
+        if self.paused:
+            return None
         if not self._flights:
             return self.pending.take() or None
         flights = self._flights.values()
@@ -188,8 +197,8 @@ class Dispatcher:
             batch = self._take() if self.pending else None
             if batch is None:
                 self._mark_idle()
-                if self._closing and not self.pending:
-                    self._state = "stopped"
+                if self._closing and (not self.pending or self.paused):
+                    self._state = "stopped"  # a paused target's pending set is saved for next start
                     return
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
