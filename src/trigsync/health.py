@@ -74,6 +74,11 @@ def _age(seconds: float) -> str:
     return f"{seconds / 3600:.0f}h"
 
 
+def _secs(seconds: float) -> str:
+    # The check compares against thresholds given in seconds: keep its unit fixed.
+    return f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
+
+
 def _when(stamp: float | None, now: float) -> str:
     return "never" if stamp is None else f"{_age(max(0.0, now - stamp))} ago"
 
@@ -132,9 +137,9 @@ def check(status: EngineStatus, *, max_lag: float, warn_lag: float) -> Verdict:
         perf.append(f"'{label} lag'={t.lag:.3f}s;{warn_lag:g};{max_lag:g};0;")
         perf.append(f"'{label} pending'={t.pending};;;0;")
         if t.lag > max_lag:
-            problems.append((CRITICAL, f"{t.target} lag {_age(t.lag)} > {_age(max_lag)}"))
+            problems.append((CRITICAL, f"{t.target} lag {_secs(t.lag)} > {_secs(max_lag)}"))
         elif t.lag > warn_lag:
-            problems.append((WARNING, f"{t.target} lag {_age(t.lag)} > {_age(warn_lag)}"))
+            problems.append((WARNING, f"{t.target} lag {_secs(t.lag)} > {_secs(warn_lag)}"))
         if state(t) in ("retrying", "failing", "paused", "stopped"):
             detail = f": {t.last_error}" if t.last_error and not t.paused else ""
             problems.append((WARNING, f"{t.target} {state(t)}{detail}"))
