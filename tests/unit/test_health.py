@@ -54,7 +54,7 @@ def test_parse_duration(text: str, seconds: float) -> None:
 
 @pytest.mark.parametrize("text", ["", "s", "-5s", "5 min", "1e3"])
 def test_parse_duration_rejects_with_the_fix(text: str) -> None:
-    with pytest.raises(ConfigError, match="not a duration; write e.g. 60s"):
+    with pytest.raises(ConfigError, match=r"not a duration; write e\.g\. 60s"):
         health.parse_duration(text)
 
 

@@ -69,7 +69,7 @@ def test_install_writes_the_unit_and_prints_the_enable_line(
     ]
     if shutil.which("systemd-analyze"):
         result = subprocess.run(  # noqa: S603 - argv list, no shell
-            ["systemd-analyze", "verify", str(unit)],  # noqa: S607
+            ["systemd-analyze", "verify", str(unit)],
             capture_output=True,
             text=True,
             check=False,
