@@ -225,3 +225,19 @@ def test_sd_notify_ready_watchdog_stopping(
     assert b"STOPPING=1" in rest, rest
     assert b"WATCHDOG=1" not in rest[rest.index(b"STOPPING=1") :]
     wait_trees_equal(source, replica.path)
+
+
+def test_stop_while_paused_keeps_the_pending_paths_for_the_next_start(
+    start_trigsync: Start, source: Path, replica: Replica, state: Path
+) -> None:
+    ts = start_trigsync(replica)
+    wait_trees_equal(source, replica.path)
+    assert cli(state, "pause").returncode == 0
+    (source / "later.txt").write_text("sent after the restart\n")
+    wait_for(lambda: only_target(state)["pending"] == 1, 10, what="1 pending path")
+    began = time.monotonic()
+    assert ts.stop() == 0
+    assert time.monotonic() - began < 10  # a paused worker does not hold the stop up
+    assert not (replica.path / "later.txt").exists()
+    start_trigsync(replica, initial_sync=False)  # pause lasts one run; the journal has the path
+    wait_trees_equal(source, replica.path)
