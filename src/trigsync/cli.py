@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from . import __version__, config, daemon
 from .engine import Engine
-from .errors import TrigsyncError
+from .errors import SetupError, TrigsyncError
 
 log = logging.getLogger("trigsync")
 
@@ -34,6 +35,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--delay", type=float, default=0.0, help="aggregate changes for this many seconds"
+    )
+    run.add_argument(
+        "-d", "--daemon", action="store_true", help="go to the background once started (no systemd)"
+    )
+    run.add_argument("--pid-file", help="write the pid here once started; removed at exit")
+    run.add_argument(
+        "--log-file",
+        help="log here, not to stderr; SIGHUP reopens it (with -d: STATE_DIR/trigsync.log)",
     )
     _verbosity(run)
 
@@ -140,13 +149,25 @@ def _load_config(args: argparse.Namespace, top: argparse.ArgumentParser) -> conf
     )
 
 
-async def _serve(engine: Engine) -> None:
+async def _serve(engine: Engine, on_ready: Callable[[], None]) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, _log_status, engine)
-    await daemon.serve(engine, stop)
+    loop.add_signal_handler(signal.SIGHUP, _reopen_logs)
+    await daemon.serve(engine, stop, on_ready=on_ready)
+
+
+def _reopen_logs() -> None:
+    """``kill -HUP`` (logrotate): reopen the log file."""
+    from .background import reopen_logs
+
+    reopened = reopen_logs()
+    log.info(
+        "SIGHUP: %s; the config is read at start only",
+        f"reopened {reopened} log file(s)" if reopened else "no log file to reopen",
+    )
 
 
 def _log_status(engine: Engine) -> None:
@@ -177,9 +198,51 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.once:
         ok = asyncio.run(engine.once())
         return 0 if ok else 5
-    asyncio.run(_serve(engine))
+    from . import background
+
+    if args.daemon or args.log_file:
+        # With -d, startup errors still reach the terminal; after ready, only the file.
+        _log_to_file(
+            args.log_file or os.path.join(cfg.state_dir, "trigsync.log"), keep_stderr=args.daemon
+        )
+    pid_file = Path(args.pid_file).absolute() if args.pid_file else None
+    detached = background.detach() if args.daemon else None  # before any thread or loop
+
+    def ready() -> None:
+        if pid_file is not None:
+            background.write_pid_file(pid_file)
+        if detached is not None:
+            detached.ready()
+            _log_to_file(None, keep_stderr=False)
+
+    try:
+        asyncio.run(_serve(engine, ready))
+    finally:
+        if pid_file is not None:
+            background.remove_pid_file(pid_file)
     log.info("stopped")
     return 0
+
+
+def _log_to_file(path: str | None, *, keep_stderr: bool) -> None:
+    """Send the log to ``path`` (if given), and to stderr only if ``keep_stderr``."""
+    from .background import LogFile
+
+    root = logging.getLogger()
+    if path is not None:
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
+            handler = LogFile(path)
+        except OSError as exc:
+            raise SetupError(
+                f"cannot open log file {path}: {exc.strerror}; pass --log-file FILE"
+            ) from exc
+        handler.setFormatter(root.handlers[0].formatter if root.handlers else None)
+        root.addHandler(handler)
+    if not keep_stderr:
+        for old in root.handlers[:]:
+            if not isinstance(old, LogFile):
+                root.removeHandler(old)
 
 
 def _verify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

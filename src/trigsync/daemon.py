@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from . import control, health
@@ -24,9 +25,15 @@ log = logging.getLogger(__name__)
 HEARTBEAT = 1.0  # seconds between ticks; shorter when systemd's watchdog asks for it
 
 
-async def serve(engine: Engine, stop: asyncio.Event, notifier: Notifier | None = None) -> None:
-    """Run the engine until it returns, with its control socket and sd_notify beside it."""
-    side = Sidecar(engine, notifier or Notifier())
+async def serve(
+    engine: Engine,
+    stop: asyncio.Event,
+    notifier: Notifier | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Run the engine until it returns, with its control socket and sd_notify beside it;
+    ``on_ready`` is called with READY=1 (-d's parent exits then)."""
+    side = Sidecar(engine, notifier or Notifier(), on_ready)
     helper = asyncio.create_task(side.run(stop))
     try:
         await engine.run(stop)
@@ -40,9 +47,12 @@ async def serve(engine: Engine, stop: asyncio.Event, notifier: Notifier | None =
 class Sidecar:
     """Answers the control socket, beats the heartbeat, speaks sd_notify."""
 
-    def __init__(self, engine: Engine, notifier: Notifier) -> None:
+    def __init__(
+        self, engine: Engine, notifier: Notifier, on_ready: Callable[[], None] | None = None
+    ) -> None:
         self.engine = engine
         self.notifier = notifier
+        self.on_ready = on_ready
         self.heartbeat: float | None = None
         watchdog = notifier.watchdog
         # systemd asks for a ping within WatchdogSec; its docs advise every half of it.
@@ -62,6 +72,8 @@ class Sidecar:
             log.error("cannot open the control socket %s: %s", server.path, exc)
         self.beat(stop)
         self.notifier.send("READY=1")
+        if self.on_ready is not None:
+            self.on_ready()
         try:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
