@@ -88,7 +88,7 @@ class Server:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             try:
-                raw = await asyncio.wait_for(reader.read(MAX_REQUEST + 1), SERVER_TIMEOUT)
+                raw = await asyncio.wait_for(_read_request(reader), SERVER_TIMEOUT)
                 reply = self._reply(raw)
             except TimeoutError:
                 reply = {"ok": False, "error": f"no request within {SERVER_TIMEOUT:.0f} s"}
@@ -117,6 +117,18 @@ class Server:
         except Exception as exc:  # a bug in one command must not take the daemon down
             log.exception("control command %r failed", request.get("command"))
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+
+
+async def _read_request(reader: asyncio.StreamReader) -> bytes:
+    """Up to the first newline or the client's half-close, whichever comes first
+    (`nc -U` users send a line and wait; our client half-closes)."""
+    raw = b""
+    while b"\n" not in raw and len(raw) <= MAX_REQUEST:
+        chunk = await reader.read(65536)
+        if not chunk:
+            break
+        raw += chunk
+    return raw.partition(b"\n")[0]  # one request per connection; the rest is ignored
 
 
 def request(
