@@ -58,9 +58,10 @@ class Sidecar:
         # systemd asks for a ping within WatchdogSec; its docs advise every half of it.
         self.tick = min(HEARTBEAT, watchdog / 2) if watchdog else HEARTBEAT
         self._withheld: tuple[str, ...] = ()
+        self._stopping = False
 
     def snapshot(self) -> EngineStatus:
-        return self.engine.status()._replace(heartbeat=self.heartbeat)
+        return self.engine.status()._replace(heartbeat=self.heartbeat, stopping=self._stopping)
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.engine.ready.wait()
@@ -89,13 +90,16 @@ class Sidecar:
     def beat(self, stop: asyncio.Event) -> None:
         """One tick: stamp the heartbeat, refresh STATUS=, ping the watchdog if all is alive."""
         self.heartbeat = time.time()
+        self._stopping = stop.is_set()
         status = self.snapshot()
         self.notifier.status(health.worst_lag(status))
+        if self._stopping:
+            return  # the watchers end on purpose; systemd's stop timeout takes over
         if status.down != self._withheld:
             self._withheld = status.down
             if status.down:
                 log.error("not alive: %s; withholding the watchdog ping", ", ".join(status.down))
-        if self.notifier.watchdog and not status.down and not stop.is_set():
+        if self.notifier.watchdog and not status.down:
             self.notifier.send("WATCHDOG=1")
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:

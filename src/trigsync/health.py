@@ -88,7 +88,7 @@ def table(status: EngineStatus, now: float | None = None) -> str:
     now = time.time() if now is None else now
     lines = [
         f"trigsync pid {status.pid}, up {_when(status.started, now).removesuffix(' ago')}, "
-        f"heartbeat {_when(status.heartbeat, now)}"
+        f"heartbeat {_when(status.heartbeat, now)}{', stopping' if status.stopping else ''}"
     ]
     lines += [f"DOWN: {part}" for part in status.down]
     head = ("TARGET", "STATE", "PENDING", "LAG", "LAST SUCCESS", "SENT", "LAST ERROR")
@@ -129,7 +129,10 @@ def no_daemon(why: str) -> Verdict:
 def check(status: EngineStatus, *, max_lag: float, warn_lag: float) -> Verdict:
     """Nagios plugin verdict: critical past ``max_lag`` or with a part down, warning
     past ``warn_lag`` or while a target fails, retries or is paused."""
-    problems: list[tuple[int, str]] = [(CRITICAL, f"{part} is down") for part in status.down]
+    if status.stopping:  # its watchers end on purpose
+        problems = [(WARNING, "the daemon is stopping")]
+    else:
+        problems = [(CRITICAL, f"{part} is down") for part in status.down]
     perf: list[str] = []
     targets = [t for s in status.syncs for t in s.targets]
     for t in targets:

@@ -39,6 +39,7 @@ class EngineStatus(NamedTuple):
     started: float | None = None  # wall-clock time the watches were placed (ready)
     heartbeat: float | None = None  # wall-clock time of the main loop's last tick
     down: tuple[str, ...] = ()  # parts whose task has ended: "watcher SRC", "worker KEY", "journal"
+    stopping: bool = False  # SIGTERM came: the watchers are gone, the workers drain
 
     @property
     def idle(self) -> bool:

@@ -224,6 +224,7 @@ def test_sd_notify_ready_watchdog_stopping(
                 break
     assert b"STOPPING=1" in rest, rest
     assert b"WATCHDOG=1" not in rest[rest.index(b"STOPPING=1") :]
+    assert "not alive" not in ts.log()  # a clean stop ends the watchers on purpose
     wait_trees_equal(source, replica.path)
 
 

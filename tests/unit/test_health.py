@@ -147,3 +147,11 @@ def test_table_shows_each_target() -> None:
 def test_worst_lag_for_sd_notify_status() -> None:
     status = engine(target(lag=1.4), target("/mnt/b", lag=75.2, paused=True))
     assert health.worst_lag(status) == "2 targets, worst lag 75s (/mnt/b), 1 paused"
+
+
+def test_a_stopping_daemon_warns_instead_of_reporting_its_watchers_down() -> None:
+    status = engine(target(), down=("watcher /srv/www",))._replace(stopping=True)
+    verdict = health.check(status, max_lag=60, warn_lag=30)
+    assert verdict.code == health.WARNING
+    assert verdict.line.startswith("TRIGSYNC WARNING - the daemon is stopping |")
+    assert health.table(status, NOW).splitlines()[0].endswith(", stopping")
