@@ -9,6 +9,8 @@ import logging.handlers
 import os
 from pathlib import Path
 
+from .errors import SetupError
+
 log = logging.getLogger(__name__)
 
 
@@ -23,6 +25,29 @@ class LogFile(logging.handlers.WatchedFileHandler):
                 old.close()
         finally:
             self.release()
+
+
+def log_to_file(path: str | None, *, keep_stderr: bool) -> None:
+    """Send the log to ``path`` (if given), and to stderr only if ``keep_stderr``."""
+    root = logging.getLogger()
+    if path is not None:
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
+            handler = LogFile(path)
+        except OSError as exc:
+            raise SetupError(
+                f"cannot open log file {path}: {exc.strerror}; pass --log-file FILE"
+            ) from exc
+        handler.setFormatter(root.handlers[0].formatter if root.handlers else None)
+        root.addHandler(handler)
+    if not keep_stderr:
+        for old in root.handlers[:]:
+            if not isinstance(old, LogFile):
+                root.removeHandler(old)
+
+
+def logging_to_file() -> bool:
+    return any(isinstance(h, LogFile) for h in logging.getLogger().handlers)
 
 
 def reopen_logs() -> int:

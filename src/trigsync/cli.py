@@ -11,9 +11,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import __version__, config, daemon
+from . import __version__, background, config, daemon
 from .engine import Engine
-from .errors import SetupError, TrigsyncError
+from .errors import TrigsyncError
 
 log = logging.getLogger("trigsync")
 
@@ -155,18 +155,18 @@ async def _serve(engine: Engine, on_ready: Callable[[], None]) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, _log_status, engine)
-    loop.add_signal_handler(signal.SIGHUP, _reopen_logs)
+    if background.logging_to_file():
+        loop.add_signal_handler(signal.SIGHUP, _reopen_logs)
+    else:  # the terminal went away: stop cleanly rather than die
+        loop.add_signal_handler(signal.SIGHUP, stop.set)
     await daemon.serve(engine, stop, on_ready=on_ready)
 
 
 def _reopen_logs() -> None:
     """``kill -HUP`` (logrotate): reopen the log file."""
-    from .background import reopen_logs
-
-    reopened = reopen_logs()
     log.info(
-        "SIGHUP: %s; the config is read at start only",
-        f"reopened {reopened} log file(s)" if reopened else "no log file to reopen",
+        "SIGHUP: reopened %d log file(s); the config is read at start only",
+        background.reopen_logs(),
     )
 
 
@@ -198,11 +198,9 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.once:
         ok = asyncio.run(engine.once())
         return 0 if ok else 5
-    from . import background
-
     if args.daemon or args.log_file:
         # With -d, startup errors still reach the terminal; after ready, only the file.
-        _log_to_file(
+        background.log_to_file(
             args.log_file or os.path.join(cfg.state_dir, "trigsync.log"), keep_stderr=args.daemon
         )
     pid_file = Path(args.pid_file).absolute() if args.pid_file else None
@@ -213,7 +211,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             background.write_pid_file(pid_file)
         if detached is not None:
             detached.ready()
-            _log_to_file(None, keep_stderr=False)
+            background.log_to_file(None, keep_stderr=False)
 
     try:
         asyncio.run(_serve(engine, ready))
@@ -222,27 +220,6 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             background.remove_pid_file(pid_file)
     log.info("stopped")
     return 0
-
-
-def _log_to_file(path: str | None, *, keep_stderr: bool) -> None:
-    """Send the log to ``path`` (if given), and to stderr only if ``keep_stderr``."""
-    from .background import LogFile
-
-    root = logging.getLogger()
-    if path is not None:
-        try:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
-            handler = LogFile(path)
-        except OSError as exc:
-            raise SetupError(
-                f"cannot open log file {path}: {exc.strerror}; pass --log-file FILE"
-            ) from exc
-        handler.setFormatter(root.handlers[0].formatter if root.handlers else None)
-        root.addHandler(handler)
-    if not keep_stderr:
-        for old in root.handlers[:]:
-            if not isinstance(old, LogFile):
-                root.removeHandler(old)
 
 
 def _verify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

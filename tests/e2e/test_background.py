@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.proc import wait_for
+from tests.support.proc import ProcGroup, wait_for
 from tests.support.rsyncd import RsyncDaemon, RsyncDaemonFactory
 from tests.support.trees import wait_trees_equal
 
@@ -104,3 +104,15 @@ def test_daemon_mode_reports_a_failed_start_on_the_terminal(tmp_path: Path) -> N
     assert result.returncode == 3
     assert "no-such-rsync" in result.stderr
     assert not (tmp_path / "pid").exists()
+
+
+def test_sighup_without_a_log_file_stops_cleanly(tmp_path: Path, procs: ProcGroup) -> None:
+    source, replica = tmp_path / "src", tmp_path / "dst"
+    source.mkdir()
+    replica.mkdir()
+    argv = [sys.executable, "-m", "trigsync", "run", str(source), str(replica)]
+    proc = procs.start([*argv, "--state-dir", str(tmp_path / "state")], name="trigsync", env=ENV)
+    wait_for(lambda: b"watching " in proc.stderr(), 20, what="trigsync to start watching")
+    proc.signal(signal.SIGHUP)  # its terminal went away
+    assert proc.wait(30) == 0, proc.stderr().decode()
+    assert b"stopped" in proc.stderr()
