@@ -104,7 +104,7 @@ def table(status: EngineStatus, now: float | None = None) -> str:
                     _age(t.lag),
                     _when(t.last_success, now),
                     str(t.paths_sent),
-                    t.last_error or "-",
+                    " ".join((t.last_error or "-").split()),
                 )
             )
         widths = [max(len(r[i]) for r in rows) for i in range(len(head) - 1)]
@@ -149,7 +149,8 @@ def check(status: EngineStatus, *, max_lag: float, warn_lag: float) -> Verdict:
     code = max((c for c, _ in problems), default=OK)
     if problems:
         problems.sort(key=lambda p: -p[0])
-        text = "; ".join(msg for _, msg in problems)
+        # One line, and '|' starts the perfdata: an rsync error may hold either.
+        text = " ".join("; ".join(msg for _, msg in problems).replace("|", "/").split())
     else:
         worst = max((t.lag for t in targets), default=0.0)
         text = f"{_count(len(targets), 'target')} in sync, worst lag {_age(worst)}"

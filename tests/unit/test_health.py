@@ -155,3 +155,11 @@ def test_a_stopping_daemon_warns_instead_of_reporting_its_watchers_down() -> Non
     assert verdict.code == health.WARNING
     assert verdict.line.startswith("TRIGSYNC WARNING - the daemon is stopping |")
     assert health.table(status, NOW).splitlines()[0].endswith(", stopping")
+
+
+def test_an_error_text_cannot_break_the_nagios_line() -> None:
+    status = engine(target(state="backoff", last_error="rsync: a | b\n  second line"))
+    line = health.check(status, max_lag=60, warn_lag=30).line
+    assert "\n" not in line
+    assert line.count("|") == 1
+    assert "a / b second line" in line
