@@ -83,6 +83,15 @@ def test_status_reports_the_running_daemon(
     assert row.split()[1:3] == ["ok", "0"]
     ok = cli(state, "check")
     assert (ok.returncode, ok.stdout.split(" - ")[0]) == (0, "TRIGSYNC OK"), ok.stdout
+    by_config = subprocess.run(  # noqa: S603 - argv list, no shell
+        [sys.executable, "-m", "trigsync", "status", "--json", "--config", str(ts.config)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=30,
+        check=False,
+    )  # the state directory comes from the config file
+    assert json.loads(by_config.stdout)["pid"] == ts.proc.pid, by_config.stderr
 
 
 def test_lag_grows_while_paused_and_resume_sends_it(
