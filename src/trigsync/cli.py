@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from . import __version__, config
+from . import __version__, background, config, daemon
 from .engine import Engine
 from .errors import TrigsyncError
 
@@ -34,6 +36,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--delay", type=float, default=0.0, help="aggregate changes for this many seconds"
     )
+    run.add_argument(
+        "-d", "--daemon", action="store_true", help="go to the background once started (no systemd)"
+    )
+    run.add_argument("--pid-file", help="write the pid here once started; removed at exit")
+    run.add_argument(
+        "--log-file",
+        help="log here, not to stderr; SIGHUP reopens it (with -d: STATE_DIR/trigsync.log)",
+    )
     _verbosity(run)
 
     verify = sub.add_parser(
@@ -41,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     _sync_arguments(verify)
     _verbosity(verify)
+
+    _service_commands(sub)
 
     demo = sub.add_parser("demo", help="replicate a demo tree to a throwaway local rsync daemon")
     demo.add_argument("--keep", action="store_true", help="keep running until Ctrl-C")
@@ -65,6 +77,45 @@ def _sync_arguments(run: argparse.ArgumentParser) -> None:
     )
     run.add_argument("--state-dir", help="where trigsync keeps its state")
     run.add_argument("--rsync-path", default="rsync", help="the rsync binary to run")
+
+
+def _service_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """status, check, pause, resume, sync-now (over the control socket) and service install."""
+    status = sub.add_parser("status", help="show each target's state, pending paths and lag")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    check = sub.add_parser(
+        "check", help="Nagios/Icinga/Zabbix check: exit 0 ok, 1 warning, 2 critical"
+    )
+    check.add_argument(
+        "--max-lag", default="60s", help="critical past this lag (default 60s; 90, 5m, 1h)"
+    )
+    check.add_argument("--warn-lag", help="warning past this lag (default: half of --max-lag)")
+    controls = [status, check]
+    for name, text in (
+        ("pause", "stop sending to TARGET (or all); changes keep accumulating"),
+        ("resume", "send again what accumulated while paused"),
+        ("sync-now", "run one reconciling full sync to TARGET (or all) now"),
+    ):
+        controls.append(sub.add_parser(name, help=text))
+        controls[-1].add_argument(
+            "target", nargs="?", metavar="TARGET", help="a target URL as in the config"
+        )
+    for parser in controls:
+        parser.add_argument("-c", "--config", help="read the state directory from this config")
+        parser.add_argument("--state-dir", help="the daemon's state directory")
+        parser.set_defaults(control=True)
+        _verbosity(parser)
+
+    service = sub.add_parser("service", help="install a systemd unit for trigsync")
+    action = service.add_subparsers(dest="action", required=True, metavar="ACTION")
+    install = action.add_parser("install", help="write trigsync.service (Type=notify, watchdog)")
+    install.add_argument(
+        "-c", "--config", help="config file the unit runs (default /etc/trigsync.toml)"
+    )
+    install.add_argument("--user", action="store_true", help="a user unit (systemctl --user)")
+    install.add_argument("--unit-dir", help="write the unit here instead of systemd's directory")
+    install.add_argument("--watchdog", default="30s", help="WatchdogSec (default 30s)")
+    _verbosity(install)
 
 
 def _verbosity(parser: argparse.ArgumentParser) -> None:
@@ -98,13 +149,25 @@ def _load_config(args: argparse.Namespace, top: argparse.ArgumentParser) -> conf
     )
 
 
-async def _serve(engine: Engine) -> None:
+async def _serve(engine: Engine, on_ready: Callable[[], None]) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, _log_status, engine)
-    await engine.run(stop)
+    if background.logging_to_file():
+        loop.add_signal_handler(signal.SIGHUP, _reopen_logs)
+    else:  # the terminal went away: stop cleanly rather than die
+        loop.add_signal_handler(signal.SIGHUP, stop.set)
+    await daemon.serve(engine, stop, on_ready=on_ready)
+
+
+def _reopen_logs() -> None:
+    """``kill -HUP`` (logrotate): reopen the log file."""
+    log.info(
+        "SIGHUP: reopened %d log file(s); the config is read at start only",
+        background.reopen_logs(),
+    )
 
 
 def _log_status(engine: Engine) -> None:
@@ -137,7 +200,26 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.once:
         ok = asyncio.run(engine.once())
         return 0 if ok else 5
-    asyncio.run(_serve(engine))
+    if args.daemon or args.log_file:
+        # With -d, startup errors still reach the terminal; after ready, only the file.
+        background.log_to_file(
+            args.log_file or os.path.join(cfg.state_dir, "trigsync.log"), keep_stderr=args.daemon
+        )
+    pid_file = Path(args.pid_file).absolute() if args.pid_file else None
+    detached = background.detach() if args.daemon else None  # before any thread or loop
+
+    def ready() -> None:
+        if pid_file is not None:
+            background.write_pid_file(pid_file)
+        if detached is not None:
+            detached.ready()
+            background.log_to_file(None, keep_stderr=False)
+
+    try:
+        asyncio.run(_serve(engine, ready))
+    finally:
+        if pid_file is not None:
+            background.remove_pid_file(pid_file)
     log.info("stopped")
     return 0
 
@@ -163,19 +245,67 @@ def _verify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return worst
 
 
+def _state_dir(args: argparse.Namespace) -> Path:
+    """--state-dir, else the config file's state_dir, else the default."""
+    if args.state_dir:
+        return Path(args.state_dir)
+    if args.config:
+        return Path(config.load(args.config).state_dir)
+    return Path(config.default_state_dir())
+
+
+def _control(args: argparse.Namespace) -> int:
+    from . import ctl
+    from .health import parse_duration
+
+    if args.command == "check":
+        max_lag = parse_duration(args.max_lag)
+        warn_lag = parse_duration(args.warn_lag) if args.warn_lag else None
+        return ctl.check(_state_dir(args), max_lag=max_lag, warn_lag=warn_lag)
+    if args.command == "status":
+        return ctl.status(_state_dir(args), as_json=args.json)
+    return ctl.command(_state_dir(args), args.command, args.target)
+
+
+def _service(args: argparse.Namespace) -> int:
+    from . import service
+    from .health import parse_duration
+
+    user = args.user
+    path = Path(args.config or "/etc/trigsync.toml").absolute()
+    config.load(path)  # a unit that cannot start helps nobody: check the file now
+    unit = service.install(
+        path,
+        user=user,
+        directory=Path(args.unit_dir) if args.unit_dir else None,
+        watchdog=max(1, round(parse_duration(args.watchdog))),
+    )
+    print(f"wrote {unit}")
+    print(service.enable_line(user=user))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import demo
+
+    return demo(keep=args.keep)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     _setup_logging(args)
+    commands: dict[str, Callable[[], int]] = {
+        "run": lambda: _run(args, parser),
+        "verify": lambda: _verify(args, parser),
+        "service": lambda: _service(args),
+        "demo": lambda: _demo(args),
+    }
     try:
-        if args.command == "run":
-            return _run(args, parser)
-        if args.command == "verify":
-            return _verify(args, parser)
-        if args.command == "demo":
-            from .demo import demo
-
-            return demo(keep=args.keep)
+        if getattr(args, "control", False):
+            return _control(args)
+        if args.command in commands:
+            return commands[args.command]()
     except TrigsyncError as exc:
         log.error("%s", exc)
         return exc.exit_code

@@ -70,6 +70,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._closing = False
         self._closed = asyncio.Event()
+        self.paused = False  # `trigsync pause`: changes accumulate, no run starts
         self._state = "idle"
         self._since: float | None = None  # monotonic time of the oldest unsent change
         # up to max_parallel runs with disjoint paths, by lane
@@ -110,6 +111,11 @@ class Dispatcher:
         self._closed.set()
         self._wake.set()
 
+    def pause(self, paused: bool = True) -> None:
+        """Stop or restart taking batches; a run in flight finishes either way."""
+        self.paused = paused
+        self._wake.set()
+
     async def wait_idle(self) -> None:
         """Wait until nothing is pending or in flight."""
         await self._idle.wait()
@@ -128,6 +134,7 @@ class Dispatcher:
                 lag=0.0 if oldest is None else now - oldest,
                 last_error=self._last_error,
                 journal_error=self.journal.error,
+                paused=self.paused,
             )
         )
 
@@ -170,11 +177,15 @@ class Dispatcher:
             seq = self.journal.sequence() if takes_all else None
             single = time.monotonic() < self._single_until
             flights = self._flights.values()
-            batch = lanes.take(self.pending, flights, single=single, waited=self._waited())
+            batch = (
+                None
+                if self.paused
+                else lanes.take(self.pending, flights, single=single, waited=self._waited())
+            )
             if batch is None:
                 self._mark_idle()
-                if self._closing and not self.pending:
-                    self._state = "stopped"
+                if self._closing and (not self.pending or self.paused):
+                    self._state = "stopped"  # a paused target's pending set is saved for next start
                     return
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):

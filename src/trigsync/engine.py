@@ -167,6 +167,9 @@ class Engine:
         self._lock_fd = -1
         self.jobs: list[SyncJob] = []
         self._dispatchers: list[Dispatcher] = []
+        self.ready = asyncio.Event()  # watches placed, workers started (sd_notify READY=1)
+        self._started: float | None = None
+        self._parts: dict[str, asyncio.Task[None]] = {}  # what must stay alive, by name
 
     def _open(self, *, durable: bool) -> None:
         """Lock the state directory, open the pending store, build the jobs."""
@@ -211,7 +214,9 @@ class Engine:
             job.check()
 
     def status(self) -> EngineStatus:
-        return EngineStatus(tuple(job.status() for job in self.jobs))
+        down = tuple(name for name, task in self._parts.items() if task.done())
+        syncs = tuple(job.status() for job in self.jobs)
+        return EngineStatus(syncs, os.getpid(), self._started, down=down)
 
     async def wait_idle(self) -> None:
         for dispatcher in self._dispatchers:
@@ -236,13 +241,20 @@ class Engine:
             workers = [asyncio.create_task(d.run()) for d in self._dispatchers]
             pumps = [asyncio.create_task(job.pump()) for job in self.jobs]
             aux = [asyncio.create_task(job.catch_up(last)) for job in self.jobs]
+            self._parts = {
+                **{f"watcher {j.config.source}": p for j, p in zip(self.jobs, pumps, strict=True)},
+                **{f"worker {d.key}": w for d, w in zip(self._dispatchers, workers, strict=True)},
+            }
             if self.store is not None:
                 workers.append(asyncio.create_task(write_behind(self.store, self._unconfirmed)))
+                self._parts["journal"] = workers[-1]
             aux += [
                 asyncio.create_task(job.reconcile_every(job.config.reconcile_every))
                 for job in self.jobs
                 if job.config.reconcile_every
             ]
+            self._started = time.time()
+            self.ready.set()
             stopper = asyncio.create_task(stop.wait())
             # Workers and the write-behind task never return on their own: if one does,
             # it is a bug that the process must not outlive silently.

@@ -5,6 +5,7 @@
     ├── SetupError                exit 3   the machine is not ready (rsync missing, password file)
     │   └── WatchLimitError       exit 3   inotify watches or instances ran out
     ├── WatchError                exit 4   the source tree cannot be watched any more
+    ├── ControlError              exit 1   no daemon answers on the control socket, or it refused
     └── SyncError                 exit 5   one rsync run failed
         ├── TransientSyncError             retry with backoff (refused, timeout)
         │   └── BusySyncError              the daemon is at max connections: retry soon
@@ -48,6 +49,10 @@ class WatchError(TrigsyncError):
     """The source tree cannot be watched (it vanished or was unmounted)."""
 
     exit_code = 4
+
+
+class ControlError(TrigsyncError):
+    """No daemon answers on the control socket, or it refused the request."""
 
 
 class SyncError(TrigsyncError):

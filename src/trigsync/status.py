@@ -1,7 +1,8 @@
 """Immutable snapshots of the engine's state, per target and per sync.
 
-Everything that reports on trigsync (the SIGUSR1 log line today; status, health checks
-and metrics later) reads these, never the live objects.
+Everything that reports on trigsync (the SIGUSR1 log line, ``trigsync status`` and
+``check`` through the control socket, sd_notify's STATUS= line) reads these, never the
+live objects. Fields added later carry defaults, so older builders keep working.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class TargetStatus(NamedTuple):
     failures: int = 0
     restarts: int = 0  # unexpected errors (not an rsync exit) the worker carried on after
     journal_error: str | None = None  # why the state database lags memory, if it does
+    paused: bool = False  # by `trigsync pause`: changes accumulate, nothing is sent
 
 
 @dataclass(slots=True)
@@ -65,6 +67,11 @@ class SyncStatus(NamedTuple):
 
 class EngineStatus(NamedTuple):
     syncs: tuple[SyncStatus, ...]
+    pid: int = 0
+    started: float | None = None  # wall-clock time the watches were placed (ready)
+    heartbeat: float | None = None  # wall-clock time of the main loop's last tick
+    down: tuple[str, ...] = ()  # parts whose task has ended: "watcher SRC", "worker KEY", "journal"
+    stopping: bool = False  # SIGTERM came: the watchers are gone, the workers drain
 
     @property
     def idle(self) -> bool:
