@@ -75,6 +75,16 @@ def test_setup_in_a_fresh_clone_uses_a_venv_and_is_idempotent(tmp_path: Path) ->
     assert "installing" not in again.stderr
 
 
+@needs_system_python
+def test_setup_repairs_a_venv_left_without_pip(tmp_path: Path) -> None:
+    """An interrupted first setup (or a missing ensurepip) leaves a venv with no pip."""
+    checkout = clone(tmp_path)
+    run([str(SYSTEM_PYTHON), "-m", "venv", "--without-pip", ".venv"], cwd=checkout)
+    run(["./scripts/setup"], cwd=checkout)
+    version = run([str(checkout / ".venv/bin/python"), "-m", "trigsync", "--version"], cwd=checkout)
+    assert version.stdout.startswith("trigsync ")
+
+
 def test_wheel_and_sdist_install_and_run_in_a_clean_venv(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
     subprocess.run(  # noqa: S603 - fixed argv
@@ -120,6 +130,24 @@ def _install_and_run(checkout: Path, base: Path) -> None:
         ["./scripts/install"], cwd=checkout, env=env, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
+    # A rebuilt wheel of the same version, named relative to another directory, replaces
+    # the files (pip would call an equal version satisfied and keep the old ones).
+    wheel_dir = base / "dist"
+    subprocess.run(  # noqa: S603 - fixed argv
+        [sys.executable, "-m", "build", "--wheel", "--outdir", str(wheel_dir), str(checkout)],
+        capture_output=True,
+        check=True,
+        timeout=300,
+    )
+    marker = next(prefix.glob("lib/python3*/site-packages/trigsync/__init__.py"))
+    marker.write_text(marker.read_text() + "# stale\n")
+    wheel = next(wheel_dir.glob("trigsync-*.whl"))
+    result = subprocess.run(  # noqa: S603 - fixed argv
+        [str(checkout / "scripts/install"), f"dist/{wheel.name}"],
+        cwd=base, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "# stale" not in marker.read_text()
     shutil.rmtree(checkout)  # a regular install does not need the checkout any more
     as_root = run([str(bindir / "trigsync"), "--version"], cwd=base)
     assert as_root.stdout.startswith("trigsync ")
