@@ -14,7 +14,7 @@ import os
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .errors import (
     BusySyncError,
@@ -23,6 +23,7 @@ from .errors import (
     SyncError,
     TransientSyncError,
 )
+from .excludes import rebase
 
 log = logging.getLogger(__name__)
 
@@ -141,17 +142,22 @@ def full_argv(source: bytes, opts: Options, transport: Transport) -> list[Arg]:
 
 def link_dest_argv(
     source: bytes, old: bytes, new: bytes, opts: Options, transport: Transport
-) -> list[Arg]:
-    """argv that builds directory ``new`` on the receiver from its copy of ``old``.
+) -> list[Arg] | None:
+    """argv that builds directory ``new`` on the receiver from its copy of ``old``, or None
+    if the excludes cannot be expressed for a run rooted at ``new``.
 
     ``--link-dest`` is relative to the destination directory, and rsync looks files up
     there by their path below it: unchanged files become hard links, so the bytes of a
-    renamed directory never cross the wire again.
+    renamed directory never cross the wire again. The run is rooted at ``new``, so the
+    excludes are rebased onto it: ``/site/.env`` becomes ``/.env`` for ``site``.
     """
+    excludes = rebase(opts.excludes, new)
+    if excludes is None:
+        return None
     rel = os.path.relpath(old, new)
     destination = os.fsencode(transport.destination)
     return [
-        *_common(opts, transport),
+        *_common(replace(opts, excludes=excludes), transport),
         "-r",
         "--delete",
         b"--link-dest=" + rel,

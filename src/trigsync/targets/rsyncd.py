@@ -139,6 +139,8 @@ class DaemonTarget(Target):
 
         async def link(move: Move) -> bool:
             argv = rsync.link_dest_argv(source, move.old, move.new, options, transport)
+            if argv is None:  # excludes it cannot honour: the batch sends the bytes
+                return False
             async with slots:
                 result = await rsync.run(argv, env=transport.env)
             if result.outcome is not rsync.Outcome.OK:
