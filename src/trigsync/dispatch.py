@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from . import lanes, listing, partial, rsync
+from . import fullsync, lanes, listing, partial, rsync
 from .changes import Batch, Change, Kind, PendingSet, uncovered
 from .errors import BusySyncError, PermanentSyncError, SyncError
 from .rsync import PARTIAL
@@ -93,6 +93,7 @@ class Dispatcher:
         )
         self._aside: dict[bytes, Kind] = {}  # paths rsync refused (exit 23), retried slowly
         self._unlisted_until = 0.0
+        self._full_owed = False  # a full sync ended PARTIAL: owed until one completes
 
     def submit(self, batch: Batch) -> None:
         """Queue newer changes; the worker sends them as soon as it is free."""
@@ -273,7 +274,8 @@ class Dispatcher:
         if self.store is not None:
             pending = self.pending.peek()
             aside = tuple(Change(p, k) for p, k in self._aside.items())
-            self.store.replace(self.key, Batch(pending.changes + aside, pending.full))
+            full = pending.full or self._full_owed
+            self.store.replace(self.key, Batch(pending.changes + aside, full))
 
     async def _send(self, lane: int, batch: Batch, seq: int | None) -> None:
         """Run one batch; ``seq`` (if the batch took everything) is confirmed on success."""
@@ -294,6 +296,10 @@ class Dispatcher:
                 # A full sync moved everything it could; repeating it would not fix the rest.
                 self._last_error = f"target {self.target.name}: full sync incomplete: {rsync.reason(result.stderr)}"
                 log.error("%s", self._last_error)
+                self._full_owed = True
+                if not self._closing:  # retried; save() keeps it owed in the state dir
+                    loop = asyncio.get_running_loop()
+                    loop.call_later(self.settings.permanent_retry, self.submit, Batch(full=True))
             else:
                 rsync.raise_for(result, f"target {self.target.name}")
         except BaseException:
@@ -306,17 +312,20 @@ class Dispatcher:
             del self._flights[lane]
             self._wake.set()  # a lane waiting for these paths to be free may go now
         if self.store is not None and seq is not None:
-            self.store.confirm(self.key, seq, full=batch.full)
+            self.store.confirm(self.key, seq, full=batch.full and result.code != PARTIAL)
         if batch.covered:
             self.submit(uncovered(batch, lambda p: os.path.lexists(self.source + b"/" + p)))
         self._batches += 1
         self._paths += len(batch.changes)
         self._last_success = time.time()
-        if result.code != PARTIAL:
+        if batch.full and result.code != PARTIAL:
+            self._full_owed = False
+        if result.code != PARTIAL and not self._full_owed:
             self._last_error = None
         self._state = "idle"
         if batch.full:
-            log.info("%s: full sync done in %.3f s", self.target.name, result.seconds)
+            done = "incomplete" if result.code == PARTIAL else "done"
+            log.info("%s: full sync %s in %.3f s", self.target.name, done, result.seconds)
         else:
             log.info(
                 "%s: sent %d paths in %.3f s", self.target.name, len(batch.changes), result.seconds
@@ -342,8 +351,7 @@ class Dispatcher:
                 len(batch.moves),
             )
         if batch.full:
-            argv = rsync.full_argv(self.source, self.options, transport)
-            return await rsync.run(argv, env=transport.env)
+            return await fullsync.run(self.source, self.options, transport)
         argv = rsync.batch_argv(self.source, self.options, transport)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s: paths %r", self.target.name, entries)

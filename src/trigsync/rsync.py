@@ -129,12 +129,19 @@ def batch_argv(
     ]
 
 
-def full_argv(source: bytes, opts: Options, transport: Transport) -> list[Arg]:
-    """argv for reconciling the whole tree: only differences travel, extras are deleted."""
+def full_argv(
+    source: bytes, opts: Options, transport: Transport, *, exclude_from_stdin: bool = False
+) -> list[Arg]:
+    """argv for reconciling the whole tree: only differences travel, extras are deleted.
+
+    ``exclude_from_stdin``: more excludes, NUL-separated on stdin (see fullsync.py).
+    """
     return [
         *_common(opts, transport),
         "--delete",
         "--force",
+        # --from0 first: rsync reads an --exclude-from file while it parses its options.
+        *(("--from0", "--exclude-from=-") if exclude_from_stdin else ()),
         _as_dir(source),
         transport.destination,
     ]
