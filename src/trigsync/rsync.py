@@ -90,6 +90,16 @@ class Transport:
     env: Mapping[str, str] | None = None
 
 
+def child_environment(env: Mapping[str, str] | None) -> dict[str, str]:
+    """A child's environment: ours without RSYNC_PASSWORD, plus the target's own.
+
+    A password in trigsync's environment belongs to the daemon targets configured to use
+    it (TargetSpec.password, in their Transport.env); no other child may inherit it.
+    """
+    base = {k: v for k, v in os.environ.items() if k != "RSYNC_PASSWORD"}
+    return {**base, **(env or {})}
+
+
 @dataclass(frozen=True, slots=True)
 class Options:
     """rsync settings shared by every run of one target."""
@@ -236,7 +246,7 @@ async def spawn(
             stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE if stdout else asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
-            env=None if env is None else {**os.environ, **env},
+            env=child_environment(env),
         )
     except OSError as exc:
         raise SetupError(f"cannot run {argv[0]!r}: {exc.strerror}; check rsync_path") from exc

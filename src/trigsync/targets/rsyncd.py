@@ -126,10 +126,11 @@ class DaemonTarget(Target):
     def check(self) -> None:
         if self.spec.password_file:
             check_password_file(self.spec.password_file, self.spec.url)
-        elif self.address.user and not os.environ.get("RSYNC_PASSWORD"):
+        elif self.address.user and not self.spec.password:
             raise ConfigError(
                 f"target {self.spec.url} logs in as {self.address.user!r} but has no password; "
-                "give --password-file FILE (mode 600) or password_file in the config"
+                "give --password-file FILE (mode 600) or password_file in the config, "
+                "or set RSYNC_PASSWORD"
             )
 
     async def apply_moves(self, moves: Sequence[Move], source: bytes, options: Options) -> int:
@@ -157,4 +158,6 @@ class DaemonTarget(Target):
         if self.spec.password_file:
             options.append(f"--password-file={self.spec.password_file}")
         options += self.spec.extra_rsync_args
-        return Transport(self.address.destination, tuple(options))
+        secret = self.spec.password if not self.spec.password_file else None
+        env = {"RSYNC_PASSWORD": secret} if secret else None
+        return Transport(self.address.destination, tuple(options), env)
