@@ -151,7 +151,25 @@ class DaemonTarget(Target):
         # A renamed file, or a small directory, is cheaper to send again than to rebuild
         # with an rsync connection of its own.
         worth = [m for m in moves if m.old != m.new and _worth_linking(source + b"/" + m.new)]
+        if not worth or not await self._make_real_dirs([m.new for m in worth], source, options):
+            return 0
         return sum(await asyncio.gather(*(link(m) for m in worth)))
+
+    async def _make_real_dirs(self, dirs: Sequence[bytes], source: bytes, options: Options) -> bool:
+        """Make each directory, and every directory above it, a real one on the receiver.
+
+        A --link-dest run names its destination ``module/new/``, and rsync's receiver
+        enters that path as given: if the replica holds a symlink there (the source had
+        one until the rename), the rebuild and its --delete land wherever it points. A
+        listed run replaces such a symlink, and any in the implied parents, with a
+        directory. Nothing else writes to the target while moves are applied.
+        """
+        transport = self.transport()
+        argv = rsync.batch_argv(source, options, transport)
+        result = await rsync.run(argv, stdin=rsync.path_list(dirs), env=transport.env)
+        if result.outcome is not rsync.Outcome.OK:
+            log.debug("%s: directories for link-dest: exit %d", self.name, result.code)
+        return result.outcome is rsync.Outcome.OK
 
     def transport(self) -> Transport:
         options = [f"--contimeout={self.contimeout}", "--sockopts=TCP_NODELAY"]

@@ -1,4 +1,5 @@
-"""Excluded files never reach a daemon through a directory rename (issue 12, finding 5)."""
+"""A daemon's --link-dest rebuild of a renamed directory: it leaks no excluded file
+(issue 12, finding 5) and never writes through a symlink the replica holds (finding 3)."""
 
 from __future__ import annotations
 
@@ -38,3 +39,26 @@ def test_directory_renamed_onto_an_excluded_path_leaks_nothing(
     wait_trees_equal(source, replica.path, timeout=30, exclude=excluded)
     assert not (replica.path / "site" / ".env").exists(), "/site/.env leaked through the rename"
     assert not (replica.path / "site" / "conf" / "secret.key").exists()
+
+
+def test_rename_over_a_replicated_symlink_rebuilds_inside_the_replica(
+    source: Path, rsync_daemon_factory: RsyncDaemonFactory, start_trigsync: Start
+) -> None:
+    # chroot: the daemon keeps symlinks exact, and /victim resolves to module/victim
+    replica = daemon_replica(rsync_daemon_factory)
+    (source / "victim").mkdir()
+    (source / "victim" / "keep").write_bytes(b"must stay\n")
+    (source / "site").symlink_to("/victim")
+    new = source / "site_new"
+    new.mkdir()
+    for i in range(40):
+        (new / f"page{i:02d}.html").write_bytes(os.urandom(4096))
+    start_trigsync(replica, extra={"delay": 1.0})
+    wait_trees_equal(source, replica.path, timeout=30)
+    assert os.readlink(replica.path / "site") == "/victim"
+
+    (source / "site").unlink()  # in one delay window: the symlink goes, a directory takes
+    os.rename(new, source / "site")  # its name
+
+    wait_trees_equal(source, replica.path, timeout=30)
+    assert (replica.path / "victim" / "keep").read_bytes() == b"must stay\n"
