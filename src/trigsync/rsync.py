@@ -183,6 +183,20 @@ def link_dest_argv(
     ]
 
 
+def list_argv(path: bytes, opts: Options, transport: Transport) -> list[Arg]:
+    """argv that lists what the receiver holds at ``path`` (and below), one entry a line,
+    its type first (``d``, ``l``, ``-``...): rsync's ``--list-only`` from the target."""
+    destination = os.fsencode(transport.destination)
+    return [
+        opts.rsync_path,
+        "--list-only",
+        "-r",
+        f"--timeout={opts.timeout}",
+        *transport.options,
+        _as_dir(destination) + path,
+    ]
+
+
 def verify_argv(source: bytes, opts: Options, transport: Transport) -> list[Arg]:
     """argv for a dry run that itemizes every difference, directory times aside."""
     return [

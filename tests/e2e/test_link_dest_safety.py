@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,35 @@ def test_rename_over_a_replicated_symlink_rebuilds_inside_the_replica(
 
     wait_trees_equal(source, replica.path, timeout=30)
     assert (replica.path / "victim" / "keep").read_bytes() == b"must stay\n"
+
+
+@pytest.mark.parametrize("where", ["old", "below-old"])
+def test_rebuild_never_links_through_a_symlink_in_the_old_directory(
+    source: Path, rsync_daemon_factory: RsyncDaemonFactory, start_trigsync: Start, where: str
+) -> None:
+    replica = daemon_replica(rsync_daemon_factory)
+    (source / "victim").mkdir()
+    (source / "victim" / "keep").write_bytes(b"must not be linked\n")
+    old = source / "site_new"
+    if where == "old":  # site_new -> /victim is replicated as a symlink
+        old.symlink_to("/victim")
+        inner = old
+    else:  # site_new/sub -> /victim
+        old.mkdir()
+        (old / "sub").symlink_to("/victim")
+        inner = old / "sub"
+    start_trigsync(replica, extra={"delay": 1.0})
+    wait_trees_equal(source, replica.path, timeout=30)
+
+    # In one delay window: the symlink becomes a directory holding a copy of the file it
+    # pointed at (same bytes, mode and time), and the directory is renamed.
+    inner.unlink()
+    inner.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(source / "victim" / "keep", inner / "keep")
+    for i in range(40):
+        (old / f"page{i:02d}.html").write_bytes(os.urandom(4096))
+    os.rename(old, source / "site")
+
+    wait_trees_equal(source, replica.path, timeout=30)
+    kept = (replica.path / "victim" / "keep").stat()
+    assert kept.st_nlink == 1, "the rebuild hard-linked a file through a replica symlink"
