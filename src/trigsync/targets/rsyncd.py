@@ -143,19 +143,30 @@ class DaemonTarget(Target):
             if argv is None:  # excludes it cannot honour: the batch sends the bytes
                 return False
             async with slots:
-                if not await self._safe_to_link_from(move, source, options):
-                    return False
                 result = await rsync.run(argv, env=transport.env)
             if result.outcome is not rsync.Outcome.OK:
                 log.debug("%s: link-dest for %r failed: exit %d", self.name, move.new, result.code)
             return result.outcome is rsync.Outcome.OK
 
+        async def safe(move: Move) -> bool:
+            async with slots:
+                return await self._safe_to_link_from(move, source, options)
+
         # A renamed file, or a small directory, is cheaper to send again than to rebuild
         # with an rsync connection of its own.
         worth = [m for m in moves if m.old != m.new and _worth_linking(source + b"/" + m.new)]
-        if not worth or not await self._make_real_dirs(worth, source, options):
+        if not worth:
             return 0
-        return sum(await asyncio.gather(*(link(m) for m in worth)))
+        # The listings may run beside the run that makes the parents real: an old copy
+        # seen through a symlinked parent is gone once that parent is a directory.
+        made, *checked = await asyncio.gather(
+            self._make_real_dirs(worth, source, options), *(safe(m) for m in worth)
+        )
+        if not made:
+            return 0
+        return sum(
+            await asyncio.gather(*(link(m) for m, ok in zip(worth, checked, strict=True) if ok))
+        )
 
     async def _make_real_dirs(self, moves: Sequence[Move], source: bytes, options: Options) -> bool:
         """Make each new directory, every directory above it and above the old one, real
