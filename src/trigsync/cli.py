@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
         "--once", action="store_true", help="run the initial sync and exit (for cron and scripts)"
     )
     run.add_argument(
-        "--delay", type=float, default=0.0, help="aggregate changes for this many seconds"
+        "--delay", type=float, help="aggregate changes for this many seconds (default 0)"
     )
     run.add_argument(
         "-d", "--daemon", action="store_true", help="go to the background once started (no systemd)"
@@ -72,11 +72,9 @@ def _sync_arguments(run: argparse.ArgumentParser) -> None:
     )
     run.add_argument("-c", "--config", help="TOML config file with [[sync]] blocks")
     run.add_argument("--password-file", help="rsync daemon password file (mode 600)")
-    run.add_argument(
-        "--exclude", action="append", default=[], metavar="PATTERN", help="rsync-style exclude"
-    )
+    run.add_argument("--exclude", action="append", metavar="PATTERN", help="rsync-style exclude")
     run.add_argument("--state-dir", help="where trigsync keeps its state")
-    run.add_argument("--rsync-path", default="rsync", help="the rsync binary to run")
+    run.add_argument("--rsync-path", help="the rsync binary to run (default rsync)")
 
 
 def _service_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -130,23 +128,43 @@ def _setup_logging(args: argparse.Namespace) -> None:
     )
 
 
+# Flags that set one sync's keys: with --config, the file's [[sync]] block holds them.
+_PER_SYNC = {
+    "password_file": "password_file",
+    "exclude": "excludes",
+    "delay": "delay",
+    "rsync_path": "rsync_path",
+}
+
+
 def _load_config(args: argparse.Namespace, top: argparse.ArgumentParser) -> config.Config:
     parser: argparse.ArgumentParser = getattr(args, "subparser", top)
     if args.config:
         if args.source:
             parser.error("give either --config FILE or SOURCE TARGET..., not both")
-        return config.load(args.config)
-    if not args.source or not args.targets:
-        parser.error("give SOURCE and at least one TARGET, or --config FILE")
-    return config.from_args(
-        args.source,
-        args.targets,
-        password_file=args.password_file,
-        excludes=args.exclude,
-        delay=getattr(args, "delay", 0.0),
-        state_dir=args.state_dir,
-        rsync_path=args.rsync_path,
-    )
+        for dest, key in _PER_SYNC.items():
+            if getattr(args, dest, None) is not None:
+                flag = "--" + dest.replace("_", "-")
+                parser.error(
+                    f"{flag} cannot be given with --config; set {key} in {args.config} instead"
+                )
+        cfg = config.load(args.config)
+    else:
+        if not args.source or not args.targets:
+            parser.error("give SOURCE and at least one TARGET, or --config FILE")
+        cfg = config.from_args(
+            args.source,
+            args.targets,
+            password_file=args.password_file,
+            excludes=args.exclude or (),
+            delay=getattr(args, "delay", None) or 0.0,
+            state_dir=args.state_dir,
+            rsync_path=args.rsync_path or "rsync",
+        )
+    # The targets that use RSYNC_PASSWORD hold it now (TargetSpec.password): no child
+    # started from here on (rsync, ssh, anything else) inherits it.
+    os.environ.pop("RSYNC_PASSWORD", None)
+    return cfg
 
 
 async def _serve(engine: Engine, on_ready: Callable[[], None]) -> None:

@@ -20,7 +20,9 @@ Bad input raises ConfigError with one line naming the file, the key and the fix.
 from __future__ import annotations
 
 import difflib
+import logging
 import os
+import stat
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +31,9 @@ from typing import Any
 
 from .errors import ConfigError
 from .excludes import Excludes
-from .targets import TargetSpec, kind_of
+from .targets import DaemonTarget, TargetSpec, kind_of
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,15 @@ class SyncConfig:
     reconcile_every: float = 0.0  # seconds between full syncs; 0: never
     standby: bool = True  # keep one rsync per target connected, waiting for the next batch
     auto_raise_limits: bool = False  # as root, raise fs.inotify.max_user_watches when short
+
+
+def private_dir(path: Path) -> None:
+    """Make the state directory 0700 at every start: it holds the pending paths (names
+    from the source) and the ssh control sockets, which log in without a password."""
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode & 0o077:
+        log.warning("state directory %s was mode %04o; set to 0700", path, mode)
+        os.chmod(path, 0o700)
 
 
 def default_state_dir() -> str:
@@ -220,6 +233,8 @@ def _target(table: Any, origin: str, where: str, default_password: str | None) -
         remote_rsync=table.get("remote_rsync"),
         max_parallel=int(table.get("max_parallel", 2)),
         extra_rsync_args=tuple(_strings(table, "rsync_args", origin, where)),
+        # Only a daemon target without a password file takes the environment's password.
+        password=None if table.get("password_file", default_password) else _env_password(url),
     )
     if spec.max_parallel < 1:
         raise ConfigError(f"{origin}: {where}.max_parallel must be 1 or more")
@@ -228,6 +243,10 @@ def _target(table: Any, origin: str, where: str, default_password: str | None) -
     except ConfigError as exc:
         raise ConfigError(f"{origin}: {where}.url: {exc}") from None
     return spec
+
+
+def _env_password(url: str) -> str | None:
+    return os.environ.get("RSYNC_PASSWORD") if kind_of(url) is DaemonTarget else None
 
 
 def _check_keys(

@@ -83,6 +83,7 @@ class Dispatcher:
         self._idle.set()
         self._runner = Runner(source, target, options, standby=settings.standby)
         self._aside = partial.Aside(target.name, settings.permanent_retry, self.submit)
+        self._full_owed = False  # a full sync ended PARTIAL: owed until one completes
 
     def submit(self, batch: Batch) -> None:
         """Queue newer changes; the worker sends them as soon as it is free."""
@@ -254,9 +255,12 @@ class Dispatcher:
         return len(saved.changes) + saved.full
 
     def unconfirmed(self) -> Batch:
-        """Everything the target has not confirmed: pending, in flight and set aside."""
+        """Everything the target has not confirmed: pending, in flight and set aside.
+
+        A full sync that ended PARTIAL stays owed, across a restart too."""
         extra = [f.batch for f in self._flights.values()]
-        return unconfirmed_kinds(self.pending.peek(), [*extra, Batch(self._aside.changes())])
+        batch = unconfirmed_kinds(self.pending.peek(), [*extra, Batch(self._aside.changes())])
+        return batch if not self._full_owed or batch.full else Batch(batch.changes, full=True)
 
     async def _send(self, lane: int, batch: Batch, seq: int | None) -> None:
         """Run one batch; ``seq`` (if the batch took everything) is confirmed on success."""
@@ -278,6 +282,10 @@ class Dispatcher:
                 # A full sync moved everything it could; repeating it would not fix the rest.
                 self._last_error = f"target {self.target.name}: full sync incomplete: {rsync.reason(result.stderr)}"
                 log.error("%s", self._last_error)
+                self._full_owed = True
+                if not self._closing:  # retried; save() keeps it owed in the state dir
+                    loop = asyncio.get_running_loop()
+                    loop.call_later(self.settings.permanent_retry, self.submit, Batch(full=True))
             else:
                 rsync.raise_for(result, f"target {self.target.name}")
         except BaseException:
@@ -289,15 +297,18 @@ class Dispatcher:
         finally:
             del self._flights[lane]
             self._wake.set()  # a lane waiting for these paths to be free may go now
-        self.journal.confirm(seq, full=batch.full)
+        self.journal.confirm(seq, full=batch.full and result.code != PARTIAL)
         if batch.covered:
             self.submit(uncovered(batch, lambda p: os.path.lexists(self.source + b"/" + p)))
         self._tally.sent(len(batch.changes))
-        if result.code != PARTIAL:
+        if batch.full and result.code != PARTIAL:
+            self._full_owed = False
+        if result.code != PARTIAL and not self._full_owed:
             self._last_error = None
         self._state = "idle"
         if batch.full:
-            log.info("%s: full sync done in %.3f s", self.target.name, result.seconds)
+            done = "incomplete" if result.code == PARTIAL else "done"
+            log.info("%s: full sync %s in %.3f s", self.target.name, done, result.seconds)
         else:
             log.info(
                 "%s: sent %d paths in %.3f s", self.target.name, len(batch.changes), result.seconds

@@ -13,7 +13,7 @@ from pathlib import Path
 from . import rsync, targets
 from .catchup import changed_since
 from .changes import Batch
-from .config import Config, SyncConfig
+from .config import Config, SyncConfig, private_dir
 from .dispatch import Dispatcher, Settings
 from .errors import SetupError, TrigsyncError, WatchError, WatchLimitError
 from .excludes import Excludes
@@ -175,7 +175,9 @@ class Engine:
         """Lock the state directory, open the pending store, build the jobs."""
         try:
             self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._lock_fd = os.open(self.state_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+            private_dir(self.state_dir)
+            flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+            self._lock_fd = os.open(self.state_dir / "lock", flags, 0o600)
         except OSError as exc:
             raise SetupError(
                 f"cannot use state directory {self.state_dir}: {exc.strerror}; "

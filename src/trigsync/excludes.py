@@ -113,3 +113,56 @@ class Excludes:
 
     def rsync_args(self) -> list[str]:
         return [f"--exclude={p}" for p in self.patterns]
+
+
+_SLASH_IN_CLASS = re.compile(rb"\[[^\]]*/")
+
+
+def _component_matches(glob: bytes, name: bytes) -> bool:
+    return re.fullmatch(_translate(glob), name, re.DOTALL) is not None
+
+
+def _strip(globs: list[bytes], prefix: list[bytes]) -> list[bytes] | None:
+    """What an anchored pattern (as components) asks below ``prefix``; None if it cannot
+    match below it. An empty list: it matches ``prefix`` itself or a directory above it."""
+    if not all(_component_matches(g, n) for g, n in zip(globs, prefix, strict=False)):
+        return None
+    return globs[len(prefix) :]
+
+
+def rebase(patterns: Iterable[str], prefix: bytes) -> tuple[str, ...] | None:
+    """The patterns that exclude, in a run rooted at directory ``prefix``, exactly what
+    ``patterns`` exclude below ``prefix`` in a run rooted at the sync root.
+
+    rsync matches anchored patterns, and patterns holding a ``/``, against the path from
+    the transfer root, so ``/site/.env`` never matches in a run rooted at ``site/``.
+    Returns None when that cannot be done (``**``, a ``/`` inside ``[...]``), or when
+    ``prefix`` itself is excluded: such a directory is not to be rebuilt on its own.
+    """
+    patterns = tuple(patterns)
+    if Excludes(patterns).excludes(prefix, is_dir=True):
+        return None
+    base = [p for p in prefix.split(b"/") if p]
+    out: list[str] = []
+    for pattern in patterns:
+        raw = os.fsencode(pattern)
+        dirs_only = raw.endswith(b"/")
+        body = raw.rstrip(b"/")
+        anchored = body.startswith(b"/")
+        body = body.lstrip(b"/")
+        if not anchored and b"/" not in body and b"**" not in body:
+            out.append(pattern)  # matches the last component wherever it is
+            continue
+        if b"**" in body or _SLASH_IN_CLASS.search(body):
+            return None
+        globs = body.split(b"/")
+        if not anchored:
+            out.append(pattern)  # a tail that starts below the prefix
+        starts = [0] if anchored else range(len(base))
+        for start in starts:  # a tail that starts at the prefix's component ``start``
+            rest = _strip(globs, base[start:])
+            if rest == []:
+                return None
+            if rest:
+                out.append(os.fsdecode(b"/" + b"/".join(rest) + (b"/" if dirs_only else b"")))
+    return tuple(out)

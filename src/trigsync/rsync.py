@@ -14,7 +14,7 @@ import os
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .errors import (
     BusySyncError,
@@ -23,6 +23,7 @@ from .errors import (
     SyncError,
     TransientSyncError,
 )
+from .excludes import rebase
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,16 @@ class Transport:
     env: Mapping[str, str] | None = None
 
 
+def child_environment(env: Mapping[str, str] | None) -> dict[str, str]:
+    """A child's environment: ours without RSYNC_PASSWORD, plus the target's own.
+
+    A password in trigsync's environment belongs to the daemon targets configured to use
+    it (TargetSpec.password, in their Transport.env); no other child may inherit it.
+    """
+    base = {k: v for k, v in os.environ.items() if k != "RSYNC_PASSWORD"}
+    return {**base, **(env or {})}
+
+
 @dataclass(frozen=True, slots=True)
 class Options:
     """rsync settings shared by every run of one target."""
@@ -128,12 +139,19 @@ def batch_argv(
     ]
 
 
-def full_argv(source: bytes, opts: Options, transport: Transport) -> list[Arg]:
-    """argv for reconciling the whole tree: only differences travel, extras are deleted."""
+def full_argv(
+    source: bytes, opts: Options, transport: Transport, *, exclude_from_stdin: bool = False
+) -> list[Arg]:
+    """argv for reconciling the whole tree: only differences travel, extras are deleted.
+
+    ``exclude_from_stdin``: more excludes, NUL-separated on stdin (see fullsync.py).
+    """
     return [
         *_common(opts, transport),
         "--delete",
         "--force",
+        # --from0 first: rsync reads an --exclude-from file while it parses its options.
+        *(("--from0", "--exclude-from=-") if exclude_from_stdin else ()),
         _as_dir(source),
         transport.destination,
     ]
@@ -141,22 +159,41 @@ def full_argv(source: bytes, opts: Options, transport: Transport) -> list[Arg]:
 
 def link_dest_argv(
     source: bytes, old: bytes, new: bytes, opts: Options, transport: Transport
-) -> list[Arg]:
-    """argv that builds directory ``new`` on the receiver from its copy of ``old``.
+) -> list[Arg] | None:
+    """argv that builds directory ``new`` on the receiver from its copy of ``old``, or None
+    if the excludes cannot be expressed for a run rooted at ``new``.
 
     ``--link-dest`` is relative to the destination directory, and rsync looks files up
     there by their path below it: unchanged files become hard links, so the bytes of a
-    renamed directory never cross the wire again.
+    renamed directory never cross the wire again. The run is rooted at ``new``, so the
+    excludes are rebased onto it: ``/site/.env`` becomes ``/.env`` for ``site``.
     """
+    excludes = rebase(opts.excludes, new)
+    if excludes is None:
+        return None
     rel = os.path.relpath(old, new)
     destination = os.fsencode(transport.destination)
     return [
-        *_common(opts, transport),
+        *_common(replace(opts, excludes=excludes), transport),
         "-r",
         "--delete",
         b"--link-dest=" + rel,
         _as_dir(source) + new + b"/",
         _as_dir(destination) + new + b"/",
+    ]
+
+
+def list_argv(path: bytes, opts: Options, transport: Transport) -> list[Arg]:
+    """argv that lists what the receiver holds at ``path`` (and below), one entry a line,
+    its type first (``d``, ``l``, ``-``...): rsync's ``--list-only`` from the target."""
+    destination = os.fsencode(transport.destination)
+    return [
+        opts.rsync_path,
+        "--list-only",
+        "-r",
+        f"--timeout={opts.timeout}",
+        *transport.options,
+        _as_dir(destination) + path,
     ]
 
 
@@ -223,7 +260,7 @@ async def spawn(
             stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE if stdout else asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
-            env=None if env is None else {**os.environ, **env},
+            env=child_environment(env),
         )
     except OSError as exc:
         raise SetupError(f"cannot run {argv[0]!r}: {exc.strerror}; check rsync_path") from exc

@@ -10,7 +10,7 @@ import stat
 import time
 from collections.abc import Sequence
 
-from . import partial, rsync
+from . import fullsync, partial, rsync
 from .changes import Batch, Change
 from .standby import Standby
 from .targets import Target
@@ -62,8 +62,7 @@ class Runner:
                 len(batch.moves),
             )
         if batch.full:
-            argv = rsync.full_argv(self.source, self.options, transport)
-            return await rsync.run(argv, env=transport.env)
+            return await fullsync.run(self.source, self.options, transport)
         argv = rsync.batch_argv(self.source, self.options, transport)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s: paths %r", self.target.name, entries)

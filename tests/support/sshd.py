@@ -15,7 +15,9 @@ from typing import Self
 from tests.support.ports import LOOPBACK, free_port, wait_for_greeting
 from tests.support.proc import Proc
 
-TEST_USER = "trigsync-test"
+# One user per test session, removed when its server closes: sessions run side by side,
+# so a shared user could be deleted under another session's feet.
+TEST_USER = f"trigsync-t{os.getpid()}"
 TEST_SHELL = "/bin/sh"
 BIND_ATTEMPTS = 5
 READY_TIMEOUT = 5.0
@@ -62,15 +64,18 @@ def _shadow_password(user: str) -> str | None:
     return None
 
 
-def ensure_test_user(user: str = TEST_USER) -> pwd.struct_passwd:
-    """Create `user` with a plain /bin/sh and an unlocked, password-less account if needed.
+def ensure_test_user(user: str = TEST_USER) -> tuple[pwd.struct_passwd, bool]:
+    """Create `user` with a plain /bin/sh and an unlocked, password-less account if needed;
+    returns its entry and whether it was created here.
 
     Without PAM, sshd refuses even key logins to a locked account ('!' in /etc/shadow), and
     root's shell here runs pyenv init on every command, hence a dedicated light user.
     """
+    created = False
     try:
         entry = pwd.getpwnam(user)
     except KeyError:
+        created = True
         done = _run(
             ["useradd", "--create-home", "--shell", TEST_SHELL, "--password", "*",
              "--comment", "trigsync test user", user]
@@ -84,7 +89,14 @@ def ensure_test_user(user: str = TEST_USER) -> pwd.struct_passwd:
         if done.returncode != 0:
             raise SshdError(f"usermod {user} failed: {done.stderr.strip()}")
         entry = pwd.getpwnam(user)
-    return entry
+    return entry, created
+
+
+def remove_test_user(user: str) -> None:
+    """Delete the user and its home (its sshd is stopped first, so nothing runs as it)."""
+    done = _run(["userdel", "--force", "--remove", user])
+    if done.returncode not in (0, 6):  # 6: no such user
+        raise SshdError(f"userdel {user} failed: {done.stderr.strip()}")
 
 
 def _keygen(path: Path, comment: str) -> None:
@@ -117,6 +129,7 @@ class SshServer:
         self._proc: Proc | None = None
         self._starts = 0
         self._prepared = False
+        self._created_user = False
 
     @property
     def url(self) -> str:
@@ -161,7 +174,7 @@ class SshServer:
         reason = sshd_unavailable_reason()
         if reason is not None:
             raise SshdError(reason)
-        entry = ensure_test_user(self.user)
+        entry, self._created_user = ensure_test_user(self.user)
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)
         _keygen(self.host_key, "trigsync-test-host")
         _keygen(self.identity_file, "trigsync-test-client")
@@ -258,9 +271,12 @@ class SshServer:
             self._proc = None
 
     def close(self) -> None:
-        """Stop sshd and remove its directory (keys, config, replica)."""
+        """Stop sshd and remove its directory (keys, config, replica) and the test user."""
         self.stop()
         shutil.rmtree(self.base_dir, ignore_errors=True)
+        if self._created_user:
+            remove_test_user(self.user)
+            self._created_user = False
 
     def __enter__(self) -> Self:
         if not self.running:

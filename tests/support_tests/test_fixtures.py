@@ -183,7 +183,9 @@ def test_ssh_push_compares_equal_ignoring_owners(ssh_target: SshServer, tmp_path
     assert (ssh_target.replica / "secret").stat().st_uid == test_uid
     owned = diff(snapshot(src, owners=True), snapshot(ssh_target.replica, owners=True))
     assert owned and all("owner differs" in line or "more difference" in line for line in owned)
-    assert ssh_target.url == f"ssh://trigsync-test@127.0.0.1:{ssh_target.port}{ssh_target.replica}"
+    assert (
+        ssh_target.url == f"ssh://{ssh_target.user}@127.0.0.1:{ssh_target.port}{ssh_target.replica}"
+    )
 
 
 def test_ssh_runs_commands_as_light_test_user(ssh_target: SshServer) -> None:
@@ -199,7 +201,7 @@ def test_ssh_runs_commands_as_light_test_user(ssh_target: SshServer) -> None:
     )
 
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == [b"trigsync-test", b"sh"]
+    assert done.stdout.split() == [ssh_target.user.encode(), b"sh"]
     known = ssh_target.known_hosts_file.read_text()
     assert known.startswith(f"[127.0.0.1]:{ssh_target.port} ssh-ed25519 ")
     assert ssh_target.identity_file.stat().st_mode & 0o777 == 0o600

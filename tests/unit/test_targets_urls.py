@@ -68,9 +68,11 @@ def test_ssh_forms() -> None:
 def test_ssh_transport_is_multiplexed(tmp_path: Path) -> None:
     t = build(TargetSpec("ssh://u@h:2222/srv", identity_file="/k"), state_dir=tmp_path)
     tr = t.transport()
-    assert tr.destination == "u@h:/srv/"
+    assert tr.destination == "h:/srv/"
     e = tr.options[tr.options.index("-e") + 1]
     assert "ControlMaster=auto" in e and f"ControlPath={tmp_path}/ssh/" in e and "-i /k" in e
+    # rsync appends only the host, after "--": a host can never be read as an ssh option
+    assert e.endswith(" -l u --")
 
 
 def test_daemon_transport_never_carries_the_password(tmp_path: Path) -> None:

@@ -25,6 +25,9 @@ class TargetSpec:
     remote_rsync: str | None = None
     max_parallel: int = 2
     extra_rsync_args: tuple[str, ...] = field(default=())
+    # RSYNC_PASSWORD from trigsync's environment, kept for the daemon targets that log in
+    # without a password_file; it reaches their rsync runs only (see config.py).
+    password: str | None = field(default=None, repr=False, compare=False)
 
 
 class Target(abc.ABC):

@@ -10,6 +10,7 @@ from pathlib import Path
 from ..changes import Move
 from ..errors import SetupError
 from ..rsync import Transport
+from . import beneath
 from .base import Target, TargetSpec, require_absolute
 
 log = logging.getLogger(__name__)
@@ -34,21 +35,29 @@ class LocalTarget(Target):
             )
 
     async def rename(self, moves: Sequence[Move]) -> Sequence[Move]:
-        base = os.fsencode(self.path)
+        """Rename beneath the replica root without following a symlink in any component."""
+        try:
+            root = beneath.open_root(os.fsencode(self.path))
+        except OSError as exc:
+            log.debug("%s: cannot open the replica root (%s); rsync sends", self.name, exc)
+            return ()
         done = []
-        for move in moves:
-            try:
-                os.rename(base + move.old, base + move.new)
-            except OSError as exc:
-                log.debug(
-                    "%s: rename %r -> %r failed (%s); rsync sends it",
-                    self.name,
-                    move.old,
-                    move.new,
-                    exc.strerror,
-                )
-            else:
-                done.append(move)
+        try:
+            for move in moves:
+                try:
+                    beneath.rename(root, move.old, move.new)
+                except OSError as exc:
+                    log.debug(
+                        "%s: rename %r -> %r failed (%s); rsync sends it",
+                        self.name,
+                        move.old,
+                        move.new,
+                        exc.strerror,
+                    )
+                else:
+                    done.append(move)
+        finally:
+            os.close(root)
         return done
 
     def transport(self) -> Transport:

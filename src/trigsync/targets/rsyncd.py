@@ -126,10 +126,11 @@ class DaemonTarget(Target):
     def check(self) -> None:
         if self.spec.password_file:
             check_password_file(self.spec.password_file, self.spec.url)
-        elif self.address.user and not os.environ.get("RSYNC_PASSWORD"):
+        elif self.address.user and not self.spec.password:
             raise ConfigError(
                 f"target {self.spec.url} logs in as {self.address.user!r} but has no password; "
-                "give --password-file FILE (mode 600) or password_file in the config"
+                "give --password-file FILE (mode 600) or password_file in the config, "
+                "or set RSYNC_PASSWORD"
             )
 
     async def apply_moves(self, moves: Sequence[Move], source: bytes, options: Options) -> int:
@@ -139,20 +140,106 @@ class DaemonTarget(Target):
 
         async def link(move: Move) -> bool:
             argv = rsync.link_dest_argv(source, move.old, move.new, options, transport)
+            if argv is None:  # excludes it cannot honour: the batch sends the bytes
+                return False
             async with slots:
                 result = await rsync.run(argv, env=transport.env)
             if result.outcome is not rsync.Outcome.OK:
                 log.debug("%s: link-dest for %r failed: exit %d", self.name, move.new, result.code)
             return result.outcome is rsync.Outcome.OK
 
+        async def safe(move: Move) -> bool:
+            async with slots:
+                return await self._safe_to_link_from(move, source, options)
+
         # A renamed file, or a small directory, is cheaper to send again than to rebuild
         # with an rsync connection of its own.
         worth = [m for m in moves if m.old != m.new and _worth_linking(source + b"/" + m.new)]
-        return sum(await asyncio.gather(*(link(m) for m in worth)))
+        if not worth:
+            return 0
+        # The listings may run beside the run that makes the parents real: an old copy
+        # seen through a symlinked parent is gone once that parent is a directory.
+        made, *checked = await asyncio.gather(
+            self._make_real_dirs(worth, source, options), *(safe(m) for m in worth)
+        )
+        if not made:
+            return 0
+        return sum(
+            await asyncio.gather(*(link(m) for m, ok in zip(worth, checked, strict=True) if ok))
+        )
+
+    async def _make_real_dirs(self, moves: Sequence[Move], source: bytes, options: Options) -> bool:
+        """Make each new directory, every directory above it and above the old one, real
+        directories on the receiver, as the source has them.
+
+        A --link-dest run names its destination ``module/new/`` and looks files up below
+        ``module/old/``, and rsync's receiver enters both paths as given: a symlink the
+        replica holds there (the source had one until the rename) would take the rebuild
+        and its --delete, or the lookups, wherever it points. A listed run replaces such a
+        symlink, and any in the implied parents, with a directory, or deletes what the
+        source no longer has. Nothing else writes to the target while moves are applied.
+        """
+        paths = {m.new for m in moves}
+        paths.update(parent for m in moves if (parent := m.old.rpartition(b"/")[0]))
+        transport = self.transport()
+        argv = rsync.batch_argv(source, options, transport)
+        result = await rsync.run(argv, stdin=rsync.path_list(sorted(paths)), env=transport.env)
+        if result.outcome is not rsync.Outcome.OK:
+            log.debug("%s: directories for link-dest: exit %d", self.name, result.code)
+        return result.outcome is rsync.Outcome.OK
+
+    async def _safe_to_link_from(self, move: Move, source: bytes, options: Options) -> bool:
+        """Whether the receiver's old directory is a directory, and holds no symlink where
+        the new one has a directory (a lookup below it would follow that symlink)."""
+        transport = self.transport()
+        argv = rsync.list_argv(move.old, options, transport)
+        result = await rsync.run(argv, env=transport.env, stdout=True)
+        if result.outcome is not rsync.Outcome.OK:
+            return False
+        unsafe = symlinked_dirs(result.stdout, move.old, source + b"/" + move.new)
+        if unsafe:
+            log.info(
+                "%s: %r holds symlinks where %r has directories; sending it",
+                self.name,
+                move.old,
+                move.new,
+            )
+        return not unsafe
 
     def transport(self) -> Transport:
         options = [f"--contimeout={self.contimeout}", "--sockopts=TCP_NODELAY"]
         if self.spec.password_file:
             options.append(f"--password-file={self.spec.password_file}")
         options += self.spec.extra_rsync_args
-        return Transport(self.address.destination, tuple(options))
+        secret = self.spec.password if not self.spec.password_file else None
+        env = {"RSYNC_PASSWORD": secret} if secret else None
+        return Transport(self.address.destination, tuple(options), env)
+
+
+def symlinked_dirs(listing: bytes, old: bytes, new: bytes) -> bool:
+    """From ``--list-only -r`` of ``old`` on the receiver: True unless ``old`` is a
+    directory whose symlinks all sit where ``new`` (a source path) has no directory.
+    A name that cannot be read back exactly (rsync escaped it) counts as unsafe."""
+    lines = listing.splitlines()
+    base = old.rpartition(b"/")[2]
+    if not lines or lines[0][:1] != b"d" or lines[0].split(None, 4)[-1] != base:
+        return True
+    for line in lines[1:]:
+        if line[:1] != b"l":
+            continue
+        fields = line.split(None, 4)
+        if len(fields) < 5 or b"\\#" in fields[4] or not fields[4].startswith(base + b"/"):
+            return True
+        rest = fields[4][len(base) + 1 :]
+        # "name -> target", or a name holding " -> ": try every cut
+        cuts = [rest] + [rest[:i] for i in range(len(rest)) if rest.startswith(b" -> ", i)]
+        if any(_is_dir(new + b"/" + name) for name in cuts):
+            return True
+    return False
+
+
+def _is_dir(path: bytes) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False

@@ -10,6 +10,7 @@ import hashlib
 import logging
 import os
 import re
+import shlex
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from .. import rsync
 from ..changes import Move
 from ..errors import ConfigError
 from ..rsync import Transport
+from . import beneath
 from .base import Target, TargetSpec, require_absolute
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,10 @@ def _rsync_quote(arg: str) -> str:
     return f"'{arg}'"
 
 
+# The remote command: fixed text, quoted once for the remote shell.
+REMOTE_RENAME = ("python3", "-c", shlex.quote(beneath.REMOTE_SCRIPT))
+
+
 class SshTarget(Target):
     kind = "ssh"
 
@@ -73,6 +79,7 @@ class SshTarget(Target):
         # Unix socket paths are short (108 bytes): name the socket by a hash of the URL.
         digest = hashlib.sha1(spec.url.encode()).hexdigest()[:16]
         self.control_path = state_dir / "ssh" / digest
+        self._remote_python = True
 
     def ssh_argv(self) -> list[str]:
         """The ssh command rsync runs, multiplexed through a control socket."""
@@ -93,34 +100,43 @@ class SshTarget(Target):
         return argv
 
     async def rename(self, moves: Sequence[Move]) -> Sequence[Move]:
-        """Rename over the multiplexed connection. The remote command is fixed text; the
-        paths travel NUL-separated on stdin, so no name ever reaches a shell."""
-        base = os.fsencode(self.address.path)
+        """Rename over the multiplexed connection with the remote python3, which opens each
+        parent without following a symlink (beneath.REMOTE_SCRIPT: fixed text); the paths
+        travel NUL-separated on stdin, so no name ever reaches a shell. Without python3 on
+        the remote nothing is renamed: rsync then sends the bytes."""
         todo = [m for m in moves if m.old != m.new]
-        if not todo:
+        if not todo or not self._remote_python:
             return ()
-        argv = [*self.ssh_argv(), self.address.login, "xargs", "-0", "-n", "2", "mv", "-T", "--"]
-        stdin = b"".join(base + m.old + b"\0" + base + m.new + b"\0" for m in todo)
-        result = await rsync.run(argv, stdin=stdin, watchdog=self.contimeout + 60)
-        if result.code != 0:
-            log.debug("%s: remote mv exit %d: %r", self.name, result.code, result.stderr[-300:])
-        # xargs exits 123 when some mv failed and does not say which: treat all as tried.
-        return todo if result.code in (0, 123) else ()
+        argv = [*self.ssh_argv(), "--", self.address.login, *REMOTE_RENAME]
+        stdin = os.fsencode(self.address.path) + b"\0"
+        stdin += b"".join(m.old + b"\0" + m.new + b"\0" for m in todo)
+        result = await rsync.run(argv, stdin=stdin, watchdog=self.contimeout + 60, stdout=True)
+        if result.code == 127:  # the remote shell found no python3
+            log.warning("%s: no python3 on the remote; renames are sent as copies", self.name)
+            self._remote_python = False
+        if result.code != 0 or len(result.stdout) != len(todo):
+            log.debug("%s: remote rename exit %d: %r", self.name, result.code, result.stderr[-300:])
+            return ()
+        return [m for m, ok in zip(todo, result.stdout, strict=True) if ok == ord("1")]
 
     def check(self) -> None:
         self.control_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def transport(self) -> Transport:
-        options = ["-e", " ".join(_rsync_quote(a) for a in self.ssh_argv())]
+        # rsync appends "-l USER HOST" to -e when the destination holds a user, which a
+        # "--" could not precede; so the user goes in -e and rsync only appends the host.
+        login = ["-l", self.address.user] if self.address.user else []
+        ssh = [*self.ssh_argv(), *login, "--"]
+        options = ["-e", " ".join(_rsync_quote(a) for a in ssh)]
         if self.spec.remote_rsync:
             options.append(f"--rsync-path={self.spec.remote_rsync}")
         options += self.spec.extra_rsync_args
-        return Transport(f"{self.address.login}:{self.address.path}", tuple(options))
+        return Transport(f"{self.address.host}:{self.address.path}", tuple(options))
 
     def close(self) -> None:
         if self.control_path.exists():
             subprocess.run(  # noqa: S603 - fixed argv, no shell
-                [*self.ssh_argv(), "-O", "exit", self.address.login],
+                [*self.ssh_argv(), "-O", "exit", "--", self.address.login],
                 capture_output=True,
                 timeout=10,
                 check=False,
