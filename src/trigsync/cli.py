@@ -9,7 +9,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from . import __version__, config
+from . import __version__, config, sersync_cli
 from .engine import Engine
 from .errors import TrigsyncError
 
@@ -23,11 +23,24 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"trigsync {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="watch a tree and replicate every change to the targets")
+    run = sub.add_parser(
+        "run",
+        help="watch a tree and replicate every change to the targets",
+        epilog=sersync_cli.SERSYNC_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _sync_arguments(run)
     run.add_argument(
-        "--initial-sync", action="store_true", help="push the whole tree once at start (sersync -r)"
+        "-r",
+        "--initial-sync",
+        action="store_true",
+        help="push the whole tree once at start (sersync -r)",
     )
+    run.add_argument(
+        "-d", "--daemon", action="store_true", help="detach into the background (sersync -d)"
+    )
+    run.add_argument("--pid-file", help="with -d: write the daemon's pid here")
+    run.add_argument("-n", dest="threads", type=int, help=argparse.SUPPRESS)  # sersync's -n
     run.add_argument(
         "--once", action="store_true", help="run the initial sync and exit (for cron and scripts)"
     )
@@ -41,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     _sync_arguments(verify)
     _verbosity(verify)
+
+    imp = sub.add_parser(
+        "import-sersync", help="print the trigsync.toml equivalent of a sersync confxml.xml"
+    )
+    imp.add_argument("xml", metavar="CONFXML", help="sersync's confxml.xml")
+    _verbosity(imp)
 
     demo = sub.add_parser("demo", help="replicate a demo tree to a throwaway local rsync daemon")
     demo.add_argument("--keep", action="store_true", help="keep running until Ctrl-C")
@@ -59,6 +78,7 @@ def _sync_arguments(run: argparse.ArgumentParser) -> None:
         "user@host:/path, or a local directory",
     )
     run.add_argument("-c", "--config", help="TOML config file with [[sync]] blocks")
+    run.add_argument("-o", dest="sersync_config", metavar="CONFXML", help="sersync's confxml.xml")
     run.add_argument("--password-file", help="rsync daemon password file (mode 600)")
     run.add_argument(
         "--exclude", action="append", default=[], metavar="PATTERN", help="rsync-style exclude"
@@ -81,6 +101,10 @@ def _setup_logging(args: argparse.Namespace) -> None:
 
 def _load_config(args: argparse.Namespace, top: argparse.ArgumentParser) -> config.Config:
     parser: argparse.ArgumentParser = getattr(args, "subparser", top)
+    if args.sersync_config:
+        if args.config or args.source:
+            parser.error("give one of -o CONFXML, --config FILE or SOURCE TARGET...")
+        return sersync_cli.load(args.sersync_config)
     if args.config:
         if args.source:
             parser.error("give either --config FILE or SOURCE TARGET..., not both")
@@ -129,13 +153,24 @@ def _log_status(engine: Engine) -> None:
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     cfg = _load_config(args, parser)
-    if args.state_dir and args.config:  # the command line wins over the file
+    if args.state_dir and (args.config or args.sersync_config):  # the command line wins
         cfg = config.Config(cfg.syncs, args.state_dir, cfg.origin)
     engine = Engine(cfg, initial_sync=args.initial_sync)
+    if args.threads is not None:
+        log.info("-n %d: not needed; trigsync runs one worker per target", args.threads)
     if args.once:
         ok = asyncio.run(engine.once())
         return 0 if ok else 5
-    asyncio.run(_serve(engine))
+    if args.daemon:
+        from .daemon import daemonize, remove_pid_file
+
+        daemonize(args.pid_file)
+        try:
+            asyncio.run(_serve(engine))
+        finally:
+            remove_pid_file(args.pid_file)
+    else:
+        asyncio.run(_serve(engine))
     log.info("stopped")
     return 0
 
@@ -161,8 +196,15 @@ def _verify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return worst
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one return per command
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if sersync_cli.is_sersync_argv(argv):  # sersync2's command line, trigsync in its place
+        try:
+            argv = sersync_cli.translate(argv)
+        except TrigsyncError as exc:
+            print(f"trigsync: {exc}", file=sys.stderr)
+            return exc.exit_code
     args = parser.parse_args(argv)
     _setup_logging(args)
     try:
@@ -170,6 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args, parser)
         if args.command == "verify":
             return _verify(args, parser)
+        if args.command == "import-sersync":
+            return sersync_cli.import_sersync(args.xml)
         if args.command == "demo":
             from .demo import demo
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from . import config
 from .errors import ConfigError
+from .excludes import regex_to_rsync
 
 # sersync's own defaults for the <inotify> toggles (sersync 2.5.4's confxml.xml).
 _INOTIFY_DEFAULTS = {
@@ -171,6 +172,15 @@ class _Reader:
                 regexes.append(child.get("expression", ""))
             else:
                 self.note(f"filter/{child.tag}", "only <exclude expression> is read: ignored")
+        for regex in regexes:
+            if regex_to_rsync(regex) is None:
+                self.note(
+                    f"filter/exclude {regex}",
+                    "has no rsync equivalent: the watcher skips what it matches, but a full "
+                    "sync (-r, crontab) sends it; add an rsync pattern to excludes",
+                    "exclude_regex",
+                    warning=True,
+                )
         if regexes:
             self.note(
                 "filter",

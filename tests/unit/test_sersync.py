@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from trigsync import config, sersync, sersync_import
+from trigsync import config, sersync, sersync_cli, sersync_import
 from trigsync.config import CommandHook
 from trigsync.errors import ConfigError
 from trigsync.targets import TargetSpec
@@ -74,7 +74,7 @@ def test_tutorial_setup_with_two_remotes_auth_port_filters_crontab_and_hook(
             ignore_error=False,
         ),
     )
-    assert _warnings(imported) == ["host", "plugin command"]
+    assert _warnings(imported) == ["host", r"filter/exclude (.*)\.(swp|swx)", "plugin command"]
     assert "issue 14" in str(next(n for n in imported.notes if n.element == "plugin command"))
 
 
@@ -149,3 +149,25 @@ def test_bad_files_fail_with_one_line_naming_the_problem(bad: bytes, message: st
 def test_missing_file_names_the_flag(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such file; check the path given to -o"):
         sersync.load(tmp_path / "nope.xml")
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["-d", "-r", "-o", "/opt/c.xml"], ["run", "-d", "-r", "-o", "/opt/c.xml"]),
+        (["-dro", "/opt/c.xml"], ["run", "-d", "-r", "-o", "/opt/c.xml"]),
+        (["-r", "-n", "12", "-o", "c.xml", "-v"], ["run", "-r", "-n", "12", "-o", "c.xml", "-v"]),
+        (["-r"], ["run", "-r", "-o", "confxml.xml"]),  # sersync2's default file
+    ],
+)
+def test_sersync2_command_line_becomes_run(argv: list[str], expected: list[str]) -> None:
+    assert sersync_cli.is_sersync_argv(argv)
+    assert sersync_cli.translate(argv) == expected
+
+
+def test_sersync2_flags_without_equivalent_are_refused_with_the_reason() -> None:
+    assert not sersync_cli.is_sersync_argv(["run", "-r"])
+    with pytest.raises(ConfigError, match="no such plugin: drop -m"):
+        sersync_cli.translate(["-m", "socket"])
+    with pytest.raises(ConfigError, match="-o needs a value"):
+        sersync_cli.translate(["-r", "-o"])
