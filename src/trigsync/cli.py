@@ -55,6 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     _sync_arguments(verify)
     _verbosity(verify)
 
+    doctor = sub.add_parser(
+        "doctor", help="check the setup of every target: one line per finding, with its fix"
+    )
+    _sync_arguments(doctor)
+    _verbosity(doctor)
+
     imp = sub.add_parser(
         "import-sersync", help="print the trigsync.toml equivalent of a sersync confxml.xml"
     )
@@ -212,6 +218,10 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one retur
             return _run(args, parser)
         if args.command == "verify":
             return _verify(args, parser)
+        if args.command == "doctor":
+            from .doctor import diagnose, report
+
+            return report(diagnose(_load_config(args, parser)))
         if args.command == "import-sersync":
             return sersync_cli.import_sersync(args.xml)
         if args.command == "demo":
