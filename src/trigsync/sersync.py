@@ -19,6 +19,7 @@ from typing import Any
 from . import config
 from .errors import ConfigError
 from .excludes import regex_to_rsync
+from .sersync_params import common_params
 
 # sersync's own defaults for the <inotify> toggles (sersync 2.5.4's confxml.xml).
 _INOTIFY_DEFAULTS = {
@@ -38,23 +39,6 @@ _INOTIFY_ALWAYS = {
     "closeWrite": "trigsync always sends a file once it is closed after writing",
     "moveFrom": "trigsync always replicates files moved out of the tree (as deletions)",
     "moveTo": "trigsync always replicates files moved into the tree",
-}
-# Short options that trigsync's own -a already gives, or that it must choose itself.
-_SHORT_SUBSUMED = "artlpgoDRv"
-_SHORT_WITH_VALUE = "efBTM"
-_LONG_DROPPED = {
-    "--archive",
-    "--recursive",
-    "--times",
-    "--links",
-    "--perms",
-    "--owner",
-    "--group",
-    "--devices",
-    "--specials",
-    "--relative",
-    "--verbose",
-    "--delete",
 }
 _UNSUPPORTED_PLUGINS = {
     "socket": "sends change notices to a socket server",
@@ -316,30 +300,11 @@ class _Reader:
 
     def _common_params(self, params: str) -> list[str]:
         try:
-            words = shlex.split(params)
+            kept = common_params(params)
         except ValueError as exc:
             raise self.fail("commonParams", f"params={params!r}: {exc}") from None
-        kept: list[str] = []
-        words_iter = iter(words)
-        for word in words_iter:
-            if word.startswith("--"):
-                if word.split("=", 1)[0] not in _LONG_DROPPED:
-                    kept.append(word)
-            elif word.startswith("-") and len(word) > 1:
-                letters = ""
-                for i, c in enumerate(word[1:], 1):
-                    if c in _SHORT_WITH_VALUE:  # the rest of the word, or the next, is its value
-                        value = word[i + 1 :] or next(words_iter, "")
-                        kept += [f"-{c}", value]
-                        break
-                    if c not in _SHORT_SUBSUMED:
-                        letters += c
-                if letters:
-                    kept.insert(0, f"-{letters}")
-            else:
-                raise self.fail("commonParams", f"params={params!r}: {word!r} is not an option")
         update = ""
-        if kept and kept[0].startswith("-") and "u" in kept[0] and not kept[0].startswith("--"):
+        if any(w.startswith("-") and not w.startswith("--") and "u" in w for w in kept):
             update = " (-u: files newer on the receiver are not overwritten)"
         self.note(
             "rsync/commonParams",

@@ -10,6 +10,7 @@ import pytest
 from trigsync import config, sersync, sersync_cli, sersync_import
 from trigsync.config import CommandHook
 from trigsync.errors import ConfigError
+from trigsync.sersync_params import common_params
 from trigsync.targets import TargetSpec
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sersync"
@@ -171,3 +172,21 @@ def test_sersync2_flags_without_equivalent_are_refused_with_the_reason() -> None
         sersync_cli.translate(["-m", "socket"])
     with pytest.raises(ConfigError, match="-o needs a value"):
         sersync_cli.translate(["-r", "-o"])
+
+
+@pytest.mark.parametrize(
+    "params, kept",
+    [
+        ("-artuz", ["-uz"]),
+        ("-avz --delete --bwlimit=100", ["-z", "--bwlimit=100"]),
+        ("-rtlz -e 'ssh -p 22'", ["-z", "-e", "ssh -p 22"]),
+        ("-a", []),
+    ],
+)
+def test_common_params_keep_what_trigsync_does_not_set_itself(params: str, kept: list[str]) -> None:
+    assert common_params(params) == kept
+
+
+def test_common_params_refuse_a_word_that_is_not_an_option() -> None:
+    with pytest.raises(ValueError, match="'rsync' is not an option"):
+        common_params("rsync -az")
