@@ -202,6 +202,9 @@ def password_file_check(spec: TargetSpec, user: str | None) -> list[Finding]:
         st = os.stat(path)
         with open(path, encoding="utf-8", errors="replace") as fh:
             text = fh.read(4096)
+    except FileNotFoundError:
+        fix = f"create it holding only the module's password, then run: chmod 600 {path}"
+        return [Finding(Level.ERROR, path, f"password file does not exist; {fix}")]
     except OSError as exc:
         return [Finding(Level.ERROR, path, f"cannot read the password file: {exc.strerror}")]
     return password_file_findings(
@@ -227,14 +230,14 @@ def diagnose(config: Config) -> list[Finding]:
                 continue
             pw = password_file_check(spec, target.address.user)
             found += pw
-            if any(f.level == Level.ERROR for f in pw):
-                continue  # every probe would fail on the password: fix that first
-            found += doctor_daemon.probe(target, sync, links)
+            # With a bad password file every probe past the greeting would fail on it.
+            reach_only = any(f.level == Level.ERROR for f in pw)
+            found += doctor_daemon.probe(target, sync, links, reach_only=reach_only)
     return found
 
 
 def report(findings: Iterable[Finding]) -> int:
-    findings = list(findings)
+    findings = list(dict.fromkeys(findings))  # targets sharing a password file: say it once
     for finding in findings:
         print(finding)
     return exit_code(findings)

@@ -251,12 +251,16 @@ def _clean(d: _Daemon, tmp: Path) -> None:
 
 
 def probe(
-    target: DaemonTarget, sync: SyncConfig, links: Sequence[tuple[bytes, bytes]]
+    target: DaemonTarget,
+    sync: SyncConfig,
+    links: Sequence[tuple[bytes, bytes]],
+    *,
+    reach_only: bool = False,
 ) -> list[Finding]:
     d = _Daemon(target, sync)
     unreachable = _reach(d)
-    if unreachable:
-        return [unreachable]
+    if unreachable or reach_only:
+        return [unreachable] if unreachable else []
     access = _access(d)
     if access.level == Level.ERROR:
         return [access]
