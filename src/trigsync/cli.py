@@ -168,8 +168,9 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         ok = asyncio.run(engine.once())
         return 0 if ok else 5
     if args.daemon:
-        from .daemon import daemonize, remove_pid_file
+        from .daemon import daemonize, preflight, remove_pid_file
 
+        preflight(cfg)
         daemonize(args.pid_file)
         try:
             asyncio.run(_serve(engine))

@@ -10,10 +10,23 @@ import contextlib
 import logging
 import logging.handlers
 import os
+from pathlib import Path
+
+from . import rsync, targets
+from .config import Config
 
 log = logging.getLogger(__name__)
 
 SYSLOG_SOCKET = "/dev/log"
+
+
+def preflight(config: Config) -> None:
+    """The start-up checks, run while a terminal still shows their one-line error."""
+    for sync in config.syncs:
+        rsync.check_binary(sync.rsync_path)
+        for spec in sync.targets:
+            state_dir = Path(config.state_dir)
+            targets.build(spec, state_dir=state_dir, contimeout=sync.contimeout).check()
 
 
 def daemonize(pid_file: str | None = None) -> None:

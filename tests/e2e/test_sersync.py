@@ -186,3 +186,22 @@ def test_sersync_flags_without_an_equivalent_say_so(confxml: Path) -> None:
     )
     assert result.returncode == 2
     assert "trigsync has no such plugin: drop -m to replicate" in result.stderr
+
+
+def test_d_reports_a_setup_error_on_the_terminal_before_detaching(
+    tmp_path: Path, confxml: Path, daemon: RsyncDaemon
+) -> None:
+    daemon.password_file.unlink()
+    pid_file = tmp_path / "trigsync.pid"
+    argv = ["-d", "-r", "-o", str(confxml), "--state-dir", str(tmp_path / "state")]
+    result = subprocess.run(  # noqa: S603 - argv list, no shell
+        [sys.executable, "-m", "trigsync", *argv, "--pid-file", str(pid_file)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=20,
+        check=False,
+    )
+    assert result.returncode == 3
+    assert f"password file {daemon.password_file} does not exist" in result.stderr
+    assert not pid_file.exists()
