@@ -1,6 +1,6 @@
 """Configuration as frozen plain data, from TOML or from the command line.
 
-Other formats (sersync's confxml.xml) only have to produce the same ``Config``.
+Other formats (sersync's confxml.xml, in ``sersync.py``) only produce the same ``Config``.
 Bad input raises ConfigError with one line naming the file, the key and the fix.
 
     state_dir = "/var/lib/trigsync"      # optional
