@@ -40,6 +40,8 @@ _INOTIFY_ALWAYS = {
     "moveFrom": "trigsync always replicates files moved out of the tree (as deletions)",
     "moveTo": "trigsync always replicates files moved into the tree",
 }
+_HOST = re.compile(r"[A-Za-z0-9._:%-]+")
+_USER = re.compile(r"[^\s@/:]+")
 _UNSUPPORTED_PLUGINS = {
     "socket": "sends change notices to a socket server",
     "refreshCDN": "purges URLs from a CDN",
@@ -253,6 +255,10 @@ class _Reader:
         ip, name = remote.get("ip", "").strip(), remote.get("name", "").strip()
         if not ip or not name:
             raise self.fail("remote", 'needs ip="host" and name="module" (or a path with ssh)')
+        if not _HOST.fullmatch(ip):
+            raise self.fail("remote", f"ip={ip!r} is not a host name or address")
+        if user and not _USER.fullmatch(user):
+            raise self.fail("auth", f"users={user!r} must be one user name, as in rsync_backup")
         host = f"[{ip}]" if ":" in ip else ip
         login = f"{user}@" if user else ""
         at = f":{port}" if port else ""

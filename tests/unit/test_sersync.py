@@ -136,6 +136,16 @@ def test_import_comments_sit_above_the_key_they_explain(tmp_path: Path) -> None:
             "positive whole number",
         ),
         (
+            b'<head><sersync><localpath watch="/"><remote ip="evil/x" name="m"/>'
+            b"</localpath></sersync></head>",
+            "not a host name or address",
+        ),
+        (
+            b'<head><sersync><localpath watch="/"><remote ip="h" name="m"/></localpath>'
+            b'<rsync><auth start="true" users="a@b" passwordfile="/p"/></rsync></sersync></head>',
+            "must be one user name",
+        ),
+        (
             b'<head><sersync><localpath watch="/nonexistent/dir"><remote ip="h" name="m"/>'
             b"</localpath></sersync></head>",
             "not a directory",
