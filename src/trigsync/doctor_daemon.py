@@ -26,7 +26,8 @@ from .targets.rsyncd import DaemonTarget
 
 CONNECT_TIMEOUT = 5.0
 RUN_TIMEOUT = 30.0
-TIMING_RUNS = 5  # the fastest of these is the transfer's cost, free of this machine's load
+BUSY_WAIT = 3.0  # seconds to keep asking a daemon at max connections
+TIMING_RUNS = 7  # the fastest of these is the transfer's cost, free of this machine's load
 HELD_CONNECTIONS = 3  # a standby plus two parallel runs: what one trigsync target may use
 PROBE = ".trigsync-doctor"
 LINK_TARGET = "/trigsync-doctor/probe"
@@ -45,7 +46,20 @@ class _Daemon:
         self.timeout = sync.timeout
         self.name = f"{PROBE}.{os.getpid()}"
 
-    def run(self, *args: str) -> tuple[int, str]:
+    def run(self, *args: str, wait_busy: bool = True) -> tuple[int, str]:
+        """One rsync run; a daemon at max connections is asked again for a while.
+
+        A finished run's slot frees only when the daemon's child has exited, a few hundred
+        ms later; the probes (and the clean-up above all) must not fail on that.
+        """
+        deadline = time.monotonic() + BUSY_WAIT
+        while True:
+            code, out = self._run_once(*args)
+            if not (wait_busy and _MAX_CONN.search(out)) or time.monotonic() > deadline:
+                return code, out
+            time.sleep(0.05)
+
+    def _run_once(self, *args: str) -> tuple[int, str]:
         try:
             proc = subprocess.run(  # noqa: S603 - argv list, no shell
                 [*self.base, *args], capture_output=True, timeout=RUN_TIMEOUT, check=False
@@ -230,9 +244,11 @@ def _max_connections(d: _Daemon) -> Finding | None:
         with _held(d, held) as holding:
             if holding < held:
                 break
-            code, out = d.run("--list-only", d.dest)
+            code, out = d.run("--list-only", d.dest, wait_busy=False)
         busy = _MAX_CONN.search(out)
-        if code != 0 and busy:
+        # The daemon states its limit; a slot still held by an earlier probe's exiting
+        # child can trip it early, so only a limit below what a target uses counts.
+        if code != 0 and busy and int(busy[1]) < HELD_CONNECTIONS:
             return Finding(
                 Level.WARNING,
                 d.target.name,

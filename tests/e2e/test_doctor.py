@@ -85,9 +85,12 @@ def _wrong_uid(s: Setup) -> Callable[[], object]:
     return lambda: os.chown(s.daemon.module_path, nobody.pw_uid, nobody.pw_gid)
 
 
-def _one_connection(s: Setup) -> Callable[[], object]:
-    s.daemon.reconfigure(max_connections=1)
-    return lambda: s.daemon.reconfigure(max_connections=None)
+def _connections(limit: int) -> Callable[[Setup], Callable[[], object]]:
+    def break_it(s: Setup) -> Callable[[], object]:
+        s.daemon.reconfigure(max_connections=limit)
+        return lambda: s.daemon.reconfigure(max_connections=None)
+
+    return break_it
 
 
 def _stock_socket_options(s: Setup) -> Callable[[], object]:
@@ -123,7 +126,8 @@ CASES: dict[str, tuple[Callable[[Setup], Callable[[], object]], int, list[str]]]
     "password-format": (_user_colon_password, 2, ["holds user:password", "only the password"]),
     "read-only": (_read_only, 2, ["module www is read only: set 'read only = no'"]),
     "not-writable": (_wrong_uid, 2, ["the daemon cannot write in module www's path"]),
-    "max-connections": (_one_connection, 1, ["max connections = 1 in [www]"]),
+    "max-connections-1": (_connections(1), 1, ["max connections = 1 in [www]"]),
+    "max-connections-2": (_connections(2), 1, ["max connections = 2 in [www]"]),
     "no-tcp-nodelay": (_stock_socket_options, 1, ["socket options = TCP_NODELAY"]),
     "chroot-munges-links": (
         _no_chroot_with_absolute_links,
