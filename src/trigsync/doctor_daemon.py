@@ -260,10 +260,40 @@ def _max_connections(d: _Daemon) -> Finding | None:
     return None
 
 
-def _clean(d: _Daemon, tmp: Path) -> None:
+def _clean(d: _Daemon, tmp: Path) -> Finding | None:
     empty = tmp / "empty"
     empty.mkdir(exist_ok=True)
-    d.run("-r", "--delete", f"--include=/{d.name}*", "--exclude=*", f"{empty}/", d.dest)
+    code, out = d.run("-r", "--delete", f"--include=/{d.name}*", "--exclude=*", f"{empty}/", d.dest)
+    if code == 0:
+        return None
+    return Finding(
+        Level.WARNING,
+        d.target.name,
+        f"could not remove the probe files {d.name}* from module {d.address.module} "
+        f"({_last(out)}): delete them on the receiver",
+    )
+
+
+def _in_module(d: _Daemon, tmp: Path, links: Sequence[tuple[bytes, bytes]]) -> list[Finding]:
+    """The probes that write in the module; what they wrote is removed again."""
+    probe_file = tmp / d.name
+    probe_file.write_bytes(b"trigsync doctor probe\n")
+    written = _write(d, probe_file)
+    if written.level != Level.OK:
+        return [written]  # nothing was written, so nothing to clean up
+    found = [written]
+    try:
+        found.append(_latency(d, probe_file))
+        skew = _skew(d, probe_file)
+        if skew:
+            found.append(skew)
+        if _sanitizes_links(d, tmp):
+            found += munged_link_findings(d.target.name, d.address.module, links, True)
+    finally:
+        left = _clean(d, tmp)
+        if left:
+            found.append(left)
+    return found
 
 
 def probe(
@@ -282,22 +312,7 @@ def probe(
         return [access]
     found = [access]
     with tempfile.TemporaryDirectory(prefix="trigsync-doctor-") as tmp_name:
-        tmp = Path(tmp_name)
-        probe_file = tmp / d.name
-        probe_file.write_bytes(b"trigsync doctor probe\n")
-        try:
-            written = _write(d, probe_file)
-            found.append(written)
-            if written.level == Level.OK:
-                found.append(_latency(d, probe_file))
-                skew = _skew(d, probe_file)
-                if skew:
-                    found.append(skew)
-                sanitizes = _sanitizes_links(d, tmp)
-                if sanitizes:
-                    found += munged_link_findings(d.target.name, d.address.module, links, True)
-        finally:
-            _clean(d, tmp)
+        found += _in_module(d, Path(tmp_name), links)
     busy = _max_connections(d)
     if busy:
         found.append(busy)

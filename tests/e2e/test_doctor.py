@@ -153,6 +153,7 @@ def test_each_wrong_setup_is_named_then_passes_once_fixed(setup: Setup, case: st
     assert code == expected_code, out
     for text in expected:
         assert text in out, out
+    assert "could not remove" not in out, out
     fix()
     code, out = setup.doctor()
     assert code == 0, out
