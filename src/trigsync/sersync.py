@@ -21,17 +21,17 @@ from .errors import ConfigError
 from .excludes import regex_to_rsync
 from .sersync_params import common_params
 
-# sersync's own defaults for the <inotify> toggles (sersync 2.5.4's confxml.xml).
-_INOTIFY_DEFAULTS = {
-    "delete": True,
-    "createFolder": True,
-    "createFile": False,
-    "closeWrite": True,
-    "moveFrom": True,
-    "moveTo": True,
-    "attrib": False,
-    "modify": False,
-}
+# The <inotify> toggles of sersync 2.5.4's confxml.xml.
+_INOTIFY_TOGGLES = (
+    "delete",
+    "createFolder",
+    "createFile",
+    "closeWrite",
+    "moveFrom",
+    "moveTo",
+    "attrib",
+    "modify",
+)
 # What trigsync does whatever the toggle says, when the toggle says otherwise.
 _INOTIFY_ALWAYS = {
     "delete": "trigsync always replicates deletions (sersync left them on the receiver)",
@@ -157,7 +157,11 @@ class _Reader:
             if child.tag == "exclude" and child.get("expression"):
                 regexes.append(child.get("expression", ""))
             else:
-                self.note(f"filter/{child.tag}", "only <exclude expression> is read: ignored")
+                self.note(
+                    f"filter/{child.tag}",
+                    "only <exclude expression> is read: ignored",
+                    warning=True,
+                )
         for regex in regexes:
             if regex_to_rsync(regex) is None:
                 self.note(
@@ -180,7 +184,7 @@ class _Reader:
         out: dict[str, Any] = {}
         for child in elem:
             name = child.tag
-            if name not in _INOTIFY_DEFAULTS:
+            if name not in _INOTIFY_TOGGLES:
                 self.note(f"inotify/{name}", "unknown event toggle: ignored", warning=True)
                 continue
             on = _on(child)
