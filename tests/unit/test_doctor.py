@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from trigsync.doctor import (
+    Finding,
     Level,
     exit_code,
     latency_finding,
@@ -18,7 +21,7 @@ from trigsync.doctor import (
 REG = 0o100000
 
 
-def _levels(findings: list) -> list[Level]:  # type: ignore[type-arg]
+def _levels(findings: list[Finding]) -> list[Level]:
     return [f.level for f in findings]
 
 
@@ -86,3 +89,21 @@ def test_latency_skew_and_exit_code() -> None:
     assert skew_finding("t", 1).level == Level.OK
     assert exit_code([slow, latency_finding("t", 0.01)]) == 1
     assert exit_code([]) == 0
+
+
+def test_source_findings_count_the_real_tree_against_the_kernel_limit(tmp_path: Path) -> None:
+    from trigsync.config import SyncConfig
+    from trigsync.doctor import source_findings
+    from trigsync.targets import TargetSpec
+
+    src = tmp_path / "src"
+    for name in ("a/b/c", "a/d", "e"):
+        (src / name).mkdir(parents=True)
+    (src / "link").symlink_to("a")  # a symlink to a directory takes no watch
+    limit = tmp_path / "max_user_watches"
+    sync = SyncConfig(source=str(src), targets=(TargetSpec(url="/backup"),))
+    limit.write_text("5\n")
+    (err,) = source_findings(sync, limit)
+    assert err.level == Level.ERROR and "6 directories" in err.text
+    limit.write_text("100\n")
+    assert _levels(source_findings(sync, limit)) == [Level.OK]
