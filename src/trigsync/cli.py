@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import __version__, background, config, daemon
+from . import __version__, background, config, daemon, sersync_cli
 from .engine import Engine
 from .errors import TrigsyncError
 
@@ -25,11 +25,20 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"trigsync {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="watch a tree and replicate every change to the targets")
+    run = sub.add_parser(
+        "run",
+        help="watch a tree and replicate every change to the targets",
+        epilog=sersync_cli.SERSYNC_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _sync_arguments(run)
     run.add_argument(
-        "--initial-sync", action="store_true", help="push the whole tree once at start (sersync -r)"
+        "-r",
+        "--initial-sync",
+        action="store_true",
+        help="push the whole tree once at start (sersync -r)",
     )
+    run.add_argument("-n", dest="threads", type=int, help=argparse.SUPPRESS)  # sersync's -n
     run.add_argument(
         "--once", action="store_true", help="run the initial sync and exit (for cron and scripts)"
     )
@@ -37,7 +46,10 @@ def _parser() -> argparse.ArgumentParser:
         "--delay", type=float, help="aggregate changes for this many seconds (default 0)"
     )
     run.add_argument(
-        "-d", "--daemon", action="store_true", help="go to the background once started (no systemd)"
+        "-d",
+        "--daemon",
+        action="store_true",
+        help="go to the background once started (no systemd; sersync -d)",
     )
     run.add_argument("--pid-file", help="write the pid here once started; removed at exit")
     run.add_argument(
@@ -53,6 +65,18 @@ def _parser() -> argparse.ArgumentParser:
     _verbosity(verify)
 
     _service_commands(sub)
+
+    doctor = sub.add_parser(
+        "doctor", help="check the setup of every target: one line per finding, with its fix"
+    )
+    _sync_arguments(doctor)
+    _verbosity(doctor)
+
+    imp = sub.add_parser(
+        "import-sersync", help="print the trigsync.toml equivalent of a sersync confxml.xml"
+    )
+    imp.add_argument("xml", metavar="CONFXML", help="sersync's confxml.xml")
+    _verbosity(imp)
 
     demo = sub.add_parser("demo", help="replicate a demo tree to a throwaway local rsync daemon")
     demo.add_argument("--keep", action="store_true", help="keep running until Ctrl-C")
@@ -71,6 +95,7 @@ def _sync_arguments(run: argparse.ArgumentParser) -> None:
         "user@host:/path, or a local directory",
     )
     run.add_argument("-c", "--config", help="TOML config file with [[sync]] blocks")
+    run.add_argument("-o", dest="sersync_config", metavar="CONFXML", help="sersync's confxml.xml")
     run.add_argument("--password-file", help="rsync daemon password file (mode 600)")
     run.add_argument("--exclude", action="append", metavar="PATTERN", help="rsync-style exclude")
     run.add_argument("--state-dir", help="where trigsync keeps its state")
@@ -139,6 +164,10 @@ _PER_SYNC = {
 
 def _load_config(args: argparse.Namespace, top: argparse.ArgumentParser) -> config.Config:
     parser: argparse.ArgumentParser = getattr(args, "subparser", top)
+    if args.sersync_config:
+        if args.config or args.source:
+            parser.error("give one of -o CONFXML, --config FILE or SOURCE TARGET...")
+        return sersync_cli.load(args.sersync_config)
     if args.config:
         if args.source:
             parser.error("give either --config FILE or SOURCE TARGET..., not both")
@@ -212,9 +241,11 @@ def _log_status(engine: Engine) -> None:
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     cfg = _load_config(args, parser)
-    if args.state_dir and args.config:  # the command line wins over the file
+    if args.state_dir and (args.config or args.sersync_config):  # the command line wins
         cfg = config.Config(cfg.syncs, args.state_dir, cfg.origin)
     engine = Engine(cfg, initial_sync=args.initial_sync)
+    if args.threads is not None:
+        log.info("-n %d: not needed; trigsync runs one worker per target", args.threads)
     if args.once:
         ok = asyncio.run(engine.once())
         return 0 if ok else 5
@@ -309,8 +340,21 @@ def _demo(args: argparse.Namespace) -> int:
     return demo(keep=args.keep)
 
 
+def _doctor(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .doctor import diagnose, report
+
+    return report(diagnose(_load_config(args, parser)))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if sersync_cli.is_sersync_argv(argv):  # sersync2's command line, trigsync in its place
+        try:
+            argv = sersync_cli.translate(argv)
+        except TrigsyncError as exc:
+            print(f"trigsync: {exc}", file=sys.stderr)
+            return exc.exit_code
     args = parser.parse_args(argv)
     _setup_logging(args)
     commands: dict[str, Callable[[], int]] = {
@@ -318,6 +362,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "verify": lambda: _verify(args, parser),
         "service": lambda: _service(args),
         "demo": lambda: _demo(args),
+        "doctor": lambda: _doctor(args, parser),
+        "import-sersync": lambda: sersync_cli.import_sersync(args.xml),
     }
     try:
         if getattr(args, "control", False):

@@ -1,6 +1,6 @@
 """Configuration as frozen plain data, from TOML or from the command line.
 
-Other formats (sersync's confxml.xml) only have to produce the same ``Config``.
+Other formats (sersync's confxml.xml, in ``sersync.py``) only produce the same ``Config``.
 Bad input raises ConfigError with one line naming the file, the key and the fix.
 
     state_dir = "/var/lib/trigsync"      # optional
@@ -37,6 +37,19 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
+class CommandHook:
+    """sersync's command plugin: ``argv + [path] + argv_after`` for each changed file.
+
+    Plain data only: hooks are run once issue 14's hook runner lands.
+    """
+
+    argv: tuple[str, ...]
+    argv_after: tuple[str, ...] = ()
+    include_regex: tuple[str, ...] = ()  # full match on the relative path; none: every file
+    ignore_error: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class SyncConfig:
     """One source tree and the targets it feeds."""
 
@@ -53,6 +66,9 @@ class SyncConfig:
     reconcile_every: float = 0.0  # seconds between full syncs; 0: never
     standby: bool = True  # keep one rsync per target connected, waiting for the next batch
     auto_raise_limits: bool = False  # as root, raise fs.inotify.max_user_watches when short
+    exclude_regex: tuple[str, ...] = ()  # full-match regexes on the relative path (sersync)
+    retry_max: float = 30.0  # longest pause between retries of a failing target, seconds
+    command_hooks: tuple[CommandHook, ...] = ()
 
 
 def private_dir(path: Path) -> None:
@@ -95,6 +111,15 @@ _SYNC_KEYS: dict[str, Any] = {
     "reconcile_every": (int, float),
     "standby": bool,
     "auto_raise_limits": bool,
+    "exclude_regex": list,
+    "retry_max": (int, float),
+    "command_hook": list,
+}
+_HOOK_KEYS: dict[str, Any] = {
+    "argv": list,
+    "argv_after": list,
+    "include_regex": list,
+    "ignore_error": bool,
 }
 _TARGET_KEYS: dict[str, Any] = {
     "url": str,
@@ -188,13 +213,17 @@ def _sync(block: Any, origin: str, where: str) -> SyncConfig:
             f'{origin}: {where} has no target; add targets = ["rsync://user@host/module"]'
         )
     excludes = tuple(_strings(block, "excludes", origin, where))
-    Excludes(excludes)  # compile now, so a bad pattern fails at load time
+    exclude_regex = tuple(_strings(block, "exclude_regex", origin, where))
+    try:  # compile now, so a bad pattern fails at load time
+        Excludes(excludes, exclude_regex)
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {where}: {exc}") from None
     delay = float(block.get("delay", 0.0))
     if delay < 0:
         raise ConfigError(
             f"{origin}: {where}.delay is {delay}; use 0 or a positive number of seconds"
         )
-    for key in ("timeout", "contimeout"):
+    for key in ("timeout", "contimeout", "retry_max"):
         if key in block and block[key] <= 0:
             raise ConfigError(f"{origin}: {where}.{key} must be a positive number of seconds")
     return SyncConfig(
@@ -211,6 +240,32 @@ def _sync(block: Any, origin: str, where: str) -> SyncConfig:
         reconcile_every=float(block.get("reconcile_every", 0)),
         standby=bool(block.get("standby", True)),
         auto_raise_limits=bool(block.get("auto_raise_limits", False)),
+        exclude_regex=exclude_regex,
+        retry_max=float(block.get("retry_max", 30.0)),
+        command_hooks=tuple(
+            _hook(h, origin, f"{where}.command_hook[{i}]")
+            for i, h in enumerate(block.get("command_hook", []))
+        ),
+    )
+
+
+def _hook(table: Any, origin: str, where: str) -> CommandHook:
+    if not isinstance(table, Mapping):
+        raise ConfigError(f'{origin}: {where} must be a table with argv = ["/bin/sh"]')
+    _check_keys(table, _HOOK_KEYS, origin, where)
+    argv = tuple(_strings(table, "argv", origin, where))
+    if not argv:
+        raise ConfigError(f'{origin}: {where}.argv is empty; e.g. argv = ["/usr/local/bin/x"]')
+    include = tuple(_strings(table, "include_regex", origin, where))
+    try:
+        Excludes(regexes=include)
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {where}: {exc}") from None
+    return CommandHook(
+        argv=argv,
+        argv_after=tuple(_strings(table, "argv_after", origin, where)),
+        include_regex=include,
+        ignore_error=bool(table.get("ignore_error", True)),
     )
 
 

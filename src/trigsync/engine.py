@@ -33,14 +33,28 @@ class SyncJob:
     ) -> None:
         self.config = config
         self.source = os.fsencode(config.source)
-        self.excludes = Excludes(config.excludes)
+        self.excludes = Excludes(config.excludes, config.exclude_regex)
+        for regex in self.excludes.untranslatable:
+            log.warning(
+                "%s: exclude regex %r has no rsync equivalent: the watcher skips what it "
+                "matches, but a full sync sends it; add an rsync-style pattern to excludes",
+                config.source,
+                regex,
+            )
+        if config.command_hooks:
+            log.warning(
+                "%s: command hooks are configured but not run yet (they land with issue 14)",
+                config.source,
+            )
         options = rsync.Options(
             rsync_path=config.rsync_path,
             timeout=config.timeout,
-            excludes=config.excludes,
+            excludes=self.excludes.rsync_patterns,
             extra=config.rsync_args,
         )
-        settings = Settings(delay=config.delay, standby=config.standby)
+        settings = Settings(
+            delay=config.delay, standby=config.standby, backoff_max=config.retry_max
+        )
         self.targets = [
             targets.build(spec, state_dir=state_dir, contimeout=config.contimeout)
             for spec in config.targets

@@ -6,6 +6,11 @@ a leading ``/`` anchors at the sync root; a trailing ``/`` matches directories o
 a pattern with a ``/`` matches the path's tail at a component boundary, one without
 matches the last component; ``*``, ``?``, ``[...]``, ``**`` and a final ``dir/***``.
 A path below an excluded directory is excluded too.
+
+Regular-expression excludes (sersync's ``<filter>``) must match the whole relative path.
+rsync has no regex rules, so each is translated to an equivalent rsync pattern where one
+exists (``(.*)\\.gz`` is ``/**.gz``); ``untranslatable`` lists the others, which only the
+watcher can honour.
 """
 
 from __future__ import annotations
@@ -84,12 +89,70 @@ def _compile(pattern: str) -> _Rule:
         raise ConfigError(f"exclude pattern {pattern!r} is not a valid glob: {exc}") from exc
 
 
-class Excludes:
-    """A compiled list of exclude patterns."""
+def _compile_regex(regex: str) -> _Rule:
+    try:
+        return _Rule(re.compile(b"(?:" + os.fsencode(regex) + b")\\Z", re.DOTALL), True, False)
+    except re.error as exc:
+        raise ConfigError(
+            f"exclude regex {regex!r} is not a valid regular expression: {exc}"
+        ) from exc
 
-    def __init__(self, patterns: Iterable[str] = ()) -> None:
+
+# Regex pieces with an exact rsync equivalent, over paths that never end in "/".
+_REGEX_TOKENS = (("(.*)", "**"), (".*", "**"), ("[^/]*", "*"))
+_LITERAL = re.compile(r"[A-Za-z0-9_\-/~@%+,=: ]")
+_GLOB_SPECIAL = "*?[\\"
+
+
+def regex_to_rsync(regex: str) -> str | None:
+    """The anchored rsync pattern that excludes exactly what ``regex`` does, or None."""
+    body = regex.removeprefix("^")
+    if body.endswith("$") and not body.endswith("\\$"):
+        body = body[:-1]
+    if body.endswith("/*"):  # "x/*" fully matches "x" (and "x/", which no path is)
+        body = body[:-2]
+    out: list[str] = []
+    i = 0
+    while i < len(body):
+        for token, glob in _REGEX_TOKENS:
+            if body.startswith(token, i):
+                out.append(glob)
+                i += len(token)
+                break
+        else:
+            c = body[i]
+            if c == "\\" and i + 1 < len(body) and not body[i + 1].isalnum():
+                c = body[i + 1]
+                i += 2
+                if c in _GLOB_SPECIAL:
+                    return None
+            elif _LITERAL.fullmatch(c):
+                i += 1
+            else:
+                return None
+            out.append(c)
+    glob = "".join(out)
+    if glob.startswith("/") or glob.endswith("/") or "//" in glob or "***" in glob:
+        return None  # never matches a relative path, or means something else to rsync
+    if not glob.replace("*", ""):
+        return None  # all wildcards: excludes everything, which no one means
+    return "/" + glob
+
+
+class Excludes:
+    """A compiled list of exclude patterns (rsync-style) and regexes (full match)."""
+
+    def __init__(self, patterns: Iterable[str] = (), regexes: Iterable[str] = ()) -> None:
         self.patterns: tuple[str, ...] = tuple(patterns)
-        self._rules = tuple(_compile(p) for p in self.patterns)
+        self.regexes: tuple[str, ...] = tuple(regexes)
+        self._rules = tuple(_compile(p) for p in self.patterns) + tuple(
+            _compile_regex(r) for r in self.regexes
+        )
+        translated = [(r, regex_to_rsync(r)) for r in self.regexes]
+        self.untranslatable = tuple(r for r, glob in translated if glob is None)
+        self.rsync_patterns: tuple[str, ...] = self.patterns + tuple(
+            glob for _, glob in translated if glob is not None
+        )
 
     def __bool__(self) -> bool:
         return bool(self._rules)
@@ -112,7 +175,7 @@ class Excludes:
         return any(self._matches(a, True) for a in ancestors(path))
 
     def rsync_args(self) -> list[str]:
-        return [f"--exclude={p}" for p in self.patterns]
+        return [f"--exclude={p}" for p in self.rsync_patterns]
 
 
 _SLASH_IN_CLASS = re.compile(rb"\[[^\]]*/")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import grp
 import os
 import pwd
 import socket
@@ -34,20 +35,29 @@ def rsyncd_conf(
     use_chroot: bool = False,
     max_connections: int | None = None,
     timeout: int | None = None,
+    read_only: bool = False,
+    nodelay: bool = True,
+    uid: str | None = None,
 ) -> str:
-    """An rsyncd.conf with one writable module behind a user and password."""
+    """An rsyncd.conf with one writable module behind a user and password.
+
+    ``read_only``, ``nodelay=False`` and a ``uid`` that cannot write the module path make
+    the mistakes of the tutorials, for ``doctor``'s tests.
+    """
     owner = "root" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
     lines = [
         "reverse lookup = no",
         f"log file = {log}",
         f"lock file = {lock}",
-        # Without it every small transfer waits ~40 ms on Nagle and delayed ACKs.
-        "socket options = TCP_NODELAY",
+    ]
+    if nodelay:  # without it every small transfer waits ~40 ms on Nagle and delayed ACKs
+        lines.append("socket options = TCP_NODELAY")
+    lines += [
         f"[{module}]",
         f"path = {module_path}",
-        "read only = no",
-        f"uid = {owner}",
-        f"gid = {owner}",
+        f"read only = {'yes' if read_only else 'no'}",
+        f"uid = {uid or owner}",
+        f"gid = {grp.getgrgid(pwd.getpwnam(uid).pw_gid).gr_name if uid else owner}",
         f"use chroot = {'yes' if use_chroot else 'no'}",
         # Without this, use chroot = no rewrites every symlink target (/rsyncd-munged/).
         "munge symlinks = no",

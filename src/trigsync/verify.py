@@ -10,6 +10,7 @@ from pathlib import Path
 from . import rsync
 from .config import Config
 from .errors import SyncError
+from .excludes import Excludes
 from .targets import build
 
 
@@ -30,7 +31,7 @@ async def verify(config: Config) -> list[Drift]:
         options = rsync.Options(
             rsync_path=sync.rsync_path,
             timeout=sync.timeout,
-            excludes=sync.excludes,
+            excludes=Excludes(sync.excludes, sync.exclude_regex).rsync_patterns,
             extra=sync.rsync_args,
         )
         for spec in sync.targets:

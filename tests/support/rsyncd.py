@@ -47,8 +47,14 @@ class RsyncDaemon:
         max_connections: int | None = None,
         timeout: int | None = None,
         use_chroot: bool = False,
+        read_only: bool = False,
+        nodelay: bool = True,
+        uid: str | None = None,
     ) -> None:
         self.base_dir = base_dir
+        self.read_only = read_only
+        self.nodelay = nodelay
+        self.uid = uid
         self.use_chroot = use_chroot
         self.max_connections = max_connections
         self.timeout = timeout
@@ -98,6 +104,9 @@ class RsyncDaemon:
                 use_chroot=self.use_chroot,
                 max_connections=self.max_connections,
                 timeout=self.timeout,
+                read_only=self.read_only,
+                nodelay=self.nodelay,
+                uid=self.uid,
             )
         )
         write_secrets(self.secrets_path, self.password_file, self.user, self.password)
@@ -114,6 +123,16 @@ class RsyncDaemon:
             f"--address={self.host}",
         ]
         return Proc(argv, log_dir=self.base_dir, name=f"rsyncd-{self._starts}").start()
+
+    def reconfigure(self, **settings: object) -> None:
+        """Change settings (use_chroot, read_only, nodelay, uid, max_connections...), restart."""
+        for key, value in settings.items():
+            if not hasattr(self, key):
+                raise AttributeError(f"RsyncDaemon has no setting {key}")
+            setattr(self, key, value)
+        self._write_files()
+        if self.running:
+            self.restart()
 
     def start(self, *, ports: Sequence[int] | None = None) -> Self:
         """Start on the first of `ports` that binds (default: a few fresh free ports)."""

@@ -72,3 +72,49 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_from_args(tmp_path: Path) -> None:
     cfg = config.from_args(str(tmp_path), ["/backup"], excludes=["*.swp"], state_dir="/s")
     assert cfg.syncs[0].targets[0].url == "/backup" and cfg.state_dir == "/s"
+
+
+def test_sersync_keys_regex_excludes_retry_cap_and_command_hooks(tmp_path: Path) -> None:
+    from trigsync.engine import SyncJob
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    path = write(
+        tmp_path,
+        f"""
+[[sync]]
+source = "{src}"
+targets = ["{dst}"]
+exclude_regex = ['(.*)\\.gz', '(.*)\\.(swp|swx)']
+retry_max = 300
+
+[[sync.command_hook]]
+argv = ["/usr/local/bin/purge"]
+include_regex = ['(.*)\\.php']
+""",
+    )
+    (sync,) = config.load(path).syncs
+    assert sync.exclude_regex == (r"(.*)\.gz", r"(.*)\.(swp|swx)")
+    assert sync.command_hooks == (
+        config.CommandHook(argv=("/usr/local/bin/purge",), include_regex=(r"(.*)\.php",)),
+    )
+    job = SyncJob(sync, state_dir=tmp_path / "state")
+    assert job.dispatchers[0].settings.backoff_max == 300
+    assert job.excludes.rsync_patterns == ("/**.gz",)  # the other has no rsync pattern
+
+
+@pytest.mark.parametrize(
+    "block, message",
+    [
+        ("exclude_regex = ['(oops']", r"sync\[0\]: exclude regex '\(oops' is not a valid"),
+        ("retry_max = 0", "retry_max must be a positive number"),
+        ("[[sync.command_hook]]\nargv = []", r"command_hook\[0\]\.argv is empty"),
+        ("[[sync.command_hook]]\nargv = ['x']\nshell = true", "unknown key"),
+    ],
+)
+def test_bad_sersync_keys(tmp_path: Path, block: str, message: str) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    path = write(tmp_path, f'[[sync]]\nsource = "{src}"\ntargets = ["/tmp/x"]\n{block}\n')
+    with pytest.raises(ConfigError, match=message):
+        config.load(path)
