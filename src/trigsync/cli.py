@@ -90,6 +90,14 @@ def _service_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--max-lag", default="60s", help="critical past this lag (default 60s; 90, 5m, 1h)"
     )
     check.add_argument("--warn-lag", help="warning past this lag (default: half of --max-lag)")
+    check.add_argument(
+        "--canary",
+        action="store_true",
+        help="write a probe file into each source and wait until every target holds it",
+    )
+    check.add_argument(
+        "--canary-timeout", help="critical if the probe is not on a target by then (default 30s)"
+    )
     controls = [status, check]
     for name, text in (
         ("pause", "stop sending to TARGET (or all); changes keep accumulating"),
@@ -259,7 +267,14 @@ def _control(args: argparse.Namespace) -> int:
     if args.command == "check":
         max_lag = parse_duration(args.max_lag)
         warn_lag = parse_duration(args.warn_lag) if args.warn_lag else None
-        return ctl.check(_state_dir(args), max_lag=max_lag, warn_lag=warn_lag)
+        canary_timeout = parse_duration(args.canary_timeout) if args.canary_timeout else None
+        return ctl.check(
+            _state_dir(args),
+            max_lag=max_lag,
+            warn_lag=warn_lag,
+            canary=args.canary,
+            canary_timeout=canary_timeout,
+        )
     if args.command == "status":
         return ctl.status(_state_dir(args), as_json=args.json)
     return ctl.command(_state_dir(args), args.command, args.target)

@@ -15,7 +15,7 @@ import os
 import random
 import stat
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from . import lanes, listing, partial, rsync
@@ -24,7 +24,7 @@ from .errors import BusySyncError, PermanentSyncError, SyncError
 from .rsync import PARTIAL
 from .standby import Standby
 from .state import StateStore
-from .status import TargetStatus
+from .status import RunReport, TargetStatus, failure_kind
 from .targets import Target
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,7 @@ class Dispatcher:
         )
         self._aside: dict[bytes, Kind] = {}  # paths rsync refused (exit 23), retried slowly
         self._unlisted_until = 0.0
+        self.observers: list[Callable[[RunReport], None]] = []  # metrics, hooks: told each run
 
     def submit(self, batch: Batch) -> None:
         """Queue newer changes; the worker sends them as soon as it is free."""
@@ -290,6 +291,7 @@ class Dispatcher:
         if not self.pending:
             self._since = None
         self._state = "syncing"
+        started = time.monotonic()
         try:
             entries, whole = (
                 ([], []) if batch.full else listing.entries(batch.changes, self._entries_in)
@@ -305,7 +307,9 @@ class Dispatcher:
                 log.error("%s", self._last_error)
             else:
                 rsync.raise_for(result, f"target {self.target.name}")
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, SyncError):
+                self._observe(batch, started, exc)
             self.pending.restore(batch)
             since = self._flights[lane].since
             if since is not None and (self._since is None or since < self._since):
@@ -324,6 +328,7 @@ class Dispatcher:
         if result.code != PARTIAL:
             self._last_error = None
         self._state = "idle"
+        self._observe(batch, started, None, result.code)
         if batch.full:
             log.info("%s: full sync done in %.3f s", self.target.name, result.seconds)
         else:
@@ -398,6 +403,32 @@ class Dispatcher:
     def _retry_aside(self) -> None:
         aside, self._aside = self._aside, {}
         self.submit(Batch(tuple(Change(p, k) for p, k in aside.items())))
+
+    def _observe(
+        self, batch: Batch, started: float, exc: SyncError | None, code: int | None = None
+    ) -> None:
+        """Tell the observers how a run went; an observer's bug never stops the worker."""
+        if not self.observers:
+            return
+        if exc is None:
+            kind, error = ("partial", self._last_error) if code == PARTIAL else ("ok", None)
+        else:
+            kind, error, code = failure_kind(exc), str(exc), exc.code
+        report = RunReport(
+            os.fsdecode(self.source),
+            self.target.name,
+            tuple(c.path for c in batch.changes),
+            batch.full,
+            time.monotonic() - started,
+            kind,
+            error,
+            code,
+        )
+        for observer in self.observers:
+            try:
+                observer(report)
+            except Exception:
+                log.exception("%s: a run observer failed", self.target.name)
 
     def _mark_idle(self) -> None:
         if not self._flights and not self.pending:

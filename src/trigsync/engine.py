@@ -8,6 +8,7 @@ import fcntl
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from . import rsync, targets
@@ -17,8 +18,9 @@ from .config import Config, SyncConfig
 from .dispatch import Dispatcher, Settings
 from .errors import SetupError, WatchLimitError
 from .excludes import Excludes
+from .hooks import Hooks
 from .state import LastRun, StateStore
-from .status import EngineStatus, SyncStatus
+from .status import EngineStatus, RunReport, SyncStatus
 from .watcher import Watcher
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,10 @@ class SyncJob:
         self.dispatchers = [
             Dispatcher(self.source, t, options, settings, store=store) for t in self.targets
         ]
+        for dispatcher in self.dispatchers:
+            hooks = Hooks.of(config, dispatcher.target.spec)
+            if hooks is not None:
+                dispatcher.observers.append(hooks.observe)
         self.watcher: Watcher | None = None
 
     def check(self) -> None:
@@ -114,8 +120,13 @@ class SyncJob:
             self.submit(Batch(full=True))
 
     def status(self) -> SyncStatus:
-        watches = self.watcher.watch_count if self.watcher else 0
-        return SyncStatus(self.config.source, watches, tuple(d.status() for d in self.dispatchers))
+        stats = self.watcher.statistics() if self.watcher else None
+        return SyncStatus(
+            self.config.source,
+            stats.watches if stats else 0,
+            tuple(d.status() for d in self.dispatchers),
+            overflows=stats.overflows if stats else 0,
+        )
 
     def close(self) -> None:
         if self.watcher is not None:
@@ -155,6 +166,7 @@ class Engine:
         self.ready = asyncio.Event()  # watches placed, workers started (sd_notify READY=1)
         self._started: float | None = None
         self._parts: dict[str, asyncio.Task[None]] = {}  # what must stay alive, by name
+        self.observers: list[Callable[[RunReport], None]] = []  # told of every target's runs
 
     def _open(self, *, durable: bool) -> None:
         """Lock the state directory, open the pending store, build the jobs."""
@@ -182,6 +194,8 @@ class Engine:
             SyncJob(s, state_dir=self.state_dir, store=self.store) for s in self.config.syncs
         ]
         self._dispatchers = [d for job in self.jobs for d in job.dispatchers]
+        for dispatcher in self._dispatchers:
+            dispatcher.observers.extend(self.observers)
 
     def _close(self) -> None:
         for job in self.jobs:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from .errors import BusySyncError, PermanentSyncError, SyncError
+
 
 class TargetStatus(NamedTuple):
     """An immutable snapshot of one target's state."""
@@ -25,12 +27,15 @@ class TargetStatus(NamedTuple):
     paths_sent: int
     failures: int
     paused: bool = False  # by `trigsync pause`: changes accumulate, nothing is sent
+    canary_rtt: float | None = None  # seconds the last canary took to arrive, if it did
+    canary_error: str | None = None  # why the last canary failed, if it did
 
 
 class SyncStatus(NamedTuple):
     source: str
     watches: int
     targets: tuple[TargetStatus, ...]
+    overflows: int = 0  # inotify queue overflows since start (each costs a full sync)
 
 
 class EngineStatus(NamedTuple):
@@ -44,3 +49,23 @@ class EngineStatus(NamedTuple):
     @property
     def idle(self) -> bool:
         return all(t.pending == 0 and t.in_flight == 0 for s in self.syncs for t in s.targets)
+
+
+class RunReport(NamedTuple):
+    """What one rsync run of one target did, as its observers (metrics, hooks) see it."""
+
+    source: str
+    target: str
+    paths: tuple[bytes, ...]  # the batch's paths (none for a full sync)
+    full: bool
+    seconds: float
+    kind: str  # ok | partial | transient | permanent | busy
+    error: str | None = None
+    code: int | None = None  # rsync's exit status, when it ran
+
+
+def failure_kind(exc: SyncError) -> str:
+    """A failed run's kind for RunReport and the failures metric."""
+    if isinstance(exc, BusySyncError):
+        return "busy"
+    return "permanent" if isinstance(exc, PermanentSyncError) else "transient"

@@ -25,6 +25,8 @@ class TargetSpec:
     remote_rsync: str | None = None
     max_parallel: int = 2
     extra_rsync_args: tuple[str, ...] = field(default=())
+    on_success: tuple[str, ...] = ()  # hook argv for this target; else the sync's
+    on_failure: tuple[str, ...] = ()
 
 
 class Target(abc.ABC):
