@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import __version__, background, config, daemon
+from . import __version__, background, config, daemon, logs
 from .engine import Engine
 from .errors import TrigsyncError
 
@@ -133,9 +133,7 @@ def _verbosity(parser: argparse.ArgumentParser) -> None:
 
 def _setup_logging(args: argparse.Namespace) -> None:
     level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
-    )
+    logging.basicConfig(level=level, format=logs.TEXT, stream=sys.stderr)
 
 
 def _load_config(args: argparse.Namespace, top: argparse.ArgumentParser) -> config.Config:
@@ -202,14 +200,16 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     cfg = _load_config(args, parser)
     if args.state_dir and args.config:  # the command line wins over the file
         cfg = config.Config(cfg.syncs, args.state_dir, cfg.origin)
+    logs.use_format(cfg.log_format)
     engine = Engine(cfg, initial_sync=args.initial_sync)
     if args.once:
         ok = asyncio.run(engine.once())
         return 0 if ok else 5
-    if args.daemon or args.log_file:
+    log_file = args.log_file or cfg.log_file  # the command line wins over the file
+    if args.daemon or log_file:
         # With -d, startup errors still reach the terminal; after ready, only the file.
         background.log_to_file(
-            args.log_file or os.path.join(cfg.state_dir, "trigsync.log"), keep_stderr=args.daemon
+            log_file or os.path.join(cfg.state_dir, "trigsync.log"), keep_stderr=args.daemon
         )
     pid_file = Path(args.pid_file).absolute() if args.pid_file else None
     detached = background.detach() if args.daemon else None  # before any thread or loop
