@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -155,13 +156,28 @@ def _load_config(args: argparse.Namespace, top: argparse.ArgumentParser) -> conf
     )
 
 
-async def _serve(engine: Engine, on_ready: Callable[[], None]) -> None:
+async def _serve(
+    engine: Engine, on_ready: Callable[[], None], load: Callable[[], config.Config] | None
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, _log_status, engine)
-    if background.logging_to_file():
+    if load is not None:  # a config file: SIGHUP reads it again (and reopens the log)
+        from .reload import Reloader
+
+        reloader = Reloader(engine, load)
+        tasks: set[asyncio.Task[object]] = set()
+
+        def hangup() -> None:
+            _reopen_logs()
+            task: asyncio.Task[object] = asyncio.create_task(reloader.reload())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, hangup)
+    elif background.logging_to_file():
         loop.add_signal_handler(signal.SIGHUP, _reopen_logs)
     else:  # the terminal went away: stop cleanly rather than die
         loop.add_signal_handler(signal.SIGHUP, stop.set)
@@ -170,10 +186,9 @@ async def _serve(engine: Engine, on_ready: Callable[[], None]) -> None:
 
 def _reopen_logs() -> None:
     """``kill -HUP`` (logrotate): reopen the log file."""
-    log.info(
-        "SIGHUP: reopened %d log file(s); the config is read at start only",
-        background.reopen_logs(),
-    )
+    reopened = background.reopen_logs()
+    if reopened:
+        log.info("SIGHUP: reopened %d log file(s)", reopened)
 
 
 def _log_status(engine: Engine) -> None:
@@ -199,7 +214,7 @@ def _log_status(engine: Engine) -> None:
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     cfg = _load_config(args, parser)
     if args.state_dir and args.config:  # the command line wins over the file
-        cfg = config.Config(cfg.syncs, args.state_dir, cfg.origin)
+        cfg = dataclasses.replace(cfg, state_dir=args.state_dir)
     logs.use_format(cfg.log_format)
     engine = Engine(cfg, initial_sync=args.initial_sync)
     if args.once:
@@ -222,12 +237,22 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             background.log_to_file(None, keep_stderr=False)
 
     try:
-        asyncio.run(_serve(engine, ready))
+        asyncio.run(_serve(engine, ready, _reload_source(args) if args.config else None))
     finally:
         if pid_file is not None:
             background.remove_pid_file(pid_file)
     log.info("stopped")
     return 0
+
+
+def _reload_source(args: argparse.Namespace) -> Callable[[], config.Config]:
+    """How SIGHUP reads the config again, with the same command-line overrides."""
+
+    def load() -> config.Config:
+        cfg = config.load(args.config)
+        return dataclasses.replace(cfg, state_dir=args.state_dir) if args.state_dir else cfg
+
+    return load
 
 
 def _verify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

@@ -278,12 +278,16 @@ class Dispatcher:
             self._wake.set()
         return len(saved.changes) + saved.full
 
+    def leftover(self) -> Batch:
+        """What this target still has to receive: pending and set-aside paths."""
+        pending = self.pending.peek()
+        aside = tuple(Change(p, k) for p, k in self._aside.items())
+        return Batch(pending.changes + aside, pending.full)
+
     def save(self) -> None:
         """Write the pending set as it is now (at a clean stop)."""
         if self.store is not None:
-            pending = self.pending.peek()
-            aside = tuple(Change(p, k) for p, k in self._aside.items())
-            self.store.replace(self.key, Batch(pending.changes + aside, pending.full))
+            self.store.replace(self.key, self.leftover())
 
     async def _send(self, lane: int, batch: Batch, seq: int | None) -> None:
         """Run one batch; ``seq`` (if the batch took everything) is confirmed on success."""

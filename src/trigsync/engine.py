@@ -35,25 +35,15 @@ class SyncJob:
         self.config = config
         self.source = os.fsencode(config.source)
         self.excludes = Excludes(config.excludes)
-        options = rsync.Options(
-            rsync_path=config.rsync_path,
-            timeout=config.timeout,
-            excludes=config.excludes,
-            extra=config.rsync_args,
-        )
-        settings = Settings(delay=config.delay, standby=config.standby)
-        self.targets = [
-            targets.build(spec, state_dir=state_dir, contimeout=config.contimeout)
+        self.dispatchers = [
+            make_dispatcher(config, spec, state_dir=state_dir, store=store)
             for spec in config.targets
         ]
-        self.dispatchers = [
-            Dispatcher(self.source, t, options, settings, store=store) for t in self.targets
-        ]
-        for dispatcher in self.dispatchers:
-            hooks = Hooks.of(config, dispatcher.target.spec)
-            if hooks is not None:
-                dispatcher.observers.append(hooks.observe)
         self.watcher: Watcher | None = None
+
+    @property
+    def targets(self) -> list[targets.Target]:
+        return [d.target for d in self.dispatchers]
 
     def check(self) -> None:
         rsync.check_binary(self.config.rsync_path)
@@ -136,6 +126,25 @@ class SyncJob:
                 target.close()
 
 
+def make_dispatcher(
+    config: SyncConfig, spec: targets.TargetSpec, *, state_dir: Path, store: StateStore | None
+) -> Dispatcher:
+    """One target's worker, with the sync's rsync options and the target's hooks."""
+    options = rsync.Options(
+        rsync_path=config.rsync_path,
+        timeout=config.timeout,
+        excludes=config.excludes,
+        extra=config.rsync_args,
+    )
+    settings = Settings(delay=config.delay, standby=config.standby)
+    target = targets.build(spec, state_dir=state_dir, contimeout=config.contimeout)
+    dispatcher = Dispatcher(os.fsencode(config.source), target, options, settings, store=store)
+    hooks = Hooks.of(config, spec)
+    if hooks is not None:
+        dispatcher.observers.append(hooks.observe)
+    return dispatcher
+
+
 def raise_limit(exc: WatchLimitError) -> bool:
     """As root, raise the inotify limit the error names (auto_raise_limits = true)."""
     path = f"/proc/sys/fs/inotify/{exc.sysctl}"
@@ -166,6 +175,9 @@ class Engine:
         self.ready = asyncio.Event()  # watches placed, workers started (sd_notify READY=1)
         self._started: float | None = None
         self._parts: dict[str, asyncio.Task[None]] = {}  # what must stay alive, by name
+        self.workers: dict[Dispatcher, asyncio.Task[None]] = {}
+        self.pumps: dict[SyncJob, asyncio.Task[None]] = {}
+        self._pump_ended = asyncio.Event()  # a watcher's pump ended by itself: stop
         self.observers: list[Callable[[RunReport], None]] = []  # told of every target's runs
 
     def _open(self, *, durable: bool) -> None:
@@ -213,7 +225,12 @@ class Engine:
             job.check()
 
     def status(self) -> EngineStatus:
-        down = tuple(name for name, task in self._parts.items() if task.done())
+        parts = {
+            **self._parts,
+            **{f"watcher {j.config.source}": t for j, t in self.pumps.items()},
+            **{f"worker {d.key}": t for d, t in self.workers.items()},
+        }
+        down = tuple(name for name, task in parts.items() if task.done())
         syncs = tuple(job.status() for job in self.jobs)
         return EngineStatus(syncs, os.getpid(), self._started, down=down)
 
@@ -221,11 +238,24 @@ class Engine:
         for dispatcher in self._dispatchers:
             await dispatcher.wait_idle()
 
+    def refresh_dispatchers(self) -> None:
+        """After a reload changed the jobs' workers."""
+        self._dispatchers = [d for job in self.jobs for d in job.dispatchers]
+
+    def start_worker(self, dispatcher: Dispatcher) -> None:
+        self.workers[dispatcher] = asyncio.create_task(dispatcher.run())
+
+    def start_pump(self, job: SyncJob) -> None:
+        def ended(task: asyncio.Task[None]) -> None:
+            if not task.cancelled():
+                self._pump_ended.set()
+
+        self.pumps[job] = asyncio.create_task(job.pump())
+        self.pumps[job].add_done_callback(ended)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Watch and replicate until ``stop`` is set, then drain and return."""
         self._open(durable=self.durable)
-        workers: list[asyncio.Task[None]] = []
-        pumps: list[asyncio.Task[None]] = []
         aux: list[asyncio.Task[None]] = []
         try:
             self.check()
@@ -237,13 +267,11 @@ class Engine:
                     log.info("%s: resuming %d pending paths", job.config.source, resumed)
                 if self.initial_sync or job.config.initial_sync:
                     job.submit(Batch(full=True))
-            workers = [asyncio.create_task(d.run()) for d in self._dispatchers]
-            pumps = [asyncio.create_task(job.pump()) for job in self.jobs]
+            for dispatcher in self._dispatchers:
+                self.start_worker(dispatcher)
+            for job in self.jobs:
+                self.start_pump(job)
             aux = [asyncio.create_task(job.catch_up(last)) for job in self.jobs]
-            self._parts = {
-                **{f"watcher {j.config.source}": p for j, p in zip(self.jobs, pumps, strict=True)},
-                **{f"worker {d.key}": w for d, w in zip(self._dispatchers, workers, strict=True)},
-            }
             if self.store is not None:
                 aux.append(asyncio.create_task(self._write_behind(self.store)))
                 self._parts["journal"] = aux[-1]
@@ -254,16 +282,19 @@ class Engine:
             ]
             self._started = time.time()
             self.ready.set()
-            stopper = asyncio.create_task(stop.wait())
-            await asyncio.wait([*pumps, stopper], return_when=asyncio.FIRST_COMPLETED)
-            stopper.cancel()
+            # The pumps and workers may change on a reload (SIGHUP): wait on events, not tasks.
+            waits = [asyncio.create_task(e.wait()) for e in (stop, self._pump_ended)]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waits:
+                waiter.cancel()
+            pumps = list(self.pumps.values())
             for pump in pumps:
                 pump.cancel()
             unwatched_at = time.time()  # changes after this are found by the next start
             failed = [p for p in pumps if p.done() and not p.cancelled() and p.exception()]
             for dispatcher in self._dispatchers:
                 dispatcher.close()
-            await asyncio.gather(*workers)
+            await asyncio.gather(*self.workers.values())
             if failed:
                 raise failed[0].exception()  # type: ignore[misc]
             if self.store is not None:
@@ -273,7 +304,7 @@ class Engine:
             if self.store is not None:
                 self.store.end_run(unwatched_at)
         finally:
-            for task in [*workers, *pumps, *aux]:
+            for task in [*self.workers.values(), *self.pumps.values(), *aux]:
                 task.cancel()
             self._close()
 
