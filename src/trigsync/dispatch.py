@@ -15,7 +15,7 @@ import os
 import random
 import stat
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from . import lanes, listing, partial, rsync
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 # the margin covers a busy event loop. Erring long only costs a needless delete entry.
 UNLISTED_GRACE = 1.0
 PARALLEL_REFUSED_PAUSE = 60.0  # one run at a time this long after a refused second one
+FullSyncRunner = Callable[[list[rsync.Arg], Mapping[str, str] | None], Awaitable[rsync.Result]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,7 @@ class Dispatcher:
         self._aside: dict[bytes, Kind] = {}  # paths rsync refused (exit 23), retried slowly
         self._unlisted_until = 0.0
         self.observers: list[Callable[[RunReport], None]] = []  # metrics, hooks: told each run
+        self.full_sync: FullSyncRunner | None = None  # runs a full sync with progress reports
 
     def submit(self, batch: Batch) -> None:
         """Queue newer changes; the worker sends them as soon as it is free."""
@@ -361,6 +363,8 @@ class Dispatcher:
             )
         if batch.full:
             argv = rsync.full_argv(self.source, self.options, transport)
+            if self.full_sync is not None:
+                return await self.full_sync(argv, transport.env)
             return await rsync.run(argv, env=transport.env)
         argv = rsync.batch_argv(self.source, self.options, transport)
         if log.isEnabledFor(logging.DEBUG):

@@ -19,8 +19,10 @@ from .dispatch import Dispatcher, Settings
 from .errors import SetupError, WatchLimitError
 from .excludes import Excludes
 from .hooks import Hooks
+from .progress import FullSync
+from .progress import describe as describe_progress
 from .state import LastRun, StateStore
-from .status import EngineStatus, RunReport, SyncStatus
+from .status import EngineStatus, RunReport, SyncStatus, TargetStatus
 from .watcher import Watcher
 
 log = logging.getLogger(__name__)
@@ -114,7 +116,7 @@ class SyncJob:
         return SyncStatus(
             self.config.source,
             stats.watches if stats else 0,
-            tuple(d.status() for d in self.dispatchers),
+            tuple(_with_progress(d) for d in self.dispatchers),
             overflows=stats.overflows if stats else 0,
         )
 
@@ -124,6 +126,13 @@ class SyncJob:
         for target in self.targets:
             with contextlib.suppress(OSError, TimeoutError):
                 target.close()
+
+
+def _with_progress(dispatcher: Dispatcher) -> TargetStatus:
+    status = dispatcher.status()
+    running = dispatcher.full_sync
+    last = running.current.last if isinstance(running, FullSync) and running.current else None
+    return status._replace(progress=describe_progress(last)) if last else status
 
 
 def make_dispatcher(
@@ -139,6 +148,7 @@ def make_dispatcher(
     settings = Settings(delay=config.delay, standby=config.standby)
     target = targets.build(spec, state_dir=state_dir, contimeout=config.contimeout)
     dispatcher = Dispatcher(os.fsencode(config.source), target, options, settings, store=store)
+    dispatcher.full_sync = FullSync(target.name)  # a progress bar, or a log line every 10 s
     hooks = Hooks.of(config, spec)
     if hooks is not None:
         dispatcher.observers.append(hooks.observe)

@@ -99,7 +99,7 @@ def table(status: EngineStatus, now: float | None = None) -> str:
             rows.append(
                 (
                     t.target,
-                    state(t),
+                    state(t) + (f" {t.progress.split(',')[0]}" if t.progress else ""),
                     pending,
                     _age(t.lag),
                     _when(t.last_success, now),

@@ -29,6 +29,7 @@ class TargetStatus(NamedTuple):
     paused: bool = False  # by `trigsync pause`: changes accumulate, nothing is sent
     canary_rtt: float | None = None  # seconds the last canary took to arrive, if it did
     canary_error: str | None = None  # why the last canary failed, if it did
+    progress: str | None = None  # a full sync under way: percent, bytes, rate, ETA, files
 
 
 class SyncStatus(NamedTuple):
