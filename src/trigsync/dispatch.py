@@ -24,7 +24,7 @@ from .errors import BusySyncError, PermanentSyncError, SyncError
 from .rsync import PARTIAL
 from .standby import Standby
 from .state import StateStore
-from .status import RunReport, TargetStatus, failure_kind
+from .status import RunReport, TargetStatus, run_report
 from .targets import Target
 
 log = logging.getLogger(__name__)
@@ -416,27 +416,22 @@ class Dispatcher:
         self, batch: Batch, started: float, exc: SyncError | None, code: int | None = None
     ) -> None:
         """Tell the observers how a run went; an observer's bug never stops the worker."""
-        if not self.observers:
-            return
-        if exc is None:
-            kind, error = ("partial", self._last_error) if code == PARTIAL else ("ok", None)
-        else:
-            kind, error, code = failure_kind(exc), str(exc), exc.code
-        report = RunReport(
-            os.fsdecode(self.source),
-            self.target.name,
-            tuple(c.path for c in batch.changes),
-            batch.full,
-            time.monotonic() - started,
-            kind,
-            error,
-            code,
-        )
-        for observer in self.observers:
-            try:
-                observer(report)
-            except Exception:
-                log.exception("%s: a run observer failed", self.target.name)
+        if self.observers:
+            partial = self._last_error if code == PARTIAL else None
+            report = run_report(
+                self.source,
+                self.target.name,
+                batch,
+                started=started,
+                exc=exc,
+                code=code,
+                partial=partial,
+            )
+            for observer in self.observers:
+                try:
+                    observer(report)
+                except Exception:
+                    log.exception("%s: a run observer failed", self.target.name)
 
     def _mark_idle(self) -> None:
         if not self._flights and not self.pending:

@@ -76,11 +76,6 @@ class Hooks:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def wait(self) -> None:
-        """Wait for the queued hook runs (tests, shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
     async def _run(self, argv: Sequence[str], report: RunReport) -> None:
         async with self._order:
             if argv:

@@ -7,8 +7,11 @@ live objects. Fields added later carry defaults, so older builders keep working.
 
 from __future__ import annotations
 
+import os
+import time
 from typing import NamedTuple
 
+from .changes import Batch
 from .errors import BusySyncError, PermanentSyncError, SyncError
 
 
@@ -63,6 +66,34 @@ class RunReport(NamedTuple):
     kind: str  # ok | partial | transient | permanent | busy
     error: str | None = None
     code: int | None = None  # rsync's exit status, when it ran
+
+
+def run_report(
+    source: bytes,
+    target: str,
+    batch: Batch,
+    *,
+    started: float,
+    exc: SyncError | None,
+    code: int | None,
+    partial: str | None,
+) -> RunReport:
+    """How one run went: ``exc`` if it failed, ``partial`` (the error) if rsync exit 23."""
+    paths = tuple(c.path for c in batch.changes)
+    seconds = time.monotonic() - started
+    if exc is not None:
+        return RunReport(
+            os.fsdecode(source),
+            target,
+            paths,
+            batch.full,
+            seconds,
+            failure_kind(exc),
+            str(exc),
+            exc.code,
+        )
+    kind = "partial" if partial is not None else "ok"
+    return RunReport(os.fsdecode(source), target, paths, batch.full, seconds, kind, partial, code)
 
 
 def failure_kind(exc: SyncError) -> str:
