@@ -172,6 +172,9 @@ async def _serve(
 
         def hangup() -> None:
             _reopen_logs()
+            if stop.is_set():
+                log.info("SIGHUP: stopping; the config is read at the next start")
+                return
             task: asyncio.Task[object] = asyncio.create_task(reloader.reload())
             tasks.add(task)
             task.add_done_callback(tasks.discard)
