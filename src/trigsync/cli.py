@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -11,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import __version__, background, config, daemon, sersync_cli
+from . import __version__, background, config, daemon, logs, sersync_cli
 from .engine import Engine
 from .errors import TrigsyncError
 
@@ -113,6 +114,14 @@ def _service_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--max-lag", default="60s", help="critical past this lag (default 60s; 90, 5m, 1h)"
     )
     check.add_argument("--warn-lag", help="warning past this lag (default: half of --max-lag)")
+    check.add_argument(
+        "--canary",
+        action="store_true",
+        help="write a probe file into each source and wait until every target holds it",
+    )
+    check.add_argument(
+        "--canary-timeout", help="critical if the probe is not on a target by then (default 30s)"
+    )
     controls = [status, check]
     for name, text in (
         ("pause", "stop sending to TARGET (or all); changes keep accumulating"),
@@ -148,9 +157,7 @@ def _verbosity(parser: argparse.ArgumentParser) -> None:
 
 def _setup_logging(args: argparse.Namespace) -> None:
     level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
-    )
+    logging.basicConfig(level=level, format=logs.TEXT, stream=sys.stderr)
 
 
 # Flags that set one sync's keys: with --config, the file's [[sync]] block holds them.
@@ -196,13 +203,31 @@ def _load_config(args: argparse.Namespace, top: argparse.ArgumentParser) -> conf
     return cfg
 
 
-async def _serve(engine: Engine, on_ready: Callable[[], None]) -> None:
+async def _serve(
+    engine: Engine, on_ready: Callable[[], None], load: Callable[[], config.Config] | None
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, _log_status, engine)
-    if background.logging_to_file():
+    if load is not None:  # a config file: SIGHUP reads it again (and reopens the log)
+        from .reload import Reloader
+
+        reloader = Reloader(engine, load)
+        tasks: set[asyncio.Task[object]] = set()
+
+        def hangup() -> None:
+            _reopen_logs()
+            if stop.is_set():
+                log.info("SIGHUP: stopping; the config is read at the next start")
+                return
+            task: asyncio.Task[object] = asyncio.create_task(reloader.reload())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, hangup)
+    elif background.logging_to_file():
         loop.add_signal_handler(signal.SIGHUP, _reopen_logs)
     else:  # the terminal went away: stop cleanly rather than die
         loop.add_signal_handler(signal.SIGHUP, stop.set)
@@ -211,10 +236,9 @@ async def _serve(engine: Engine, on_ready: Callable[[], None]) -> None:
 
 def _reopen_logs() -> None:
     """``kill -HUP`` (logrotate): reopen the log file."""
-    log.info(
-        "SIGHUP: reopened %d log file(s); the config is read at start only",
-        background.reopen_logs(),
-    )
+    reopened = background.reopen_logs()
+    if reopened:
+        log.info("SIGHUP: reopened %d log file(s)", reopened)
 
 
 def _log_status(engine: Engine) -> None:
@@ -242,17 +266,19 @@ def _log_status(engine: Engine) -> None:
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     cfg = _load_config(args, parser)
     if args.state_dir and (args.config or args.sersync_config):  # the command line wins
-        cfg = config.Config(cfg.syncs, args.state_dir, cfg.origin)
+        cfg = dataclasses.replace(cfg, state_dir=args.state_dir)
+    logs.use_format(cfg.log_format)
     engine = Engine(cfg, initial_sync=args.initial_sync)
     if args.threads is not None:
         log.info("-n %d: not needed; trigsync runs one worker per target", args.threads)
     if args.once:
         ok = asyncio.run(engine.once())
         return 0 if ok else 5
-    if args.daemon or args.log_file:
+    log_file = args.log_file or cfg.log_file  # the command line wins over the file
+    if args.daemon or log_file:
         # With -d, startup errors still reach the terminal; after ready, only the file.
         background.log_to_file(
-            args.log_file or os.path.join(cfg.state_dir, "trigsync.log"), keep_stderr=args.daemon
+            log_file or os.path.join(cfg.state_dir, "trigsync.log"), keep_stderr=args.daemon
         )
     pid_file = Path(args.pid_file).absolute() if args.pid_file else None
     detached = background.detach() if args.daemon else None  # before any thread or loop
@@ -265,12 +291,22 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             background.log_to_file(None, keep_stderr=False)
 
     try:
-        asyncio.run(_serve(engine, ready))
+        asyncio.run(_serve(engine, ready, _reload_source(args) if args.config else None))
     finally:
         if pid_file is not None:
             background.remove_pid_file(pid_file)
     log.info("stopped")
     return 0
+
+
+def _reload_source(args: argparse.Namespace) -> Callable[[], config.Config]:
+    """How SIGHUP reads the config again, with the same command-line overrides."""
+
+    def load() -> config.Config:
+        cfg = config.load(args.config)
+        return dataclasses.replace(cfg, state_dir=args.state_dir) if args.state_dir else cfg
+
+    return load
 
 
 def _verify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -310,7 +346,14 @@ def _control(args: argparse.Namespace) -> int:
     if args.command == "check":
         max_lag = parse_duration(args.max_lag)
         warn_lag = parse_duration(args.warn_lag) if args.warn_lag else None
-        return ctl.check(_state_dir(args), max_lag=max_lag, warn_lag=warn_lag)
+        canary_timeout = parse_duration(args.canary_timeout) if args.canary_timeout else None
+        return ctl.check(
+            _state_dir(args),
+            max_lag=max_lag,
+            warn_lag=warn_lag,
+            canary=args.canary,
+            canary_timeout=canary_timeout,
+        )
     if args.command == "status":
         return ctl.status(_state_dir(args), as_json=args.json)
     return ctl.command(_state_dir(args), args.command, args.target)

@@ -70,6 +70,11 @@ class SyncConfig:
     retry_max: float = 30.0  # longest pause between retries of a failing target, seconds
     command_hooks: tuple[CommandHook, ...] = ()
 
+    on_success: tuple[str, ...] = ()  # hook argv after each successful run (per target too)
+    on_failure: tuple[str, ...] = ()  # hook argv after each failed run
+    hook_timeout: float = 30.0  # a hook still running after this is killed
+    webhook: str | None = None  # http(s) URL that receives each run's report as JSON
+
 
 def private_dir(path: Path) -> None:
     """Make the state directory 0700 at every start: it holds the pending paths (names
@@ -92,9 +97,24 @@ class Config:
     syncs: tuple[SyncConfig, ...]
     state_dir: str = field(default_factory=default_state_dir)
     origin: str = "command line"
+    canary_every: float = 0.0  # seconds between scheduled canaries; 0: only on `check --canary`
+    canary_name: str = ""  # the probe file's name; "": .trigsync-canary-<hostname>
+    canary_timeout: float = 30.0  # a canary not on every target within this fails
+    metrics: str | None = None  # "127.0.0.1:9108": serve Prometheus metrics there
+    log_format: str = "text"  # text | json (JSON lines)
+    log_file: str | None = None  # log here instead of stderr (--log-file wins)
 
 
-_TOP_KEYS = {"state_dir": str, "sync": list}
+_TOP_KEYS: dict[str, Any] = {
+    "state_dir": str,
+    "sync": list,
+    "canary_every": (int, float),
+    "canary_name": str,
+    "canary_timeout": (int, float),
+    "metrics": str,
+    "log_format": str,
+    "log_file": str,
+}
 _SYNC_KEYS: dict[str, Any] = {
     "source": str,
     "targets": list,
@@ -114,6 +134,10 @@ _SYNC_KEYS: dict[str, Any] = {
     "exclude_regex": list,
     "retry_max": (int, float),
     "command_hook": list,
+    "on_success": list,
+    "on_failure": list,
+    "hook_timeout": (int, float),
+    "webhook": str,
 }
 _HOOK_KEYS: dict[str, Any] = {
     "argv": list,
@@ -129,6 +153,8 @@ _TARGET_KEYS: dict[str, Any] = {
     "remote_rsync": str,
     "max_parallel": int,
     "rsync_args": list,
+    "on_success": list,
+    "on_failure": list,
 }
 
 
@@ -157,7 +183,57 @@ def from_mapping(data: Mapping[str, Any], *, origin: str) -> Config:
     syncs = tuple(_sync(b, origin, f"sync[{i}]") for i, b in enumerate(blocks))
     _check_overlap(syncs, origin)
     state_dir = data.get("state_dir") or default_state_dir()
-    return Config(syncs=syncs, state_dir=state_dir, origin=origin)
+    return Config(
+        syncs=syncs,
+        state_dir=state_dir,
+        origin=origin,
+        **_service_settings(data, origin),
+    )
+
+
+def _service_settings(data: Mapping[str, Any], origin: str) -> dict[str, Any]:
+    """The top-level keys of a running service: canary, metrics, logging."""
+    for key in ("canary_every", "canary_timeout"):
+        if data.get(key, 0) < 0:
+            raise ConfigError(f"{origin}: {key} must be 0 or a positive number of seconds")
+    name = data.get("canary_name", "")
+    if "/" in name or name in (".", ".."):
+        raise ConfigError(
+            f"{origin}: canary_name {name!r} must be a plain file name, e.g. .trigsync-canary"
+        )
+    log_format = data.get("log_format", "text")
+    if log_format not in ("text", "json"):
+        raise ConfigError(f'{origin}: log_format must be "text" or "json", not {log_format!r}')
+    metrics = data.get("metrics")
+    if metrics is not None:
+        metrics_address(metrics, origin)
+    return {
+        "canary_every": float(data.get("canary_every", 0)),
+        "canary_name": name,
+        "canary_timeout": float(data.get("canary_timeout", 30)) or 30.0,
+        "metrics": metrics,
+        "log_format": log_format,
+        "log_file": data.get("log_file"),
+    }
+
+
+def metrics_address(text: str, origin: str = "metrics") -> tuple[str, int]:
+    """ "127.0.0.1:9108" or "[::1]:9108" -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(
+            f'{origin}: metrics = {text!r} is not HOST:PORT; write e.g. metrics = "127.0.0.1:9108"'
+        )
+    return host.strip("[]"), int(port)
+
+
+def _hook(table: Mapping[str, Any], key: str, origin: str, where: str) -> tuple[str, ...]:
+    argv = tuple(_strings(table, key, origin, where))
+    if key in table and not argv:
+        raise ConfigError(
+            f'{origin}: {where}.{key} is empty; give an argv list, e.g. ["/usr/local/bin/notify"]'
+        )
+    return argv
 
 
 def from_args(
@@ -243,13 +319,17 @@ def _sync(block: Any, origin: str, where: str) -> SyncConfig:
         exclude_regex=exclude_regex,
         retry_max=float(block.get("retry_max", 30.0)),
         command_hooks=tuple(
-            _hook(h, origin, f"{where}.command_hook[{i}]")
+            _command_hook(h, origin, f"{where}.command_hook[{i}]")
             for i, h in enumerate(block.get("command_hook", []))
         ),
+        on_success=_hook(block, "on_success", origin, where),
+        on_failure=_hook(block, "on_failure", origin, where),
+        hook_timeout=_positive(block, "hook_timeout", 30.0, origin, where),
+        webhook=_webhook(block, origin, where),
     )
 
 
-def _hook(table: Any, origin: str, where: str) -> CommandHook:
+def _command_hook(table: Any, origin: str, where: str) -> CommandHook:
     if not isinstance(table, Mapping):
         raise ConfigError(f'{origin}: {where} must be a table with argv = ["/bin/sh"]')
     _check_keys(table, _HOOK_KEYS, origin, where)
@@ -267,6 +347,22 @@ def _hook(table: Any, origin: str, where: str) -> CommandHook:
         include_regex=include,
         ignore_error=bool(table.get("ignore_error", True)),
     )
+
+
+def _positive(table: Mapping[str, Any], key: str, default: float, origin: str, where: str) -> float:
+    value = float(table.get(key, default))
+    if value <= 0:
+        raise ConfigError(f"{origin}: {where}.{key} must be a positive number of seconds")
+    return value
+
+
+def _webhook(table: Mapping[str, Any], origin: str, where: str) -> str | None:
+    url = table.get("webhook")
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"{origin}: {where}.webhook must be an http:// or https:// URL, not {url!r}"
+        )
+    return url
 
 
 def _target(table: Any, origin: str, where: str, default_password: str | None) -> TargetSpec:
@@ -290,6 +386,8 @@ def _target(table: Any, origin: str, where: str, default_password: str | None) -
         extra_rsync_args=tuple(_strings(table, "rsync_args", origin, where)),
         # Only a daemon target without a password file takes the environment's password.
         password=None if table.get("password_file", default_password) else _env_password(url),
+        on_success=_hook(table, "on_success", origin, where),
+        on_failure=_hook(table, "on_failure", origin, where),
     )
     if spec.max_parallel < 1:
         raise ConfigError(f"{origin}: {where}.max_parallel must be 1 or more")

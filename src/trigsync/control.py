@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,8 @@ MAX_REQUEST = 64 * 1024
 SERVER_TIMEOUT = 5.0  # a client that sends nothing is dropped after this long
 CLIENT_TIMEOUT = 10.0
 
-Handler = Callable[[dict[str, Any]], dict[str, Any]]
+# A command that takes time (the canary) answers with a coroutine, awaited before replying.
+Handler = Callable[[dict[str, Any]], dict[str, Any] | Awaitable[dict[str, Any]]]
 
 
 def socket_path(state_dir: str | Path) -> Path:
@@ -89,7 +91,7 @@ class Server:
         try:
             try:
                 raw = await asyncio.wait_for(_read_request(reader), SERVER_TIMEOUT)
-                reply = self._reply(raw)
+                reply = await self._reply(raw)
             except TimeoutError:
                 reply = {"ok": False, "error": f"no request within {SERVER_TIMEOUT:.0f} s"}
             writer.write(json.dumps(reply).encode() + b"\n")
@@ -101,7 +103,7 @@ class Server:
             with contextlib.suppress(OSError, TimeoutError):
                 await asyncio.wait_for(writer.wait_closed(), SERVER_TIMEOUT)
 
-    def _reply(self, raw: bytes) -> dict[str, Any]:
+    async def _reply(self, raw: bytes) -> dict[str, Any]:
         if len(raw) > MAX_REQUEST:
             return {"ok": False, "error": f"request over {MAX_REQUEST} bytes"}
         try:
@@ -111,7 +113,8 @@ class Server:
         if not isinstance(request, dict) or not isinstance(request.get("command"), str):
             return {"ok": False, "error": 'request must be a JSON object with a "command"'}
         try:
-            return self.handle(request)
+            reply = self.handle(request)
+            return await reply if inspect.isawaitable(reply) else reply
         except LookupError as exc:
             return {"ok": False, "error": str(exc.args[0]) if exc.args else repr(exc)}
         except Exception as exc:  # a bug in one command must not take the daemon down

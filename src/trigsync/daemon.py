@@ -10,10 +10,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from . import control, health
+from . import canary, config, control, health
 from .changes import Batch
 from .dispatch import Dispatcher
 from .engine import Engine
@@ -59,9 +59,33 @@ class Sidecar:
         self.tick = min(HEARTBEAT, watchdog / 2) if watchdog else HEARTBEAT
         self._withheld: tuple[str, ...] = ()
         self._stopping = False
+        cfg = engine.config
+        self.canary = canary.Canary(name=cfg.canary_name, timeout=cfg.canary_timeout)
+        self.exporter: Any = None
+        if cfg.metrics:
+            from .metrics import Exporter  # prometheus_client loads only when asked for
+
+            self.exporter = Exporter()
+            engine.observers.append(self.exporter.observe)  # before the workers start
 
     def snapshot(self) -> EngineStatus:
-        return self.engine.status()._replace(heartbeat=self.heartbeat, stopping=self._stopping)
+        status = self.engine.status()._replace(heartbeat=self.heartbeat, stopping=self._stopping)
+        return canary.annotate(status, self.canary.last)
+
+    def _start_metrics(self) -> None:
+        if self.exporter is None or not self.engine.config.metrics:
+            return
+        host, port = config.metrics_address(self.engine.config.metrics)
+        try:
+            self.exporter.serve(host, port)
+        except OSError as exc:
+            # Like the control socket: replication matters more than the endpoint.
+            log.error("cannot serve metrics on %s:%d: %s", host, port, exc.strerror)
+
+    async def _canary_every(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            await self.canary.run(self.engine.jobs)
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.engine.ready.wait()
@@ -71,6 +95,9 @@ class Sidecar:
         except OSError as exc:
             # Replication matters more than the socket; `check` will report no daemon.
             log.error("cannot open the control socket %s: %s", server.path, exc)
+        self._start_metrics()
+        every = self.engine.config.canary_every
+        scheduled = asyncio.create_task(self._canary_every(every)) if every else None
         self.beat(stop)
         self.notifier.send("READY=1")
         if self.on_ready is not None:
@@ -85,6 +112,10 @@ class Sidecar:
                 await asyncio.sleep(self.tick)
                 self.beat(stop)
         finally:
+            if scheduled is not None:
+                scheduled.cancel()
+            if self.exporter is not None:
+                self.exporter.close()
             await server.close()
 
     def beat(self, stop: asyncio.Event) -> None:
@@ -92,6 +123,8 @@ class Sidecar:
         self.heartbeat = time.time()
         self._stopping = stop.is_set()
         status = self.snapshot()
+        if self.exporter is not None:
+            self.exporter.snapshot = status  # the metrics thread reads only this
         self.notifier.status(health.worst_lag(status))
         if self._stopping:
             return  # the watchers end on purpose; systemd's stop timeout takes over
@@ -102,13 +135,15 @@ class Sidecar:
         if self.notifier.watchdog and not status.down:
             self.notifier.send("WATCHDOG=1")
 
-    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+    def handle(self, request: dict[str, Any]) -> dict[str, Any] | Awaitable[dict[str, Any]]:
         command = request["command"]
         if command == "status":
             return {"ok": True, "status": health.to_json(self.snapshot())}
+        if command == "canary":
+            return self.run_canary(request.get("canary_timeout"))
         if command not in ("pause", "resume", "sync-now"):
             raise LookupError(
-                f"unknown command {command!r}; known: status, pause, resume, sync-now"
+                f"unknown command {command!r}; known: status, canary, pause, resume, sync-now"
             )
         chosen = self.select(request.get("target"))
         for dispatcher in chosen:
@@ -122,6 +157,13 @@ class Sidecar:
             "targets": [d.key for d in chosen],
             "paused": [d.key for d in chosen if d.paused],
         }
+
+    async def run_canary(self, timeout: object) -> dict[str, Any]:
+        """``check --canary``: one canary now; the reply holds every target's outcome."""
+        if timeout is not None and not (isinstance(timeout, int | float) and timeout > 0):
+            raise LookupError(f"canary timeout must be a positive number, not {timeout!r}")
+        outcomes = await self.canary.run(self.engine.jobs, timeout)
+        return {"ok": True, "canary": [o.as_json() for o in outcomes]}
 
     def select(self, target: object) -> list[Dispatcher]:
         """Every target when none is named; else those whose URL or key is ``target``."""

@@ -14,16 +14,17 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import lanes, listing, partial, retry, rsync
 from .changes import Batch, PendingSet, uncovered
-from .errors import BusySyncError
+from .errors import BusySyncError, SyncError
 from .journal import Journal, unconfirmed_kinds
 from .rsync import PARTIAL
-from .runner import Runner
+from .runner import FullSyncRunner, Runner
 from .state import StateStore
-from .status import Tally, TargetStatus
+from .status import RunReport, Tally, TargetStatus, run_report
 from .targets import Target
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ class Dispatcher:
         self._runner = Runner(source, target, options, standby=settings.standby)
         self._aside = partial.Aside(target.name, settings.permanent_retry, self.submit)
         self._full_owed = False  # a full sync ended PARTIAL: owed until one completes
+        self.observers: list[Callable[[RunReport], None]] = []  # metrics, hooks: told each run
 
     def submit(self, batch: Batch) -> None:
         """Queue newer changes; the worker sends them as soon as it is free."""
@@ -268,6 +270,7 @@ class Dispatcher:
         if not self.pending:
             self._since = None
         self._state = "syncing"
+        started = time.monotonic()
         try:
             entries, whole = (
                 ([], []) if batch.full else listing.entries(batch.changes, self._runner.entries_in)
@@ -288,7 +291,9 @@ class Dispatcher:
                     loop.call_later(self.settings.permanent_retry, self.submit, Batch(full=True))
             else:
                 rsync.raise_for(result, f"target {self.target.name}")
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, SyncError):
+                self._observe(batch, started, exc)
             self.pending.restore(batch)
             since = self._flights[lane].since
             if since is not None and (self._since is None or since < self._since):
@@ -306,6 +311,7 @@ class Dispatcher:
         if result.code != PARTIAL and not self._full_owed:
             self._last_error = None
         self._state = "idle"
+        self._observe(batch, started, None, result.code)
         if batch.full:
             done = "incomplete" if result.code == PARTIAL else "done"
             log.info("%s: full sync %s in %.3f s", self.target.name, done, result.seconds)
@@ -313,6 +319,42 @@ class Dispatcher:
             log.info(
                 "%s: sent %d paths in %.3f s", self.target.name, len(batch.changes), result.seconds
             )
+
+    @property
+    def closing(self) -> bool:
+        """Whether close() was called: the worker ends once it has tried a last time."""
+        return self._closing
+
+    @property
+    def full_sync(self) -> FullSyncRunner | None:
+        """What runs a full sync's first rsync (a progress reporter), if not plain rsync."""
+        return self._runner.full_sync
+
+    @full_sync.setter
+    def full_sync(self, runner: FullSyncRunner | None) -> None:
+        self._runner.full_sync = runner
+
+    def _observe(
+        self, batch: Batch, started: float, exc: SyncError | None, code: int | None = None
+    ) -> None:
+        """Tell the observers how a run went; an observer's bug never stops the worker."""
+        if not self.observers:
+            return
+        partial = self._last_error if code == PARTIAL else None
+        report = run_report(
+            self.source,
+            self.target.name,
+            batch,
+            started=started,
+            exc=exc,
+            code=code,
+            partial=partial,
+        )
+        for observer in self.observers:
+            try:
+                observer(report)
+            except Exception:
+                log.exception("%s: a run observer failed", self.target.name)
 
     def _mark_idle(self) -> None:
         if not self._flights and not self.pending:

@@ -8,6 +8,7 @@ import fcntl
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from . import rsync, targets
@@ -17,9 +18,12 @@ from .config import Config, SyncConfig, private_dir
 from .dispatch import Dispatcher, Settings
 from .errors import SetupError, TrigsyncError, WatchError, WatchLimitError
 from .excludes import Excludes
+from .hooks import Hooks
 from .journal import save, write_behind
+from .progress import FullSync
+from .progress import describe as describe_progress
 from .state import LastRun, StateStore
-from .status import EngineStatus, SyncStatus
+from .status import EngineStatus, RunReport, SyncStatus, TargetStatus
 from .watcher import Watcher
 
 log = logging.getLogger(__name__)
@@ -43,26 +47,19 @@ class SyncJob:
             )
         if config.command_hooks:
             log.warning(
-                "%s: command hooks are configured but not run yet (they land with issue 14)",
+                "%s: sersync command hooks are not run; use on_success, which gets the "
+                "batch's paths on stdin",
                 config.source,
             )
-        options = rsync.Options(
-            rsync_path=config.rsync_path,
-            timeout=config.timeout,
-            excludes=self.excludes.rsync_patterns,
-            extra=config.rsync_args,
-        )
-        settings = Settings(
-            delay=config.delay, standby=config.standby, backoff_max=config.retry_max
-        )
-        self.targets = [
-            targets.build(spec, state_dir=state_dir, contimeout=config.contimeout)
+        self.dispatchers = [
+            make_dispatcher(config, spec, state_dir=state_dir, store=store)
             for spec in config.targets
         ]
-        self.dispatchers = [
-            Dispatcher(self.source, t, options, settings, store=store) for t in self.targets
-        ]
         self.watcher: Watcher | None = None
+
+    @property
+    def targets(self) -> list[targets.Target]:
+        return [d.target for d in self.dispatchers]
 
     def check(self) -> None:
         rsync.check_binary(self.config.rsync_path)
@@ -143,8 +140,13 @@ class SyncJob:
             self.submit(Batch(full=True))
 
     def status(self) -> SyncStatus:
-        watches = self.watcher.watch_count if self.watcher else 0
-        return SyncStatus(self.config.source, watches, tuple(d.status() for d in self.dispatchers))
+        stats = self.watcher.statistics() if self.watcher else None
+        return SyncStatus(
+            self.config.source,
+            stats.watches if stats else 0,
+            tuple(_with_progress(d) for d in self.dispatchers),
+            overflows=stats.overflows if stats else 0,
+        )
 
     def close(self) -> None:
         if self.watcher is not None:
@@ -152,6 +154,33 @@ class SyncJob:
         for target in self.targets:
             with contextlib.suppress(OSError, TimeoutError):
                 target.close()
+
+
+def _with_progress(dispatcher: Dispatcher) -> TargetStatus:
+    status = dispatcher.status()
+    running = dispatcher.full_sync
+    last = running.current.last if isinstance(running, FullSync) and running.current else None
+    return status._replace(progress=describe_progress(last)) if last else status
+
+
+def make_dispatcher(
+    config: SyncConfig, spec: targets.TargetSpec, *, state_dir: Path, store: StateStore | None
+) -> Dispatcher:
+    """One target's worker, with the sync's rsync options and the target's hooks."""
+    options = rsync.Options(
+        rsync_path=config.rsync_path,
+        timeout=config.timeout,
+        excludes=Excludes(config.excludes, config.exclude_regex).rsync_patterns,
+        extra=config.rsync_args,
+    )
+    settings = Settings(delay=config.delay, standby=config.standby, backoff_max=config.retry_max)
+    target = targets.build(spec, state_dir=state_dir, contimeout=config.contimeout)
+    dispatcher = Dispatcher(os.fsencode(config.source), target, options, settings, store=store)
+    dispatcher.full_sync = FullSync(target.name)  # a progress bar, or a log line every 10 s
+    hooks = Hooks.of(config, spec)
+    if hooks is not None:
+        dispatcher.observers.append(hooks.observe)
+    return dispatcher
 
 
 def raise_limit(exc: WatchLimitError) -> bool:
@@ -184,6 +213,10 @@ class Engine:
         self.ready = asyncio.Event()  # watches placed, workers started (sd_notify READY=1)
         self._started: float | None = None
         self._parts: dict[str, asyncio.Task[None]] = {}  # what must stay alive, by name
+        self.workers: dict[Dispatcher, asyncio.Task[None]] = {}
+        self.pumps: dict[SyncJob, asyncio.Task[None]] = {}
+        self._part_ended = asyncio.Event()  # a pump, worker or the journal ended by itself
+        self.observers: list[Callable[[RunReport], None]] = []  # told of every target's runs
 
     def _open(self, *, durable: bool) -> None:
         """Lock the state directory, open the pending store, build the jobs."""
@@ -213,6 +246,8 @@ class Engine:
             SyncJob(s, state_dir=self.state_dir, store=self.store) for s in self.config.syncs
         ]
         self._dispatchers = [d for job in self.jobs for d in job.dispatchers]
+        for dispatcher in self._dispatchers:
+            dispatcher.observers.extend(self.observers)
 
     def _close(self) -> None:
         for job in self.jobs:
@@ -230,7 +265,12 @@ class Engine:
             job.check()
 
     def status(self) -> EngineStatus:
-        down = tuple(name for name, task in self._parts.items() if task.done())
+        parts = {
+            **self._parts,
+            **{f"watcher {j.config.source}": t for j, t in self.pumps.items()},
+            **{f"worker {d.key}": t for d, t in self.workers.items()},
+        }
+        down = tuple(name for name, task in parts.items() if task.done())
         syncs = tuple(job.status() for job in self.jobs)
         return EngineStatus(syncs, os.getpid(), self._started, down=down)
 
@@ -238,12 +278,32 @@ class Engine:
         for dispatcher in self._dispatchers:
             await dispatcher.wait_idle()
 
+    def refresh_dispatchers(self) -> None:
+        """After a reload changed the jobs' workers."""
+        self._dispatchers = [d for job in self.jobs for d in job.dispatchers]
+
+    def start_worker(self, dispatcher: Dispatcher) -> None:
+        def ended(task: asyncio.Task[None]) -> None:
+            if not dispatcher.closing:  # a worker asked to stop (a stop, a reload) may end
+                self._ended(task)
+
+        self.workers[dispatcher] = asyncio.create_task(dispatcher.run())
+        self.workers[dispatcher].add_done_callback(ended)
+
+    def start_pump(self, job: SyncJob) -> None:
+        self.pumps[job] = asyncio.create_task(job.pump())
+        self.pumps[job].add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """A part ended by itself (not cancelled): the engine stops, see _fatal."""
+        if not task.cancelled():
+            self._part_ended.set()
+
     async def run(self, stop: asyncio.Event) -> None:
         """Watch and replicate until ``stop`` is set, then drain and return."""
         self._open(durable=self.durable)
-        workers: list[asyncio.Task[None]] = []
-        pumps: list[asyncio.Task[None]] = []
         aux: list[asyncio.Task[None]] = []
+        journal: list[asyncio.Task[None]] = []
         try:
             self.check()
             last = self.store.begin_run() if self.store else LastRun(True, None, True)
@@ -254,16 +314,15 @@ class Engine:
                     log.info("%s: resuming %d pending paths", job.config.source, resumed)
                 if self.initial_sync or job.config.initial_sync:
                     job.submit(Batch(full=True))
-            workers = [asyncio.create_task(d.run()) for d in self._dispatchers]
-            pumps = [asyncio.create_task(job.pump()) for job in self.jobs]
+            for dispatcher in self._dispatchers:
+                self.start_worker(dispatcher)
+            for job in self.jobs:
+                self.start_pump(job)
             aux = [asyncio.create_task(job.catch_up(last)) for job in self.jobs]
-            self._parts = {
-                **{f"watcher {j.config.source}": p for j, p in zip(self.jobs, pumps, strict=True)},
-                **{f"worker {d.key}": w for d, w in zip(self._dispatchers, workers, strict=True)},
-            }
             if self.store is not None:
-                workers.append(asyncio.create_task(write_behind(self.store, self._unconfirmed)))
-                self._parts["journal"] = workers[-1]
+                journal.append(asyncio.create_task(write_behind(self.store, self._unconfirmed)))
+                journal[-1].add_done_callback(self._ended)
+                self._parts["journal"] = journal[-1]
             aux += [
                 asyncio.create_task(job.reconcile_every(job.config.reconcile_every))
                 for job in self.jobs
@@ -271,19 +330,22 @@ class Engine:
             ]
             self._started = time.time()
             self.ready.set()
-            stopper = asyncio.create_task(stop.wait())
-            # Workers and the write-behind task never return on their own: if one does,
+            # The pumps and workers may change on a reload (SIGHUP): wait on events, not
+            # tasks. Workers and the write-behind task never end on their own: if one does,
             # it is a bug that the process must not outlive silently.
-            await asyncio.wait([*pumps, *workers, stopper], return_when=asyncio.FIRST_COMPLETED)
-            stopper.cancel()
+            waits = [asyncio.create_task(e.wait()) for e in (stop, self._part_ended)]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waits:
+                waiter.cancel()
+            pumps = list(self.pumps.values())
             for pump in pumps:
                 pump.cancel()
             unwatched_at = time.time()  # changes after this are found by the next start
-            fatal = _fatal(pumps, workers)
+            fatal = _fatal(pumps, [*self.workers.values(), *journal])
             for dispatcher in self._dispatchers:
                 dispatcher.close()
-            await asyncio.gather(*(w for w in workers[: len(self._dispatchers)] if not w.done()))
-            for writer in workers[len(self._dispatchers) :]:
+            await asyncio.gather(*(w for w in self.workers.values() if not w.done()))
+            for writer in journal:
                 writer.cancel()  # it finishes the write in hand: the save below comes last
                 await asyncio.wait([writer])
             saved = self.store is None or save(self.store, self._unconfirmed)
@@ -296,7 +358,7 @@ class Engine:
             elif self.store is not None:
                 self.store.end_run(unwatched_at)
         finally:
-            for task in [*workers, *pumps, *aux]:
+            for task in [*self.workers.values(), *self.pumps.values(), *aux, *journal]:
                 task.cancel()
             self._close()
 

@@ -17,6 +17,7 @@ import asyncio
 import errno
 import logging
 import os
+from collections.abc import Awaitable, Callable, Mapping
 
 from . import rsync
 from .rsync import PARTIAL, Options, Result, Transport
@@ -26,9 +27,28 @@ log = logging.getLogger(__name__)
 _WILDCARDS = (b"*", b"?", b"[")
 
 
-async def run(source: bytes, opts: Options, transport: Transport) -> Result:
-    """One full sync; PARTIAL if some directories could not be read (they are skipped)."""
-    first = await rsync.run(rsync.full_argv(source, opts, transport), env=transport.env)
+async def run(
+    source: bytes,
+    opts: Options,
+    transport: Transport,
+    *,
+    first: Callable[[list[rsync.Arg], Mapping[str, str] | None], Awaitable[Result]] | None = None,
+) -> Result:
+    """One full sync; PARTIAL if some directories could not be read (they are skipped).
+
+    ``first`` runs the first rsync instead of plain rsync.run (to report its progress)."""
+    argv = rsync.full_argv(source, opts, transport)
+    if first is not None:
+        first_result = await first(argv, transport.env)
+    else:
+        first_result = await rsync.run(argv, env=transport.env)
+    return await _around_unreadable(source, opts, transport, first_result)
+
+
+async def _around_unreadable(
+    source: bytes, opts: Options, transport: Transport, first: Result
+) -> Result:
+    """After a first run that exited 23: the rest again, unreadable directories excluded."""
     if first.code != PARTIAL:
         return first
     unreadable = await asyncio.to_thread(unreadable_dirs, source)

@@ -99,7 +99,7 @@ def table(status: EngineStatus, now: float | None = None) -> str:
             rows.append(
                 (
                     t.target,
-                    state(t),
+                    state(t) + (f" {t.progress.split(',')[0]}" if t.progress else ""),
                     pending,
                     _age(t.lag),
                     _when(t.last_success, now),
@@ -126,9 +126,12 @@ def no_daemon(why: str) -> Verdict:
     return Verdict(CRITICAL, f"TRIGSYNC CRITICAL - {why}")
 
 
-def check(status: EngineStatus, *, max_lag: float, warn_lag: float) -> Verdict:
+def check(
+    status: EngineStatus, *, max_lag: float, warn_lag: float, canary: bool = False
+) -> Verdict:
     """Nagios plugin verdict: critical past ``max_lag`` or with a part down, warning
-    past ``warn_lag`` or while a target fails, retries or is paused."""
+    past ``warn_lag`` or while a target fails, retries or is paused. A failed canary is
+    critical when this check ran it (``canary``), a warning when a scheduled one failed."""
     if status.stopping:  # its watchers end on purpose
         problems = [(WARNING, "the daemon is stopping")]
     else:
@@ -143,6 +146,12 @@ def check(status: EngineStatus, *, max_lag: float, warn_lag: float) -> Verdict:
             problems.append((CRITICAL, f"{t.target} lag {_secs(t.lag)} > {_secs(max_lag)}"))
         elif t.lag > warn_lag:
             problems.append((WARNING, f"{t.target} lag {_secs(t.lag)} > {_secs(warn_lag)}"))
+        if t.canary_rtt is not None:
+            perf.append(f"'{label} canary'={t.canary_rtt:.3f}s;;;0;")
+        if t.canary_error is not None:
+            problems.append(
+                (CRITICAL if canary else WARNING, f"{t.target} canary: {t.canary_error}")
+            )
         if state(t) in ("retrying", "failing", "paused", "stopped"):
             detail = f": {t.last_error}" if t.last_error and not t.paused else ""
             problems.append((WARNING, f"{t.target} {state(t)}{detail}"))
@@ -154,6 +163,8 @@ def check(status: EngineStatus, *, max_lag: float, warn_lag: float) -> Verdict:
     else:
         worst = max((t.lag for t in targets), default=0.0)
         text = f"{_count(len(targets), 'target')} in sync, worst lag {_age(worst)}"
+        if canary:
+            text += ", canary arrived everywhere"
     return Verdict(code, f"TRIGSYNC {_WORDS[code]} - {text} | {' '.join(perf)}".rstrip(" |"))
 
 

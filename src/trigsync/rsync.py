@@ -345,10 +345,12 @@ def reason(stderr: bytes) -> str:
 
 
 def _last_line(stderr: bytes) -> str:
-    """The most telling line: the daemon's own @ERROR, else rsync's, else the last one."""
+    """The most telling line: the daemon's own (@)ERROR, else rsync's, else the last one."""
     lines = [ln.strip() for ln in stderr.decode("utf-8", "backslashreplace").splitlines()]
     lines = [ln for ln in lines if ln]
-    for wanted in ("@ERROR", "rsync: ", "error", "failed"):
+    # "ERROR: module is read only" is the receiver's own word; rsync's "read error:
+    # Connection reset" that follows it is only the consequence.
+    for wanted in ("@ERROR", "ERROR: ", "rsync: ", "error", "failed"):
         found = [ln for ln in lines if wanted in ln]
         if found:
             return found[-1]

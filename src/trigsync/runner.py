@@ -8,7 +8,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from . import fullsync, partial, rsync
 from .changes import Batch, Change
@@ -16,6 +16,9 @@ from .standby import Standby
 from .targets import Target
 
 log = logging.getLogger(__name__)
+
+# Runs a full sync's rsync argv (e.g. reporting its progress) instead of plain rsync.run.
+FullSyncRunner = Callable[[list[rsync.Arg], Mapping[str, str] | None], Awaitable[rsync.Result]]
 
 # How long after a run that sent unlisted paths (whole directories, the whole tree) a new
 # path still counts as possibly delivered. inotify events reach us within milliseconds;
@@ -41,6 +44,7 @@ class Runner:
         )
         # Until then, a new path may have been delivered by a run that did not list it.
         self.unlisted_until = 0.0
+        self.full_sync: FullSyncRunner | None = None
 
     async def run(self, batch: Batch, entries: list[bytes], whole: bool) -> rsync.Result:
         try:
@@ -62,7 +66,7 @@ class Runner:
                 len(batch.moves),
             )
         if batch.full:
-            return await fullsync.run(self.source, self.options, transport)
+            return await fullsync.run(self.source, self.options, transport, first=self.full_sync)
         argv = rsync.batch_argv(self.source, self.options, transport)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s: paths %r", self.target.name, entries)

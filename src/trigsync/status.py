@@ -7,9 +7,13 @@ live objects. Fields added later carry defaults, so older builders keep working.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import NamedTuple
+
+from .changes import Batch
+from .errors import BusySyncError, PermanentSyncError, SyncError
 
 
 class TargetStatus(NamedTuple):
@@ -29,6 +33,9 @@ class TargetStatus(NamedTuple):
     restarts: int = 0  # unexpected errors (not an rsync exit) the worker carried on after
     journal_error: str | None = None  # why the state database lags memory, if it does
     paused: bool = False  # by `trigsync pause`: changes accumulate, nothing is sent
+    canary_rtt: float | None = None  # seconds the last canary took to arrive, if it did
+    canary_error: str | None = None  # why the last canary failed, if it did
+    progress: str | None = None  # a full sync under way: percent, bytes, rate, ETA, files
 
 
 @dataclass(slots=True)
@@ -63,6 +70,7 @@ class SyncStatus(NamedTuple):
     source: str
     watches: int
     targets: tuple[TargetStatus, ...]
+    overflows: int = 0  # inotify queue overflows since start (each costs a full sync)
 
 
 class EngineStatus(NamedTuple):
@@ -76,3 +84,51 @@ class EngineStatus(NamedTuple):
     @property
     def idle(self) -> bool:
         return all(t.pending == 0 and t.in_flight == 0 for s in self.syncs for t in s.targets)
+
+
+class RunReport(NamedTuple):
+    """What one rsync run of one target did, as its observers (metrics, hooks) see it."""
+
+    source: str
+    target: str
+    paths: tuple[bytes, ...]  # the batch's paths (none for a full sync)
+    full: bool
+    seconds: float
+    kind: str  # ok | partial | transient | permanent | busy
+    error: str | None = None
+    code: int | None = None  # rsync's exit status, when it ran
+
+
+def run_report(
+    source: bytes,
+    target: str,
+    batch: Batch,
+    *,
+    started: float,
+    exc: SyncError | None,
+    code: int | None,
+    partial: str | None,
+) -> RunReport:
+    """How one run went: ``exc`` if it failed, ``partial`` (the error) if rsync exit 23."""
+    paths = tuple(c.path for c in batch.changes)
+    seconds = time.monotonic() - started
+    if exc is not None:
+        return RunReport(
+            os.fsdecode(source),
+            target,
+            paths,
+            batch.full,
+            seconds,
+            failure_kind(exc),
+            str(exc),
+            exc.code,
+        )
+    kind = "partial" if partial is not None else "ok"
+    return RunReport(os.fsdecode(source), target, paths, batch.full, seconds, kind, partial, code)
+
+
+def failure_kind(exc: SyncError) -> str:
+    """A failed run's kind for RunReport and the failures metric."""
+    if isinstance(exc, BusySyncError):
+        return "busy"
+    return "permanent" if isinstance(exc, PermanentSyncError) else "transient"

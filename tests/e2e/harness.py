@@ -40,9 +40,12 @@ def write_config(
     excludes: Sequence[str] = (),
     initial_sync: bool = True,
     extra: dict[str, object] | None = None,
+    top: dict[str, object] | None = None,
 ) -> Path:
+    """``extra`` goes into the [[sync]] block, ``top`` above it (canary, metrics, logs)."""
     lines = [
         f"state_dir = {_toml(str(state_dir))}",
+        *(f"{k} = {_toml(v)}" for k, v in (top or {}).items()),
         "[[sync]]",
         f"source = {_toml(str(source))}",
         f"initial_sync = {'true' if initial_sync else 'false'}",

@@ -41,7 +41,7 @@ def test_watchdog_is_withheld_while_a_worker_is_dead(tmp_path: Path) -> None:
             await asyncio.wait_for(engine.ready.wait(), 10)
             await asyncio.sleep(0.6)
             alive = drain(sock)
-            worker = next(t for name, t in engine._parts.items() if name.startswith("worker "))
+            (worker,) = engine.workers.values()
             worker.cancel()  # the worker is gone, as if it had crashed
             await asyncio.sleep(0.15)
             drain(sock)

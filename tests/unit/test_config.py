@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,60 @@ def test_bad_sersync_keys(tmp_path: Path, block: str, message: str) -> None:
     path = write(tmp_path, f'[[sync]]\nsource = "{src}"\ntargets = ["/tmp/x"]\n{block}\n')
     with pytest.raises(ConfigError, match=message):
         config.load(path)
+
+
+def test_service_settings(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    cfg = config.load(
+        write(
+            tmp_path,
+            f"""
+canary_every = 300
+canary_name = ".probe"
+metrics = "127.0.0.1:9108"
+log_format = "json"
+log_file = "/var/log/trigsync.log"
+[[sync]]
+source = "{src}"
+on_failure = ["/usr/local/bin/page", "ops"]
+hook_timeout = 5
+webhook = "https://hooks.example/trigsync"
+[[sync.target]]
+url = "/backup"
+on_success = ["/bin/true"]
+""",
+        )
+    )
+    assert (cfg.canary_every, cfg.canary_name, cfg.canary_timeout) == (300.0, ".probe", 30.0)
+    assert (cfg.metrics, cfg.log_format, cfg.log_file) == (
+        "127.0.0.1:9108",
+        "json",
+        "/var/log/trigsync.log",
+    )
+    (sync,) = cfg.syncs
+    assert sync.on_failure == ("/usr/local/bin/page", "ops") and sync.on_success == ()
+    assert (sync.hook_timeout, sync.webhook) == (5.0, "https://hooks.example/trigsync")
+    assert sync.targets[0].on_success == ("/bin/true",)
+    assert config.metrics_address("[::1]:9108") == ("::1", 9108)
+
+
+@pytest.mark.parametrize(
+    ("top", "sync", "message"),
+    [
+        ('metrics = "9108"', "", "metrics = '9108' is not HOST:PORT"),
+        ('log_format = "xml"', "", 'log_format must be "text" or "json"'),
+        ('canary_name = "a/b"', "", "must be a plain file name"),
+        ("canary_every = -1", "", "canary_every must be 0 or a positive"),
+        ("", "on_success = []", "sync[0].on_success is empty; give an argv list"),
+        ("", 'on_failure = "notify"', "sync[0].on_failure must be of type list"),
+        ("", 'webhook = "ftp://x"', "sync[0].webhook must be an http:// or https:// URL"),
+        ("", "hook_timeout = 0", "sync[0].hook_timeout must be a positive number"),
+    ],
+)
+def test_bad_service_settings(tmp_path: Path, top: str, sync: str, message: str) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    text = f'{top}\n[[sync]]\nsource = "{src}"\ntargets = ["/backup"]\n{sync}\n'
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config.load(write(tmp_path, text))

@@ -92,3 +92,15 @@ def test_cut_short_tells_a_receiver_that_died_mid_run(
     code: int, stderr: bytes, partial: bool
 ) -> None:
     assert rsync.cut_short(rsync.Result(code, stderr, 0.1)) is partial
+
+
+def test_reason_prefers_the_receivers_own_error() -> None:
+    stderr = (
+        b"ERROR: module is read only\n"
+        b"rsync error: syntax or usage error (code 1) at main.c(1185) [Receiver=3.5.0]\n"
+        b"rsync: [sender] read error: Connection reset by peer (104)\n"
+    )
+    assert rsync.reason(stderr) == "ERROR: module is read only"
+    assert rsync.reason(b"@ERROR: auth failed on module www\nrsync error: x\n") == (
+        "@ERROR: auth failed on module www"
+    )

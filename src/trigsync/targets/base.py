@@ -25,6 +25,8 @@ class TargetSpec:
     remote_rsync: str | None = None
     max_parallel: int = 2
     extra_rsync_args: tuple[str, ...] = field(default=())
+    on_success: tuple[str, ...] = ()  # hook argv for this target; else the sync's
+    on_failure: tuple[str, ...] = ()
     # RSYNC_PASSWORD from trigsync's environment, kept for the daemon targets that log in
     # without a password_file; it reaches their rsync runs only (see config.py).
     password: str | None = field(default=None, repr=False, compare=False)

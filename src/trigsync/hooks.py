@@ -1,0 +1,176 @@
+"""on_success / on_failure hooks and the webhook: sersync's "command" plugin, done safely.
+
+A hook is an argv list, never a shell line. It learns what happened from its environment
+(TRIGSYNC_EVENT, TRIGSYNC_SOURCE, TRIGSYNC_TARGET, TRIGSYNC_PATHS, TRIGSYNC_FULL,
+TRIGSYNC_SECONDS, TRIGSYNC_EXIT_CODE, TRIGSYNC_ERROR) and reads the batch's paths
+NUL-separated on stdin. Hooks run beside replication: one that hangs is killed at its time
+limit, and past MAX_WAITING waiting reports a target's hook runs are dropped (and logged),
+so a hook can never hold up or swamp a worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+
+from .config import SyncConfig
+from .status import RunReport
+from .targets import TargetSpec
+
+log = logging.getLogger(__name__)
+
+MAX_WAITING = 32  # hook runs queued per target before new ones are dropped
+
+
+class Hooks:
+    """The hooks of one target; ``observe`` is its dispatcher's run observer."""
+
+    def __init__(
+        self,
+        *,
+        on_success: Sequence[str] = (),
+        on_failure: Sequence[str] = (),
+        webhook: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.on_success = tuple(on_success)
+        self.on_failure = tuple(on_failure)
+        self.webhook = webhook
+        self.timeout = timeout
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._order = asyncio.Lock()  # one at a time, in the order the runs ended
+        self._dropped = 0
+
+    @classmethod
+    def of(cls, sync: SyncConfig, spec: TargetSpec) -> Hooks | None:
+        """A target's hooks (its own, else its sync's), or None when it has none."""
+        hooks = cls(
+            on_success=spec.on_success or sync.on_success,
+            on_failure=spec.on_failure or sync.on_failure,
+            webhook=sync.webhook,
+            timeout=sync.hook_timeout,
+        )
+        return hooks if hooks.on_success or hooks.on_failure or hooks.webhook else None
+
+    def observe(self, report: RunReport) -> None:
+        """Queue this run's hooks; returns at once (called from the worker)."""
+        argv = self.on_success if report.kind in ("ok", "partial") else self.on_failure
+        if not argv and not self.webhook:
+            return
+        if len(self._tasks) >= MAX_WAITING:
+            self._dropped += 1
+            if self._dropped == 1 or self._dropped % 100 == 0:
+                log.warning(
+                    "%s: hooks are slower than the runs; %d hook run(s) dropped",
+                    report.target,
+                    self._dropped,
+                )
+            return
+        task = asyncio.get_running_loop().create_task(self._run(argv, report))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, argv: Sequence[str], report: RunReport) -> None:
+        async with self._order:
+            if argv:
+                await run_hook(argv, report, self.timeout)
+            if self.webhook:
+                await post_webhook(self.webhook, report, self.timeout)
+
+
+def environment(report: RunReport) -> dict[str, str]:
+    """What a hook is told, as environment variables (the paths go on stdin)."""
+    return {
+        "TRIGSYNC_EVENT": "success" if report.kind in ("ok", "partial") else "failure",
+        "TRIGSYNC_KIND": report.kind,
+        "TRIGSYNC_SOURCE": report.source,
+        "TRIGSYNC_TARGET": report.target,
+        "TRIGSYNC_PATHS": str(len(report.paths)),
+        "TRIGSYNC_FULL": "1" if report.full else "0",
+        "TRIGSYNC_SECONDS": f"{report.seconds:.3f}",
+        "TRIGSYNC_EXIT_CODE": "" if report.code is None else str(report.code),
+        "TRIGSYNC_ERROR": report.error or "",
+    }
+
+
+def body(report: RunReport) -> dict[str, object]:
+    """The webhook's JSON body: the environment's facts, paths decoded losslessly."""
+    return {
+        "event": "success" if report.kind in ("ok", "partial") else "failure",
+        "kind": report.kind,
+        "source": report.source,
+        "target": report.target,
+        "paths": [os.fsdecode(p) for p in report.paths],
+        "full": report.full,
+        "seconds": round(report.seconds, 6),
+        "exit_code": report.code,
+        "error": report.error,
+    }
+
+
+async def run_hook(argv: Sequence[str], report: RunReport, timeout: float) -> int | None:
+    """Run one hook with its time limit; returns its exit status, None if it was killed."""
+    stdin = b"".join(p + b"\0" for p in report.paths)
+    env = {k: v for k, v in os.environ.items() if k != "RSYNC_PASSWORD"}
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env={**env, **environment(report)},
+            start_new_session=True,  # its children die with it at the time limit
+        )
+    except OSError as exc:
+        log.error("hook %s cannot start: %s; fix the on_success/on_failure argv", argv[0], exc)
+        return None
+    try:
+        _, stderr = await asyncio.wait_for(proc.communicate(stdin), timeout)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 9)
+        await proc.wait()
+        log.error("hook %s killed after its time limit of %g s", argv[0], timeout)
+        return None
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 9)
+        raise
+    if proc.returncode:
+        last = stderr.decode(errors="replace").strip().splitlines()[-1:] or ["(no message)"]
+        log.warning("hook %s exited %d: %s", argv[0], proc.returncode, last[0])
+    return proc.returncode
+
+
+async def post_webhook(url: str, report: RunReport, timeout: float) -> int | None:
+    """POST the report as JSON; returns the HTTP status, None on failure (logged)."""
+    data = json.dumps(body(report)).encode()
+    request = urllib.request.Request(
+        url, data=data, headers={"Content-Type": "application/json"}, method="POST"
+    )
+
+    def post() -> int:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return int(response.status)
+
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(post), timeout + 1)
+    except (OSError, TimeoutError, ValueError) as exc:
+        log.warning("webhook %s failed: %s", shown(url), exc)
+        return None
+
+
+def shown(url: str) -> str:
+    """The URL without a user or password, for the log."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    with contextlib.suppress(ValueError):
+        netloc += f":{parts.port}" if parts.port else ""
+    return parts._replace(netloc=netloc, query="").geturl()
