@@ -10,6 +10,7 @@ from pathlib import Path
 from tests.support.trees import wait_trees_equal
 from trigsync import config, control, daemon, health
 from trigsync.engine import Engine
+from trigsync.errors import TrigsyncError
 from trigsync.notify import Notifier
 
 
@@ -35,7 +36,7 @@ def test_watchdog_is_withheld_while_a_worker_is_dead(tmp_path: Path) -> None:
         sock.setblocking(False)
         notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "200000"})
 
-        async def scenario() -> tuple[list[bytes], list[bytes], str]:
+        async def scenario() -> tuple[list[bytes], list[bytes], str, str]:
             stop = asyncio.Event()
             service = asyncio.create_task(daemon.serve(engine, stop, notifier))
             await asyncio.wait_for(engine.ready.wait(), 10)
@@ -50,11 +51,14 @@ def test_watchdog_is_withheld_while_a_worker_is_dead(tmp_path: Path) -> None:
             reply = await asyncio.to_thread(control.request, control.socket_path(state), "status")
             verdict = health.check(health.from_json(reply["status"]), max_lag=60, warn_lag=30)
             stop.set()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await service
-            return alive, dead, verdict.line
+            except TrigsyncError as exc:  # a part died: the stop is not a clean one
+                return alive, dead, verdict.line, str(exc)
+            return alive, dead, verdict.line, ""
 
-        alive, dead, line = asyncio.run(scenario())
+        alive, dead, line, ended = asyncio.run(scenario())
+    assert ended.startswith("internal error: a worker or the journal stopped"), ended
     assert alive.count(b"WATCHDOG=1") >= 3, alive
     assert b"WATCHDOG=1" not in dead, dead
     assert line.startswith(f"TRIGSYNC CRITICAL - worker {source} -> {replica} is down"), line
