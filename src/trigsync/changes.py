@@ -17,8 +17,9 @@ from dataclasses import dataclass
 class Kind(enum.IntEnum):
     """What happened to a path since the target last saw it."""
 
-    CHANGED = 1  # content or metadata changed; the target may hold an older copy
-    CREATED = 2  # appeared on the source; the target cannot have it yet
+    # The values are stored in the state directory: never renumber them.
+    CHANGED = 1  # the target may hold this path, in any state: rsync decides
+    NEW = 2  # trigsync saw it created since the target last confirmed it: no target has it
     DELETED = 3  # gone from the source
 
 
@@ -60,19 +61,21 @@ class Batch:
 
 
 # (pending kind or None, new kind) -> merged kind, or None to forget the path.
-# CREATED then DELETED is dropped: the target never had the path, so there is nothing to send.
+# NEW then DELETED is dropped: no target has the path, so there is nothing to send. Only
+# a path trigsync saw created may be NEW; anything that may already exist on a target (a
+# rename's new end, a move in from outside) is CHANGED, so its deletion always travels.
 MERGE: dict[tuple[Kind | None, Kind], Kind | None] = {
     (None, Kind.CHANGED): Kind.CHANGED,
-    (None, Kind.CREATED): Kind.CREATED,
+    (None, Kind.NEW): Kind.NEW,
     (None, Kind.DELETED): Kind.DELETED,
     (Kind.CHANGED, Kind.CHANGED): Kind.CHANGED,
-    (Kind.CHANGED, Kind.CREATED): Kind.CHANGED,
+    (Kind.CHANGED, Kind.NEW): Kind.CHANGED,
     (Kind.CHANGED, Kind.DELETED): Kind.DELETED,
-    (Kind.CREATED, Kind.CHANGED): Kind.CREATED,
-    (Kind.CREATED, Kind.CREATED): Kind.CREATED,
-    (Kind.CREATED, Kind.DELETED): None,
+    (Kind.NEW, Kind.CHANGED): Kind.NEW,
+    (Kind.NEW, Kind.NEW): Kind.NEW,
+    (Kind.NEW, Kind.DELETED): None,
     (Kind.DELETED, Kind.CHANGED): Kind.CHANGED,
-    (Kind.DELETED, Kind.CREATED): Kind.CHANGED,
+    (Kind.DELETED, Kind.NEW): Kind.CHANGED,
     (Kind.DELETED, Kind.DELETED): Kind.DELETED,
 }
 
@@ -120,7 +123,7 @@ class PendingSet:
         """Merge a batch of newer changes into this set.
 
         While a run is ``in_flight`` it reads the source as it is now, so it may deliver a
-        path created after it was taken: such a path is recorded as CHANGED, not CREATED,
+        path created after it was taken: such a path is recorded as CHANGED, not NEW,
         and its deletion still travels.
         """
         if batch.full:
@@ -134,7 +137,7 @@ class PendingSet:
             while move is not None and move.after <= i:
                 self._add_move(move)
                 move = next(moves, None)
-            kind = Kind.CHANGED if in_flight and change.kind is Kind.CREATED else change.kind
+            kind = Kind.CHANGED if in_flight and change.kind is Kind.NEW else change.kind
             merged = MERGE[kinds.get(change.path), kind]
             if merged is None:
                 del kinds[change.path]
@@ -150,6 +153,14 @@ class PendingSet:
             self.full = True
 
     def _add_move(self, move: Move) -> None:
+        if self._kinds.get(move.old) is Kind.NEW:
+            # No target has the old path (it was created since the last confirmation, as
+            # a deploy tool's temp file is): nothing to move, and nothing below it to
+            # carry. The new end is listed as a change of its own.
+            prefix = move.old + b"/"
+            for path in [p for p in self._kinds if p.startswith(prefix)]:
+                del self._kinds[path]
+            return
         # A target that applies the move carries its copy of old's subtree along, including
         # paths whose pending deletion has not been sent: that pending state moves too.
         self._carry(move, self._kinds)
@@ -213,13 +224,13 @@ class PendingSet:
     def restore(self, batch: Batch) -> None:
         """Put back a batch that failed, beneath anything that changed since it was taken.
 
-        The failed run may have delivered part of it, so CREATED is weakened to CHANGED:
+        The failed run may have delivered part of it, so NEW is weakened to CHANGED:
         a later delete of that path must still reach the target.
         """
         if batch.full:
             self.full = True
         restored: dict[bytes, Kind] = {
-            c.path: Kind.CHANGED if c.kind is Kind.CREATED else c.kind
+            c.path: Kind.CHANGED if c.kind is Kind.NEW else c.kind
             for c in batch.changes + batch.covered
         }
         for move in self._moves:  # moves made since the batch was taken carry it along
