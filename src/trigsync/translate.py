@@ -13,7 +13,6 @@ directory moved in (it may replace an empty one).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import stat
@@ -53,8 +52,9 @@ class _Move:
     excluded: bool
     deadline: float
     parent: Node | None = None  # where the node was when it left
-    reported: bool = True  # False: it was never reported, so no target has it
     unsent: bool = False  # no target has it yet: a hint to move it is useless
+    at: int | None = None  # where its deletion is in batch number ``batch``, if it is there
+    batch: int = 0
 
 
 class Translator:
@@ -95,6 +95,7 @@ class Translator:
         self._full = False
         self._rewalk = False
         self._overflow_last: float | None = None  # time of this episode's last overflow
+        self._batch = 0  # how many batches were taken: tells whether _Move.at still holds
         self.events_read = 0
         self.overflows = 0
         self._now = 0.0
@@ -151,7 +152,9 @@ class Translator:
                 break
             del self._moves[cookie]
             self._moved_out(move)
-        batch = Batch(tuple(self._out), self._full, tuple(self._renames))
+        renames = sorted(self._renames, key=lambda m: m.after)
+        batch = Batch(tuple(self._out), self._full, tuple(renames))
+        self._batch += 1
         self._out = []
         self._renames = []
         self._created_now.clear()
@@ -218,9 +221,8 @@ class Translator:
             # A change to a file reported NEW in this same batch would merge into it.
             if key not in self._created_now:
                 self._report_write(key, path)
-        elif mask & ino.IN_DELETE:
-            if self._forget(key):
-                self._out.append(Change(path, Kind.DELETED))
+        elif mask & ino.IN_DELETE and self._forget(key):  # a file never reported: nothing
+            self._out.append(Change(path, Kind.DELETED))
 
     def _report_write(self, key: Key, path: bytes | None = None) -> None:
         """Report a written file: NEW if it was never reported, else CHANGED."""
@@ -278,8 +280,14 @@ class Translator:
         try:
             st = self._lone_file(path)
         except FileNotFoundError:
-            return  # gone already: its IN_DELETE follows
-        if st is not None:
+            # Gone already (a deploy tool's temp file is often renamed by now): it was
+            # created all the same, and the IN_DELETE or IN_MOVED_FROM that follows for
+            # this name must know that no target has it.
+            st = None
+            missing = True
+        else:
+            missing = False
+        if st is not None or missing:
             # Still being written, whatever its size: its close reports it, once, as NEW;
             # a writer that never closes (or a create with no write) once it settles.
             self._hold(key, Kind.NEW, self._now + self._unclosed.settle)
@@ -327,8 +335,14 @@ class Translator:
         if node is not None:
             node.moving = True
         excluded = self._excludes.excludes(path, is_dir=is_dir)
+        at = None
+        if reported and not excluded:
+            # Its deletion goes in now, in order: a change to the same name that comes
+            # before the move is paired, or times out, must not overtake it.
+            at = len(self._out)
+            self._out.append(Change(path, Kind.DELETED))
         deadline = self._now + self._move_timeout
-        self._moves[cookie] = _Move(path, node, excluded, deadline, parent, reported, unsent)
+        self._moves[cookie] = _Move(path, node, excluded, deadline, parent, unsent, at, self._batch)
 
     def _moved_to(self, parent: Node, name: bytes, path: bytes, is_dir: bool, cookie: int) -> None:
         src = self._moves.pop(cookie, None)
@@ -345,12 +359,11 @@ class Translator:
         entries = Kind.NEW  # below a directory moved in, nothing can be on a target
         if src is not None and not src.excluded:
             if not src.unsent:
-                # Placed before the old path's deletion, so the pending set still sees
-                # whether a target can have the old path at all.
-                self._renames.append(Move(src.path, path, after=len(self._out)))
+                # Placed just before the old path's deletion, so that the pending set
+                # still sees whether a target can have the old path at all.
+                at = src.at if src.at is not None and src.batch == self._batch else None
+                self._renames.append(Move(src.path, path, len(self._out) if at is None else at))
                 entries = Kind.CHANGED  # a target may move its copy of the subtree
-            if src.reported:
-                self._out.append(Change(src.path, Kind.DELETED))
             if src.node is not None:
                 self.tree.move(src.node, parent, name)
         self._out.append(Change(path, Kind.CHANGED))
@@ -358,23 +371,22 @@ class Translator:
             self._add_tree(parent, name, path, entries)
 
     def _moved_out(self, move: _Move) -> None:
+        """A MOVED_FROM that found no MOVED_TO in the tree: forget what left."""
         node = move.node
         if node is not None and (
             node.parent is not move.parent or node.name != move.path.rsplit(b"/", 1)[-1]
         ):
             # It came back in under another cookie (moved out and straight back): the
             # MOVED_TO re-attached the same watch, which must stay.
-            move = dataclasses.replace(move, node=None)
-        if move.node is not None:
-            move.node.moving = False
-            wds = self.tree.detach(move.node)
+            return
+        if node is not None:
+            node.moving = False
+            wds = self.tree.detach(node)
             for wd in wds:
                 self._scanner.remove_watch(wd)
             if self._fresh:
                 gone = set(wds)
                 self._fresh = {k for k in self._fresh if k[0] not in gone}
-        if not move.excluded and move.reported:
-            self._out.append(Change(move.path, Kind.DELETED))
 
     def _rewalk_tree(self) -> None:
         """After lost events: watch what is missing, forget what is gone, drop stale state."""

@@ -8,6 +8,7 @@ Everything the events mean is decided there, without I/O of its own.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -50,13 +51,16 @@ class Watcher:
         overflow_quiet: float = 0.5,
     ) -> None:
         self.root = root.rstrip(b"/") or b"/"
-        self._options = {
-            "excludes": excludes,
-            "move_timeout": move_timeout,
-            "watch_modify": watch_modify,
-            "modify_settle": modify_settle,
-            "overflow_quiet": overflow_quiet,
-        }
+        self._translator = functools.partial(
+            Translator,
+            self.root,
+            excludes=excludes,
+            move_timeout=move_timeout,
+            watch_modify=watch_modify,
+            modify_settle=modify_settle,
+            overflow_quiet=overflow_quiet,
+            clock=time.monotonic,
+        )
         self._fd = -1
         self._events: Translator | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -79,12 +83,7 @@ class Watcher:
             return
         self._fd = ino.init()
         try:
-            self._events = Translator(
-                self.root,
-                InotifyFs(self._fd),
-                clock=time.monotonic,
-                **self._options,  # type: ignore[arg-type]
-            )
+            self._events = self._translator(InotifyFs(self._fd))
             self._events.start()
         except BaseException:
             self.close()
