@@ -37,6 +37,9 @@ MAX_FRESH = 65536
 # be open for writing: it waits this long for a write or a close before it is reported,
 # rather than be sent half-written and again after its close.
 PROBE = 0.05
+# A file renamed less than this long after it was last reported gets no rename hint.
+YOUNG = 0.5
+MAX_REPORTED = 65536
 
 Event = tuple[int, int, int, bytes]  # wd, mask, cookie, name
 Key = tuple[int, bytes]  # parent wd, name
@@ -52,7 +55,7 @@ class _Move:
     excluded: bool
     deadline: float
     parent: Node | None = None  # where the node was when it left
-    unsent: bool = False  # no target has it yet: a hint to move it is useless
+    hint: bool = True  # False: a target is unlikely to have it, so moving it is not worth it
     at: int | None = None  # where its deletion is in batch number ``batch``, if it is there
     batch: int = 0
 
@@ -89,6 +92,7 @@ class Translator:
         self._fresh: set[Key] = set()
         self._unclosed = UnclosedWrites(modify_settle)
         self._created_now: set[Key] = set()  # reported NEW in the batch being built
+        self._reported: dict[Key, float] = {}  # files by when they were last reported, oldest first
         self._moves: dict[int, _Move] = {}  # by cookie, oldest first
         self._out: list[Change] = []
         self._renames: list[Move] = []
@@ -125,6 +129,7 @@ class Translator:
         self.tree.clear()
         self._fresh.clear()
         self._unclosed.clear()
+        self._reported.clear()
         self._moves.clear()
 
     # -- one wake-up: feed() the events read, then take() the batch ----------------------
@@ -152,6 +157,9 @@ class Translator:
                 break
             del self._moves[cookie]
             self._moved_out(move)
+        if len(self._reported) > MAX_REPORTED:
+            young = now - YOUNG
+            self._reported = {k: t for k, t in self._reported.items() if t >= young}
         renames = sorted(self._renames, key=lambda m: m.after)
         batch = Batch(tuple(self._out), self._full, tuple(renames))
         self._batch += 1
@@ -233,6 +241,8 @@ class Translator:
                 self._fresh.discard(key)
                 return
             path = base + b"/" + key[1] if base else key[1]
+        self._reported.pop(key, None)
+        self._reported[key] = self._now
         if key in self._fresh:
             self._fresh.discard(key)
             self._created_now.add(key)
@@ -245,6 +255,7 @@ class Translator:
         whether it was ever reported (a target may have it)."""
         fresh = key in self._fresh
         self._fresh.discard(key)
+        self._reported.pop(key, None)
         self._created_now.discard(key)
         self._unclosed.discard(key)
         return not fresh
@@ -329,7 +340,15 @@ class Translator:
         self, parent: Node, name: bytes, path: bytes, is_dir: bool, cookie: int
     ) -> None:
         key = (parent.wd, name)
-        unsent = key in self._fresh or key in self._created_now
+        # A file not reported yet, or reported only just now (a deploy tool's temp file,
+        # renamed right after its close), has no copy on a target that is worth moving;
+        # a hint would only make the rename run alone. Correctness never depends on one.
+        last = self._reported.get(key)
+        hint = (
+            key not in self._fresh
+            and key not in self._created_now
+            and (last is None or self._now - last >= YOUNG)
+        )
         reported = self._forget(key)
         node = parent.children.get(name) if is_dir else None
         if node is not None:
@@ -342,7 +361,7 @@ class Translator:
             at = len(self._out)
             self._out.append(Change(path, Kind.DELETED))
         deadline = self._now + self._move_timeout
-        self._moves[cookie] = _Move(path, node, excluded, deadline, parent, unsent, at, self._batch)
+        self._moves[cookie] = _Move(path, node, excluded, deadline, parent, hint, at, self._batch)
 
     def _moved_to(self, parent: Node, name: bytes, path: bytes, is_dir: bool, cookie: int) -> None:
         src = self._moves.pop(cookie, None)
@@ -358,7 +377,7 @@ class Translator:
         # The new end may replace a name the target has, so it is CHANGED, never NEW.
         entries = Kind.NEW  # below a directory moved in, nothing can be on a target
         if src is not None and not src.excluded:
-            if not src.unsent:
+            if src.hint:
                 # Placed just before the old path's deletion, so that the pending set
                 # still sees whether a target can have the old path at all.
                 at = src.at if src.at is not None and src.batch == self._batch else None

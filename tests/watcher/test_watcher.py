@@ -459,3 +459,31 @@ def test_root_given_as_symlink_is_watched(src: Path, tmp_path: Path) -> None:
             assert await w.quiet() == {b"f": C}
 
     run(scenario)
+
+
+@pytest.mark.parametrize("seen_by", ["listing", "create event"])
+def test_file_still_written_in_a_new_dir_is_reported_once_at_its_close(
+    src: Path, seen_by: str
+) -> None:
+    # A big file written into a new directory: found by the directory's listing, or by
+    # its IN_CREATE when it already holds data, it must not be sent half-written.
+    chunk = b"x" * (256 * 1024)
+
+    async def scenario() -> None:
+        async with watching(src) as w:
+            os.mkdir(src / "big")
+            if seen_by == "create event":
+                await asyncio.sleep(0.1)  # the directory is watched before the file exists
+            with open(src / "big" / "big.bin", "wb") as f:
+                f.write(chunk)  # before the watcher runs again: it finds data already
+                for _ in range(15):
+                    await asyncio.sleep(0.02)
+                    f.write(chunk)
+                    f.flush()
+                before_close = len(w.raw)
+            assert await w.quiet() == {b"big": C, b"big/big.bin": C}
+            reports = [i for i, c in enumerate(w.raw) if c.path == b"big/big.bin"]
+            assert len(reports) == 1, w.raw
+            assert reports[0] >= before_close, "reported while still being written"
+
+    run(scenario)
