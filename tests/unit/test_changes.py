@@ -313,3 +313,27 @@ def test_a_rename_lands_after_the_changes_that_came_before_it() -> None:
         )
     )
     assert Change(b"b/f", Kind.DELETED) in pending.take().changes
+
+
+def test_thousands_of_renames_in_one_batch_cost_one_pass() -> None:
+    # Finding 9: an in-place deploy renames 3,646 temp files over their names; merging
+    # them took 3.5 s of CPU (each rename scanned every pending path), with nothing sent.
+    import time
+
+    changes: list[Change] = []
+    moves: list[Move] = []
+    for i in range(3646):
+        d = b"pkg%d/mod%d/sub%d/" % (i // 480, i // 60, i // 12)
+        changes.append(Change(d + b".f%d.py.XyZ123" % i, Kind.CHANGED))
+    for i in range(3646):
+        d = b"pkg%d/mod%d/sub%d/" % (i // 480, i // 60, i // 12)
+        moves.append(Move(d + b".f%d.py.XyZ123" % i, d + b"f%d.py" % i, after=len(changes)))
+        changes.append(Change(d + b".f%d.py.XyZ123" % i, Kind.DELETED))
+        changes.append(Change(d + b"f%d.py" % i, Kind.CHANGED))
+    pending = PendingSet()
+    started = time.process_time()
+    pending.extend(Batch(tuple(changes), moves=tuple(moves)))
+    assert time.process_time() - started < 1.0
+    taken = pending.take()
+    assert len(taken.moves) == 3646
+    assert len(taken.changes) == 2 * 3646
