@@ -26,20 +26,18 @@ from .errors import WatchError, WatchLimitError
 from .excludes import Excludes
 from .fsops import Fs
 from .scanner import TreeScanner
-from .unclosed import UnclosedWrites
+from .unclosed import FileStates
 from .watchtree import Node, WatchTree
 
 log = logging.getLogger(__name__)
 
 MASK = ino.TREE_EVENTS
-MAX_FRESH = 65536
 # A file found while listing a new directory, written less than this long ago, may still
 # be open for writing: it waits this long for a write or a close before it is reported,
 # rather than be sent half-written and again after its close.
 PROBE = 0.05
 # A file renamed less than this long after it was last reported gets no rename hint.
 YOUNG = 0.5
-MAX_REPORTED = 65536
 
 Event = tuple[int, int, int, bytes]  # wd, mask, cookie, name
 Key = tuple[int, bytes]  # parent wd, name
@@ -87,12 +85,9 @@ class Translator:
         self._wall = wall
         self.tree = WatchTree()
         self._scanner = TreeScanner(root, self.tree, excludes, MASK, fs)
-        # Files created and not reported yet: reported NEW at close, or once unclosed
-        # writes settle (which also covers a create with no write at all).
-        self._fresh: set[Key] = set()
-        self._unclosed = UnclosedWrites(modify_settle)
-        self._created_now: set[Key] = set()  # reported NEW in the batch being built
-        self._reported: dict[Key, float] = {}  # files by when they were last reported, oldest first
+        # A file created and not reported yet goes out NEW at its close, or once its
+        # unclosed writes settle (which also covers a create with no write at all).
+        self._files = FileStates(modify_settle, YOUNG)
         self._moves: dict[int, _Move] = {}  # by cookie, oldest first
         self._out: list[Change] = []
         self._renames: list[Move] = []
@@ -127,9 +122,7 @@ class Translator:
 
     def close(self) -> None:
         self.tree.clear()
-        self._fresh.clear()
-        self._unclosed.clear()
-        self._reported.clear()
+        self._files.clear()
         self._moves.clear()
 
     # -- one wake-up: feed() the events read, then take() the batch ----------------------
@@ -148,8 +141,8 @@ class Translator:
             self._full = self._rewalk = True
         if self._rewalk:
             self._rewalk_tree()
-        if self._unclosed:
-            for key in self._unclosed.due(now):
+        if self._files.unclosed:
+            for key in self._files.unclosed.due(now):
                 self._report_write(key)
         while self._moves:
             cookie, move = next(iter(self._moves.items()))
@@ -157,21 +150,18 @@ class Translator:
                 break
             del self._moves[cookie]
             self._moved_out(move)
-        if len(self._reported) > MAX_REPORTED:
-            young = now - YOUNG
-            self._reported = {k: t for k, t in self._reported.items() if t >= young}
         renames = sorted(self._renames, key=lambda m: m.after)
         batch = Batch(tuple(self._out), self._full, tuple(renames))
         self._batch += 1
         self._out = []
         self._renames = []
-        self._created_now.clear()
+        self._files.end_batch(now)
         self._full = False
         return batch
 
     def next_due(self) -> float | None:
         """When take() has something to report without a new event, if ever."""
-        due = [] if (settle := self._unclosed.next_due()) is None else [settle]
+        due = [] if (settle := self._files.unclosed.next_due()) is None else [settle]
         if self._moves:
             due.append(next(iter(self._moves.values())).deadline)
         if self._overflow_last is not None:
@@ -221,15 +211,15 @@ class Translator:
                 self._created_file(key, path)
         elif mask & ino.IN_MODIFY and not self._watch_modify:
             # A new file's writes count too: one kept open is reported once they settle.
-            if key not in self._created_now:
-                self._unclosed.touch(key, self._now)
+            if not self._files.created_now(key):
+                self._files.unclosed.touch(key, self._now)
         elif mask & (ino.IN_CLOSE_WRITE | ino.IN_MODIFY | ino.IN_ATTRIB):
             if mask & ino.IN_CLOSE_WRITE:
-                self._unclosed.discard(key)
+                self._files.unclosed.discard(key)
             # A change to a file reported NEW in this same batch would merge into it.
-            if key not in self._created_now:
+            if not self._files.created_now(key):
                 self._report_write(key, path)
-        elif mask & ino.IN_DELETE and self._forget(key):  # a file never reported: nothing
+        elif mask & ino.IN_DELETE and self._files.forget(key):  # a file never reported: nothing
             self._out.append(Change(path, Kind.DELETED))
 
     def _report_write(self, key: Key, path: bytes | None = None) -> None:
@@ -238,27 +228,11 @@ class Translator:
             node = self.tree.get(key[0])
             base = None if node is None else self.tree.path(node)
             if base is None:
-                self._fresh.discard(key)
+                self._files.forget(key)
                 return
             path = base + b"/" + key[1] if base else key[1]
-        self._reported.pop(key, None)
-        self._reported[key] = self._now
-        if key in self._fresh:
-            self._fresh.discard(key)
-            self._created_now.add(key)
-            self._out.append(Change(path, Kind.NEW))
-        else:
-            self._out.append(Change(path, Kind.CHANGED))
-
-    def _forget(self, key: Key) -> bool:
-        """Drop what is known about a name that now means another file, or none; returns
-        whether it was ever reported (a target may have it)."""
-        fresh = key in self._fresh
-        self._fresh.discard(key)
-        self._reported.pop(key, None)
-        self._created_now.discard(key)
-        self._unclosed.discard(key)
-        return not fresh
+        new = self._files.reported(key, self._now)
+        self._out.append(Change(path, Kind.NEW if new else Kind.CHANGED))
 
     def _handle_self(self, node: Node, mask: int) -> None:
         if node is self.tree.root and mask & (
@@ -301,20 +275,11 @@ class Translator:
         if st is not None or missing:
             # Still being written, whatever its size: its close reports it, once, as NEW;
             # a writer that never closes (or a create with no write) once it settles.
-            self._hold(key, Kind.NEW, self._now + self._unclosed.settle)
+            until = self._now + self._files.unclosed.settle
+            self._files.hold(key, self._now, until, fresh=True)
             return
-        self._created_now.add(key)
+        self._files.reported(key, self._now, new=True)
         self._out.append(Change(path, Kind.NEW))
-
-    def _hold(self, key: Key, kind: Kind, until: float) -> None:
-        """Report ``key`` at its close, or at ``until`` unless written again before."""
-        if kind is not Kind.NEW:
-            self._fresh.discard(key)
-        else:
-            if len(self._fresh) >= MAX_FRESH:
-                self._fresh.clear()  # they are then reported CHANGED: safe, if not lean
-            self._fresh.add(key)
-        self._unclosed.hold(key, self._now, until)
 
     def _add_tree(self, parent: Node, name: bytes, path: bytes, kind: Kind) -> None:
         """Watch and list a directory that appeared; its entries are reported as ``kind``,
@@ -329,9 +294,10 @@ class Translator:
                     return
                 age = PROBE if st is None else self._wall() - st.st_mtime
                 if age < PROBE:
-                    self._hold(key, kind, self._now + PROBE - max(age, 0.0))
+                    until = self._now + PROBE - max(age, 0.0)
+                    self._files.hold(key, self._now, until, fresh=kind is Kind.NEW)
                     return
-                self._fresh.discard(key)  # reported now: a later close is a change
+                self._files.reported(key, self._now)  # a later close is a change
             self._out.append(Change(path, kind))
 
         self._scanner.add_tree(parent, name, path, found)
@@ -340,16 +306,10 @@ class Translator:
         self, parent: Node, name: bytes, path: bytes, is_dir: bool, cookie: int
     ) -> None:
         key = (parent.wd, name)
-        # A file not reported yet, or reported only just now (a deploy tool's temp file,
-        # renamed right after its close), has no copy on a target that is worth moving;
-        # a hint would only make the rename run alone. Correctness never depends on one.
-        last = self._reported.get(key)
-        hint = (
-            key not in self._fresh
-            and key not in self._created_now
-            and (last is None or self._now - last >= YOUNG)
-        )
-        reported = self._forget(key)
+        # A hint that no target can use would only make the rename run alone.
+        # Correctness never depends on one.
+        hint = self._files.worth_a_hint(key, self._now)
+        reported = self._files.forget(key)
         node = parent.children.get(name) if is_dir else None
         if node is not None:
             node.moving = True
@@ -369,7 +329,7 @@ class Translator:
             src.node.moving = False
         # The name now holds another file: what was known about the one it replaced
         # (fresh, unclosed) no longer applies.
-        self._forget((parent.wd, name))
+        self._files.forget((parent.wd, name))
         if self._excludes.excludes(path, is_dir=is_dir):
             if src is not None:
                 self._moved_out(src)  # into an excluded place: as good as gone
@@ -403,9 +363,7 @@ class Translator:
             wds = self.tree.detach(node)
             for wd in wds:
                 self._scanner.remove_watch(wd)
-            if self._fresh:
-                gone = set(wds)
-                self._fresh = {k for k in self._fresh if k[0] not in gone}
+            self._files.drop_dirs(wds)
 
     def _rewalk_tree(self) -> None:
         """After lost events: watch what is missing, forget what is gone, drop stale state."""
@@ -414,6 +372,5 @@ class Translator:
             if move.node is not None:
                 move.node.moving = False
         self._moves.clear()
-        self._fresh.clear()
-        self._unclosed.clear()
+        self._files.clear()
         self._scanner.rewalk()

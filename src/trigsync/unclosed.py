@@ -1,5 +1,6 @@
-"""Files written and not yet closed: ``truncate(2)``, ``mmap``, a log kept open, a file
-still being written when its new directory was listed.
+"""What is known about each file name: written and not closed yet, never reported, when
+last reported. Unclosed: ``truncate(2)``, ``mmap``, a log kept open, a file still being
+written when its new directory was listed.
 
 Most writes end with IN_CLOSE_WRITE, which is when a file is sent. A file modified and
 not closed is reported once its writes have been quiet for ``settle`` seconds, or after
@@ -8,6 +9,8 @@ reaches the targets.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 Key = tuple[int, bytes]  # (parent watch descriptor, name)
 
@@ -56,3 +59,87 @@ class UnclosedWrites:
 
     def next_due(self) -> float | None:
         return min((self._due_at(*t) for t in self._times.values()), default=None)
+
+
+MAX_FRESH = 65536
+MAX_REPORTED = 65536
+
+
+class FileStates:
+    """What the translator knows about each file name, by (parent wd, name).
+
+    fresh: created and never reported, so no target has it; unclosed: written and not
+    closed since; created_now: reported NEW in the batch being built (later changes in
+    that batch merge into it); reported: when each file was last reported.
+    """
+
+    def __init__(self, settle: float, young: float) -> None:
+        self.unclosed = UnclosedWrites(settle)
+        self.young = young
+        self._fresh: set[Key] = set()
+        self._created_now: set[Key] = set()
+        self._reported: dict[Key, float] = {}  # oldest first
+
+    def is_fresh(self, key: Key) -> bool:
+        return key in self._fresh
+
+    def created_now(self, key: Key) -> bool:
+        return key in self._created_now
+
+    def hold(self, key: Key, now: float, until: float, *, fresh: bool) -> None:
+        """Report ``key`` at its close, or at ``until`` unless written again before."""
+        if not fresh:
+            self._fresh.discard(key)
+        else:
+            if len(self._fresh) >= MAX_FRESH:
+                self._fresh.clear()  # they are then reported CHANGED: safe, if not lean
+            self._fresh.add(key)
+        self.unclosed.hold(key, now, until)
+
+    def reported(self, key: Key, now: float, *, new: bool = False) -> bool:
+        """Note that ``key`` is reported now; returns whether it goes out as NEW."""
+        self._reported.pop(key, None)
+        self._reported[key] = now
+        if new or key in self._fresh:
+            self._fresh.discard(key)
+            self._created_now.add(key)
+            return True
+        return False
+
+    def forget(self, key: Key) -> bool:
+        """The name now means another file, or none; returns whether it was ever
+        reported (a target may have it)."""
+        fresh = key in self._fresh
+        self._fresh.discard(key)
+        self._reported.pop(key, None)
+        self._created_now.discard(key)
+        self.unclosed.discard(key)
+        return not fresh
+
+    def worth_a_hint(self, key: Key, now: float) -> bool:
+        """Whether a target may hold a copy of this file worth moving: not one never
+        reported, nor one reported only just now (a deploy tool's temp file, renamed
+        right after its close), whose copy is at best half there."""
+        last = self._reported.get(key)
+        return (
+            key not in self._fresh
+            and key not in self._created_now
+            and (last is None or now - last >= self.young)
+        )
+
+    def end_batch(self, now: float) -> None:
+        self._created_now.clear()
+        if len(self._reported) > MAX_REPORTED:
+            young = now - self.young
+            self._reported = {k: t for k, t in self._reported.items() if t >= young}
+
+    def drop_dirs(self, wds: Iterable[int]) -> None:
+        """Forget files in directories no longer watched."""
+        gone = set(wds)
+        self._fresh = {k for k in self._fresh if k[0] not in gone}
+
+    def clear(self) -> None:
+        self._fresh.clear()
+        self._created_now.clear()
+        self._reported.clear()
+        self.unclosed.clear()
