@@ -348,6 +348,15 @@ class Translator:
         self._out.append(Change(path, Kind.CHANGED))
         if is_dir:
             self._add_tree(parent, name, path, entries)
+            node = parent.children.get(name)
+            if node is not None and node.moving:
+                # The same directory moved out and straight back in under another cookie,
+                # maybe to the very same name: its watch is in use again, so the MOVED_FROM
+                # still waiting must not drop it when it times out.
+                node.moving = False
+                for waiting in self._moves.values():
+                    if waiting.node is node:
+                        waiting.node = None
 
     def _moved_out(self, move: _Move) -> None:
         """A MOVED_FROM that found no MOVED_TO in the tree: forget what left."""
