@@ -219,7 +219,11 @@ class Translator:
             # A change to a file reported NEW in this same batch would merge into it.
             if not self._files.created_now(key):
                 self._report_write(key, path)
-        elif mask & ino.IN_DELETE and self._files.forget(key):  # a file never reported: nothing
+        elif mask & ino.IN_DELETE:
+            # Even a file never reported: a run listing this path for another reason (an
+            # earlier deletion of the name, say) may have delivered it. The pending set
+            # knows; NEW then DELETED is nothing there.
+            self._files.forget(key)
             self._out.append(Change(path, Kind.DELETED))
 
     def _report_write(self, key: Key, path: bytes | None = None) -> None:
@@ -301,6 +305,16 @@ class Translator:
             self._out.append(Change(path, kind))
 
         self._scanner.add_tree(parent, name, path, found)
+        node = parent.children.get(name)
+        if node is not None and node.moving:
+            # The directory whose MOVED_FROM waits is here again (moved out and straight
+            # back under another cookie, maybe to the very same name; or the event came
+            # late and this is where it is now): its watch is in use, so that MOVED_FROM
+            # must not drop it when it times out.
+            node.moving = False
+            for waiting in self._moves.values():
+                if waiting.node is node:
+                    waiting.node = None
 
     def _moved_from(
         self, parent: Node, name: bytes, path: bytes, is_dir: bool, cookie: int
@@ -309,13 +323,13 @@ class Translator:
         # A hint that no target can use would only make the rename run alone.
         # Correctness never depends on one.
         hint = self._files.worth_a_hint(key, self._now)
-        reported = self._files.forget(key)
+        self._files.forget(key)
         node = parent.children.get(name) if is_dir else None
         if node is not None:
             node.moving = True
         excluded = self._excludes.excludes(path, is_dir=is_dir)
         at = None
-        if reported and not excluded:
+        if not excluded:
             # Its deletion goes in now, in order: a change to the same name that comes
             # before the move is paired, or times out, must not overtake it.
             at = len(self._out)
@@ -348,15 +362,6 @@ class Translator:
         self._out.append(Change(path, Kind.CHANGED))
         if is_dir:
             self._add_tree(parent, name, path, entries)
-            node = parent.children.get(name)
-            if node is not None and node.moving:
-                # The same directory moved out and straight back in under another cookie,
-                # maybe to the very same name: its watch is in use again, so the MOVED_FROM
-                # still waiting must not drop it when it times out.
-                node.moving = False
-                for waiting in self._moves.values():
-                    if waiting.node is node:
-                        waiting.node = None
 
     def _moved_out(self, move: _Move) -> None:
         """A MOVED_FROM that found no MOVED_TO in the tree: forget what left."""

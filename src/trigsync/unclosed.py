@@ -68,16 +68,21 @@ MAX_REPORTED = 65536
 class FileStates:
     """What the translator knows about each file name, by (parent wd, name).
 
-    fresh: created and never reported, so no target has it; unclosed: written and not
-    closed since; created_now: reported NEW in the batch being built (later changes in
-    that batch merge into it); reported: when each file was last reported.
+    fresh: created and never reported; unclosed: written and not closed since;
+    created_now: reported NEW in the batch being built (later changes in that batch merge
+    into it); reported: when each file was last reported.
+
+    A fresh file goes out NEW only from the batch that saw it created. Once a batch has
+    gone by, a run may have listed its name for another reason (an earlier deletion of
+    the name) and delivered it, so it goes out CHANGED and its deletion still travels.
     """
 
     def __init__(self, settle: float, young: float) -> None:
         self.unclosed = UnclosedWrites(settle)
         self.young = young
-        self._fresh: set[Key] = set()
+        self._fresh: dict[Key, int] = {}  # -> the batch that saw it created
         self._created_now: set[Key] = set()
+        self._batch = 0
         self._reported: dict[Key, float] = {}  # oldest first
 
     def is_fresh(self, key: Key) -> bool:
@@ -89,32 +94,28 @@ class FileStates:
     def hold(self, key: Key, now: float, until: float, *, fresh: bool) -> None:
         """Report ``key`` at its close, or at ``until`` unless written again before."""
         if not fresh:
-            self._fresh.discard(key)
+            self._fresh.pop(key, None)
         else:
             if len(self._fresh) >= MAX_FRESH:
                 self._fresh.clear()  # they are then reported CHANGED: safe, if not lean
-            self._fresh.add(key)
+            self._fresh.setdefault(key, self._batch)
         self.unclosed.hold(key, now, until)
 
     def reported(self, key: Key, now: float, *, new: bool = False) -> bool:
         """Note that ``key`` is reported now; returns whether it goes out as NEW."""
         self._reported.pop(key, None)
         self._reported[key] = now
-        if new or key in self._fresh:
-            self._fresh.discard(key)
+        if new or self._fresh.pop(key, None) == self._batch:
             self._created_now.add(key)
             return True
         return False
 
-    def forget(self, key: Key) -> bool:
-        """The name now means another file, or none; returns whether it was ever
-        reported (a target may have it)."""
-        fresh = key in self._fresh
-        self._fresh.discard(key)
+    def forget(self, key: Key) -> None:
+        """The name now means another file, or none."""
+        self._fresh.pop(key, None)
         self._reported.pop(key, None)
         self._created_now.discard(key)
         self.unclosed.discard(key)
-        return not fresh
 
     def worth_a_hint(self, key: Key, now: float) -> bool:
         """Whether a target may hold a copy of this file worth moving: not one never
@@ -128,6 +129,7 @@ class FileStates:
         )
 
     def end_batch(self, now: float) -> None:
+        self._batch += 1
         self._created_now.clear()
         if len(self._reported) > MAX_REPORTED:
             young = now - self.young
@@ -136,7 +138,7 @@ class FileStates:
     def drop_dirs(self, wds: Iterable[int]) -> None:
         """Forget files in directories no longer watched."""
         gone = set(wds)
-        self._fresh = {k for k in self._fresh if k[0] not in gone}
+        self._fresh = {k: b for k, b in self._fresh.items() if k[0] not in gone}
 
     def clear(self) -> None:
         self._fresh.clear()

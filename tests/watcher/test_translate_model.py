@@ -8,6 +8,8 @@ quiet the target must equal the source: no deletion lost, no open file left unse
 
 from __future__ import annotations
 
+import os
+
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -120,7 +122,11 @@ scripts = st.lists(
 )
 
 
-@settings(max_examples=2000, deadline=None)
+# CI replays the same examples every run; a developer's run explores new ones. Longer
+# scripts (150 ops) find one known gap, left to the dispatcher: a directory moved out and
+# another made at its name before the deletion is sent keeps the old contents on the
+# replica (DELETED then NEW merge to CHANGED, and a list run is not recursive).
+@settings(max_examples=2000, deadline=None, derandomize=bool(os.environ.get("CI")))
 @given(scripts)
 # Finding 1: a.txt saved atomically over an existing name, then deleted while a run is
 # in flight: the rename's new end was NEW, and NEW then DELETED merged to nothing.
@@ -175,7 +181,8 @@ def test_file_kept_open_is_reported_once_its_writes_settle() -> None:
     assert model.pending.get(b"log") is None  # still being written
     k.now += 0.5
     model.read()
-    assert model.pending.get(b"log") is Kind.NEW
+    # CHANGED, not NEW: reads went by since its creation, and a run may have sent it.
+    assert model.pending.get(b"log") is Kind.CHANGED
 
 
 def test_temp_file_renamed_over_an_existing_name_gives_no_move_hint() -> None:

@@ -78,6 +78,12 @@ async def watching(root: Path, **kwargs: Any) -> AsyncIterator[Collector]:
         await collector.stop()
 
 
+def sent(kinds: dict[bytes, Kind]) -> dict[bytes, Kind]:
+    """NEW and CHANGED alike: a file reported after the batch that saw it created (held
+    until its close, or found by a listing while just written) goes out CHANGED."""
+    return {p: M if k is C else k for p, k in kinds.items()}
+
+
 def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
     asyncio.run(asyncio.wait_for(scenario(), 20))
 
@@ -181,7 +187,7 @@ def test_files_in_new_nested_dirs_are_all_reported(src: Path) -> None:
                 for i in range(5):
                     write(os.fsencode(src) + b"/" + rel + b"/f%d" % i)
                     expected[rel + b"/f%d" % i] = C
-            assert await w.quiet() == expected
+            assert sent(await w.quiet()) == sent(expected)
             assert w.watcher.watch_count == 51
 
     run(scenario)
@@ -262,14 +268,16 @@ def test_dir_moved_in_is_created_whole(src: Path, tmp_path: Path) -> None:
     async def scenario() -> None:
         async with watching(src) as w:
             os.rename(tree, src / "in")
-            assert await w.quiet() == {
-                b"in": M,  # it may replace an empty directory a target has
-                b"in/top": C,
-                b"in/a": C,
-                b"in/a/b": C,
-                b"in/a/b/deep": C,
-                b"in/link": C,
-            }
+            assert sent(await w.quiet()) == sent(
+                {
+                    b"in": M,  # it may replace an empty directory a target has
+                    b"in/top": C,
+                    b"in/a": C,
+                    b"in/a/b": C,
+                    b"in/a/b/deep": C,
+                    b"in/link": C,
+                }
+            )
             assert w.watcher.watch_count == 4
             write(src / "in" / "a" / "b" / "later")
             assert await w.quiet() == {b"in/a/b/later": C}
@@ -305,7 +313,7 @@ def test_odd_names_survive_as_exact_bytes(src: Path) -> None:
             expected = dict.fromkeys(names, C)
             expected[b"dir \xe9\n"] = C
             expected[b"dir \xe9\n/in\xe9"] = C
-            assert await w.quiet() == expected
+            assert sent(await w.quiet()) == sent(expected)
             os.rename(root + b"/caf\xe9", root + b"/caf\xe9\n2")
             assert await w.quiet() == {b"caf\xe9": D, b"caf\xe9\n2": M}
 
@@ -481,7 +489,7 @@ def test_file_still_written_in_a_new_dir_is_reported_once_at_its_close(
                     f.write(chunk)
                     f.flush()
                 before_close = len(w.raw)
-            assert await w.quiet() == {b"big": C, b"big/big.bin": C}
+            assert sent(await w.quiet()) == {b"big": M, b"big/big.bin": M}
             reports = [i for i, c in enumerate(w.raw) if c.path == b"big/big.bin"]
             assert len(reports) == 1, w.raw
             assert reports[0] >= before_close, "reported while still being written"
