@@ -260,6 +260,8 @@ class Translator:
             st = self._fs.lstat(self._prefix + path)
         except FileNotFoundError:
             raise
+        except NotADirectoryError as exc:  # its directory was replaced: gone all the same
+            raise FileNotFoundError(exc.errno, exc.strerror, exc.filename) from exc
         except OSError as exc:
             log.warning("cannot stat %r: %s", path, exc.strerror)
             return None
