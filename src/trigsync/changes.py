@@ -17,8 +17,9 @@ from dataclasses import dataclass
 class Kind(enum.IntEnum):
     """What happened to a path since the target last saw it."""
 
-    CHANGED = 1  # content or metadata changed; the target may hold an older copy
-    CREATED = 2  # appeared on the source; the target cannot have it yet
+    # The values are stored in the state directory: never renumber them.
+    CHANGED = 1  # the target may hold this path, in any state: rsync decides
+    NEW = 2  # trigsync saw it created since the target last confirmed it: no target has it
     DELETED = 3  # gone from the source
 
 
@@ -60,19 +61,21 @@ class Batch:
 
 
 # (pending kind or None, new kind) -> merged kind, or None to forget the path.
-# CREATED then DELETED is dropped: the target never had the path, so there is nothing to send.
+# NEW then DELETED is dropped: no target has the path, so there is nothing to send. Only
+# a path trigsync saw created may be NEW; anything that may already exist on a target (a
+# rename's new end, a move in from outside) is CHANGED, so its deletion always travels.
 MERGE: dict[tuple[Kind | None, Kind], Kind | None] = {
     (None, Kind.CHANGED): Kind.CHANGED,
-    (None, Kind.CREATED): Kind.CREATED,
+    (None, Kind.NEW): Kind.NEW,
     (None, Kind.DELETED): Kind.DELETED,
     (Kind.CHANGED, Kind.CHANGED): Kind.CHANGED,
-    (Kind.CHANGED, Kind.CREATED): Kind.CHANGED,
+    (Kind.CHANGED, Kind.NEW): Kind.CHANGED,
     (Kind.CHANGED, Kind.DELETED): Kind.DELETED,
-    (Kind.CREATED, Kind.CHANGED): Kind.CREATED,
-    (Kind.CREATED, Kind.CREATED): Kind.CREATED,
-    (Kind.CREATED, Kind.DELETED): None,
+    (Kind.NEW, Kind.CHANGED): Kind.NEW,
+    (Kind.NEW, Kind.NEW): Kind.NEW,
+    (Kind.NEW, Kind.DELETED): None,
     (Kind.DELETED, Kind.CHANGED): Kind.CHANGED,
-    (Kind.DELETED, Kind.CREATED): Kind.CHANGED,
+    (Kind.DELETED, Kind.NEW): Kind.CHANGED,
     (Kind.DELETED, Kind.DELETED): Kind.DELETED,
 }
 
@@ -96,6 +99,7 @@ class PendingSet:
     def __init__(self, *, max_paths: int = 1_000_000, max_moves: int = 10_000) -> None:
         self._kinds: dict[bytes, Kind] = {}
         self._moves: list[Move] = []
+        self._new_index: dict[bytes, int] | None = None  # see _by_new; None: rebuild
         self._max_paths = max_paths
         self._max_moves = max_moves
         self.full = False
@@ -120,7 +124,7 @@ class PendingSet:
         """Merge a batch of newer changes into this set.
 
         While a run is ``in_flight`` it reads the source as it is now, so it may deliver a
-        path created after it was taken: such a path is recorded as CHANGED, not CREATED,
+        path created after it was taken: such a path is recorded as CHANGED, not NEW,
         and its deletion still travels.
         """
         if batch.full:
@@ -128,50 +132,88 @@ class PendingSet:
         moves = iter(batch.moves)
         move = next(moves, None)
         kinds = self._kinds
+        # Directories with pending paths below them, once a rename needs to know: one
+        # pass, so that thousands of renames in a batch (a deploy) cost no more than one.
+        above: set[bytes] | None = None
         for i, change in enumerate(batch.changes):
             # A rename carries the pending state below it, so it must land in order:
             # after the changes that came before it, before those that came after.
             while move is not None and move.after <= i:
-                self._add_move(move)
+                if above is None:
+                    above = {a for p in kinds for a in ancestors(p)}
+                self._add_move(move, above)
                 move = next(moves, None)
-            kind = Kind.CHANGED if in_flight and change.kind is Kind.CREATED else change.kind
+            kind = Kind.CHANGED if in_flight and change.kind is Kind.NEW else change.kind
             merged = MERGE[kinds.get(change.path), kind]
             if merged is None:
                 del kinds[change.path]
             else:
                 kinds[change.path] = merged
+                if above is not None:
+                    above.update(ancestors(change.path))
         while move is not None:
-            self._add_move(move)
+            if above is None:
+                above = {a for p in kinds for a in ancestors(p)}
+            self._add_move(move, above)
             move = next(moves, None)
         if len(kinds) > self._max_paths:
             # Memory stays bounded: one full sync covers any number of paths.
             kinds.clear()
             self._moves.clear()
+            self._new_index = None
             self.full = True
 
-    def _add_move(self, move: Move) -> None:
+    def _add_move(self, move: Move, above: set[bytes]) -> None:
+        if self._kinds.get(move.old) is Kind.NEW:
+            # No target has the old path (it was created since the last confirmation, as
+            # a deploy tool's temp file is): nothing to move, and nothing below it to
+            # carry. The new end is listed as a change of its own.
+            if move.old in above:
+                prefix = move.old + b"/"
+                for path in [p for p in self._kinds if p.startswith(prefix)]:
+                    del self._kinds[path]
+            return
         # A target that applies the move carries its copy of old's subtree along, including
         # paths whose pending deletion has not been sent: that pending state moves too.
-        self._carry(move, self._kinds)
+        if move.old in above:
+            for path in self._carry(move, self._kinds):
+                above.update(ancestors(path))
         # a -> b then b -> c is a -> c: the target never had b.
-        for i, earlier in enumerate(self._moves):
-            if earlier.new == move.old:
-                self._moves[i] = Move(earlier.old, move.new)
-                return
+        by_new = self._by_new()
+        i = by_new.get(move.old)
+        if i is not None:
+            earlier = self._moves[i]
+            self._moves[i] = Move(earlier.old, move.new)
+            self._new_index = None
+            return
         if len(self._moves) < self._max_moves:
+            by_new.setdefault(move.new, len(self._moves))
             self._moves.append(Move(move.old, move.new))
         else:
             self._moves.clear()  # hints only: losing them costs bytes, never correctness
+            self._new_index = None
+
+    def _by_new(self) -> dict[bytes, int]:
+        """Each pending move's position, by its new path (the first, if several)."""
+        if self._new_index is None:
+            self._new_index = {}
+            for i, move in enumerate(self._moves):
+                self._new_index.setdefault(move.new, i)
+        return self._new_index
 
     @staticmethod
-    def _carry(move: Move, kinds: dict[bytes, Kind]) -> None:
+    def _carry(move: Move, kinds: dict[bytes, Kind]) -> list[bytes]:
+        """Carry pending state below ``move.old`` to ``move.new``; returns the new paths."""
         prefix = move.old + b"/"
         carried = [(p, k) for p, k in kinds.items() if p.startswith(prefix)]
+        out = []
         for path, kind in carried:
             new = move.new + path[len(move.old) :]
             merged = kind if new not in kinds else MERGE[kinds[new], kind]
             # Whatever it merges to, the target may now hold a copy at the new path.
             kinds[new] = Kind.DELETED if merged in (None, Kind.DELETED) else Kind.CHANGED
+            out.append(new)
+        return out
 
     def peek(self) -> Batch:
         """Everything pending, left in place."""
@@ -198,6 +240,7 @@ class PendingSet:
         else:
             kinds, self._kinds = self._kinds, {}
             moves, self._moves = tuple(self._moves), []
+            self._new_index = None
             if self.full:
                 self.full = False
                 return Batch(full=True, moves=moves)
@@ -213,18 +256,19 @@ class PendingSet:
     def restore(self, batch: Batch) -> None:
         """Put back a batch that failed, beneath anything that changed since it was taken.
 
-        The failed run may have delivered part of it, so CREATED is weakened to CHANGED:
+        The failed run may have delivered part of it, so NEW is weakened to CHANGED:
         a later delete of that path must still reach the target.
         """
         if batch.full:
             self.full = True
         restored: dict[bytes, Kind] = {
-            c.path: Kind.CHANGED if c.kind is Kind.CREATED else c.kind
+            c.path: Kind.CHANGED if c.kind is Kind.NEW else c.kind
             for c in batch.changes + batch.covered
         }
         for move in self._moves:  # moves made since the batch was taken carry it along
             self._carry(move, restored)
         self._moves[:0] = batch.moves
+        self._new_index = None
         kinds = self._kinds
         for path, old in restored.items():
             newer = kinds.get(path)

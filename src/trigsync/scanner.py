@@ -1,7 +1,8 @@
 """Watching and listing directories: what the watcher does when a tree appears or is lost.
 
 A new directory is watched first and listed second, so a file created in between is
-seen one way or the other. After lost events the whole tree is walked again.
+seen one way or the other. After lost events the whole tree is walked again. All I/O
+goes through ``Fs``, so this runs unchanged under the model test's in-memory tree.
 """
 
 from __future__ import annotations
@@ -9,33 +10,37 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import os
+from collections.abc import Callable
 
 from . import inotify as ino
-from .changes import Change, Kind
 from .excludes import Excludes
+from .fsops import Fs
 from .watchtree import Node, WatchTree
 
 log = logging.getLogger(__name__)
 
 _VANISHED = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
 
+# Called for each entry found below a new directory: (its directory's node, or None if
+# that one has no watch; name; path; whether it is a directory).
+Found = Callable[[Node | None, bytes, bytes, bool], None]
+
 
 class TreeScanner:
     """Adds, prunes and re-walks the watches of one tree."""
 
-    def __init__(self, root: bytes, tree: WatchTree, excludes: Excludes, mask: int) -> None:
+    def __init__(self, root: bytes, tree: WatchTree, excludes: Excludes, mask: int, fs: Fs) -> None:
         self.root = root
         self.prefix = root if root == b"/" else root + b"/"
         self.tree = tree
         self.excludes = excludes
         self.mask = mask
-        self.fd = -1
+        self.fs = fs
 
     def remove_watch(self, wd: int) -> None:
         # EINVAL means the kernel already dropped it (deleted or unmounted).
         with contextlib.suppress(OSError):
-            ino.rm_watch(self.fd, wd)
+            self.fs.rm_watch(wd)
 
     def rewalk(self) -> None:
         """Watch what is missing and forget what is gone, from the root down."""
@@ -50,18 +55,15 @@ class TreeScanner:
         if nospace:
             self.log_no_space(nospace)
 
-    def add_tree(
-        self, parent: Node, name: bytes, path: bytes, out: list[Change], kind: Kind = Kind.CREATED
-    ) -> None:
-        """Watch a new directory first, then report it and everything below it."""
-        out.append(Change(path, kind))
+    def add_tree(self, parent: Node, name: bytes, path: bytes, found: Found) -> None:
+        """Watch a new directory first, then list everything below it into ``found``."""
         nospace = 0
         try:
             node = self.watch(parent, name, path)
         except ino.NoWatchSpaceError:
             node, nospace = None, 1
         seen: set[int] = set()
-        _, more = self.scan(node, path, out, seen, kind)
+        _, more = self.scan(node, path, found, seen)
         if node is not None and node.children:
             self.prune(node, seen)
         if nospace or more:
@@ -81,7 +83,7 @@ class TreeScanner:
     def watch(self, parent: Node, name: bytes, path: bytes) -> Node | None:
         """Watch ``path``; None if it vanished or cannot be watched."""
         try:
-            wd = ino.add_watch(self.fd, self.prefix + path, self.mask)
+            wd = self.fs.add_watch(self.prefix + path, self.mask)
         except ino.NoWatchSpaceError:
             raise
         except OSError as exc:
@@ -94,11 +96,10 @@ class TreeScanner:
         self,
         top: Node | None,
         top_path: bytes,
-        out: list[Change] | None,
+        found: Found | None,
         seen: set[int] | None = None,
-        kind: Kind = Kind.CREATED,
     ) -> tuple[int, int]:
-        """Watch every directory below ``top``, reporting entries as CREATED into ``out``.
+        """Watch every directory below ``top``, passing each entry to ``found``.
 
         Returns (directories found, directories left unwatched for lack of watches).
         Below a directory that has no watch, entries are still listed but not watched.
@@ -109,23 +110,17 @@ class TreeScanner:
         while stack:
             node, base = stack.pop()
             try:
-                with os.scandir(self.prefix + base if base else self.root) as it:
-                    entries = list(it)
+                entries = self.fs.listdir(self.prefix + base if base else self.root)
             except OSError as exc:
                 if exc.errno not in _VANISHED:
                     log.warning("cannot list directory %r: %s", base or b".", exc.strerror)
                 continue
-            for entry in entries:
-                name = entry.name
+            for name, is_dir in entries:
                 path = base + b"/" + name if base else name
-                try:
-                    is_dir = entry.is_dir(follow_symlinks=False)
-                except OSError:
-                    continue
                 if excludes and excludes.excludes(path, is_dir=is_dir):
                     continue
-                if out is not None:
-                    out.append(Change(path, kind))
+                if found is not None:
+                    found(node, name, path, is_dir)
                 if not is_dir:
                     continue
                 dirs += 1

@@ -131,7 +131,7 @@ class StateStore:
     # -- pending paths -------------------------------------------------------------------
 
     def load(self, target: str) -> Batch:
-        """Everything still pending for ``target``. CREATED comes back as CHANGED: a run
+        """Everything still pending for ``target``. NEW comes back as CHANGED: a run
         that was cut short may have delivered it."""
         with self._lock:
             return self._load(target)
@@ -142,7 +142,7 @@ class StateStore:
         self._seq[target] = seq
         rows = self._db.execute("SELECT path, kind FROM pending WHERE target = ?", (target,))
         changes = tuple(
-            Change(bytes(path), Kind.CHANGED if kind == Kind.CREATED else Kind(kind))
+            Change(bytes(path), Kind.CHANGED if kind == Kind.NEW else Kind(kind))
             for path, kind in rows
         )
         return Batch(changes, full)

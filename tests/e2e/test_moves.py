@@ -54,3 +54,28 @@ def test_directory_rename_sends_no_bytes(
                 if b" received " in line and b"total size" in line:
                     received += int(line.split(b" received ")[1].split()[0])
         assert received < 0.01 * 50 * MB, f"{received} bytes crossed the wire for a rename"
+
+
+def test_in_place_deploy_sends_renamed_temp_files_as_plain_changes(
+    source: Path, tmp_path: Path, replica: Replica, start_trigsync: Start
+) -> None:
+    """``rsync -a --delete release/ live/`` renames a temp file over every updated name.
+
+    No target can have those temp files, so there is nothing to move: each rename is a
+    change at its new name, and the runs never wait on rename hints (finding 9).
+    """
+    import subprocess
+
+    from tests.e2e.deploy import release
+
+    release(tmp_path / "r1", 0, files=600)
+    release(tmp_path / "r2", 1, files=600)
+    subprocess.run(["rsync", "-a", f"{tmp_path / 'r1'}/", f"{source}/"], check=True)  # noqa: S603
+    trig = start_trigsync(replica)
+    wait_trees_equal(source, replica.path, timeout=60, owners=replica.owners)
+    argv = ["rsync", "-a", "--delete", f"{tmp_path / 'r2'}/", f"{source}/"]
+    subprocess.run(argv, check=True)  # noqa: S603
+    waited = wait_trees_equal(source, replica.path, timeout=60, owners=replica.owners)
+    hints = [line for line in trig.log().splitlines() if "renamed paths in place" in line]
+    assert not hints, "\n".join(hints[:5])
+    print(f"deploy of 600 files equal {waited:.2f} s after rsync's exit")

@@ -30,14 +30,12 @@ def test_a_file_sent_unlisted_and_then_deleted_is_deleted_on_the_target(tmp_path
         target = build(TargetSpec(str(dst)), state_dir=tmp_path / "state")
         dispatcher = Dispatcher(os.fsencode(src), target, Options(), Settings(standby=False))
         worker = asyncio.create_task(dispatcher.run())
-        dispatcher.submit(
-            Batch((Change(b"d", Kind.CREATED), *(Change(n, Kind.CREATED) for n in names)))
-        )
+        dispatcher.submit(Batch((Change(b"d", Kind.NEW), *(Change(n, Kind.NEW) for n in names))))
         await dispatcher.wait_idle()
         assert (dst / "d" / "late").exists(), "d/ was not listed whole, so nothing is tested"
         # Its events reach us only now, after the run: created, and deleted again.
         os.unlink(src / "d" / "late")
-        dispatcher.submit(Batch((Change(b"d/late", Kind.CREATED), Change(b"d/late", Kind.DELETED))))
+        dispatcher.submit(Batch((Change(b"d/late", Kind.NEW), Change(b"d/late", Kind.DELETED))))
         await dispatcher.wait_idle()
         dispatcher.close()
         await worker

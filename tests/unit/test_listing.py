@@ -14,12 +14,12 @@ def counts(sizes: dict[bytes, int]) -> Counter:
     return lambda d, limit: None if d not in sizes else min(sizes[d], limit + 1)
 
 
-def files(directory: bytes, n: int, kind: Kind = Kind.CREATED) -> list[Change]:
+def files(directory: bytes, n: int, kind: Kind = Kind.NEW) -> list[Change]:
     return [Change(directory + b"/f%03d" % i, kind) for i in range(n)]
 
 
 def test_a_directory_whose_entries_mostly_changed_is_listed_whole() -> None:
-    changes = [Change(b"new", Kind.CREATED), *files(b"new", 20)]
+    changes = [Change(b"new", Kind.NEW), *files(b"new", 20)]
     out, whole = entries(changes, counts({b"new": 25}), least=16)
     assert out == [b"new/"]
     assert whole == [b"new"]
@@ -45,13 +45,13 @@ def test_no_longer_a_directory_means_one_by_one() -> None:
 
 
 def test_the_root_is_never_listed_whole() -> None:
-    changes = [Change(b"f%03d" % i, Kind.CREATED) for i in range(40)]
+    changes = [Change(b"f%03d" % i, Kind.NEW) for i in range(40)]
     out, whole = entries(changes, lambda _d, _n: 40, least=16)
     assert out == [c.path for c in changes] and whole == []
 
 
 def test_subdirectories_keep_their_own_entries() -> None:
-    changes = [*files(b"a", 20), Change(b"a/sub", Kind.CREATED), *files(b"a/sub", 3)]
+    changes = [*files(b"a", 20), Change(b"a/sub", Kind.NEW), *files(b"a/sub", 3)]
     out, whole = entries(changes, counts({b"a": 21, b"a/sub": 3}), least=16)
     assert whole == [b"a"]
     assert sorted(out) == [b"a/", *sorted(c.path for c in files(b"a/sub", 3))]

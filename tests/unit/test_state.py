@@ -63,11 +63,11 @@ def test_a_change_confirmed_within_a_tick_is_never_written(tmp_path: Path) -> No
 
 def test_load_after_reopen_weakens_created_and_keeps_the_full_flag(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
-    record(store, [b"new"], Kind.CREATED)
+    record(store, [b"new"], Kind.NEW)
     record(store, [b"gone"], Kind.DELETED)
     store.flush()
     store.mark_full("t", True)
-    record(store, [b"later"], Kind.CREATED)
+    record(store, [b"later"], Kind.NEW)
     store.flush()
     store.close()
     again = StateStore(tmp_path).load("t")
