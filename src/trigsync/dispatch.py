@@ -343,7 +343,8 @@ class Dispatcher:
             )
         if batch.full:
             argv = rsync.full_argv(self.source, self.options, transport)
-            return await rsync.run(argv, env=transport.env)
+            await self._standby.drop()  # it may hold a daemon's only connection slot
+            return await rsync.run(argv, env=transport.env, stall=self._standby.stall)
         argv = rsync.batch_argv(self.source, self.options, transport)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s: paths %r", self.target.name, entries)
@@ -367,7 +368,9 @@ class Dispatcher:
 
         async def send(half: Sequence[Change]) -> rsync.Result:
             paths = rsync.path_list(c.path for c in half)
-            return await rsync.run(argv, stdin=paths, env=self._transport.env)
+            return await rsync.run(
+                argv, stdin=paths, env=self._transport.env, stall=self._standby.stall
+            )
 
         return await partial.refused(changes, send, self.target.name)
 

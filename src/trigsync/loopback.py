@@ -34,15 +34,20 @@ def rsyncd_conf(
     use_chroot: bool = False,
     max_connections: int | None = None,
     timeout: int | None = None,
+    tuned: bool = False,
 ) -> str:
-    """An rsyncd.conf with one writable module behind a user and password."""
+    """An rsyncd.conf with one writable module behind a user and password.
+
+    By default it is the stock config the tutorials write, with Nagle's algorithm on;
+    ``tuned`` adds ``socket options = TCP_NODELAY``, which many receivers do not have.
+    """
     owner = "root" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
     lines = [
         "reverse lookup = no",
         f"log file = {log}",
         f"lock file = {lock}",
-        # Without it every small transfer waits ~40 ms on Nagle and delayed ACKs.
-        "socket options = TCP_NODELAY",
+        # Without it some small transfers wait ~40 ms on Nagle and delayed ACKs.
+        *(["socket options = TCP_NODELAY"] if tuned else []),
         f"[{module}]",
         f"path = {module_path}",
         "read only = no",
@@ -79,8 +84,10 @@ class LoopbackDaemon:
         max_connections: int | None = None,
         timeout: int | None = None,
         port: int | None = None,
+        tuned: bool = False,
     ) -> None:
         self.workdir = workdir
+        self.tuned = tuned
         self.module = module
         self.module_path = workdir / module
         self.password_file = workdir / "client.pass"
@@ -110,6 +117,7 @@ class LoopbackDaemon:
                 user=USER,
                 max_connections=self.max_connections,
                 timeout=self.timeout,
+                tuned=self.tuned,
             )
         )
         return conf

@@ -38,6 +38,8 @@ class RsyncDaemon:
     With `use_chroot=False` (the default, like most real setups) the daemon sanitizes symlink
     targets: absolute ones lose their leading '/', and '..' that climbs out of the module or
     through a component ('a/../b') is dropped. Pass `use_chroot=True` for exact link targets.
+    The config is the stock one that tutorials write (Nagle on); `tuned=True` adds
+    `socket options = TCP_NODELAY`.
     """
 
     def __init__(
@@ -47,8 +49,10 @@ class RsyncDaemon:
         max_connections: int | None = None,
         timeout: int | None = None,
         use_chroot: bool = False,
+        tuned: bool = False,
     ) -> None:
         self.base_dir = base_dir
+        self.tuned = tuned
         self.use_chroot = use_chroot
         self.max_connections = max_connections
         self.timeout = timeout
@@ -98,6 +102,7 @@ class RsyncDaemon:
                 use_chroot=self.use_chroot,
                 max_connections=self.max_connections,
                 timeout=self.timeout,
+                tuned=self.tuned,
             )
         )
         write_secrets(self.secrets_path, self.password_file, self.user, self.password)
@@ -213,5 +218,5 @@ class RsyncDaemon:
         self.stop()
 
 
-# `rsync_daemon_factory`: factory(max_connections=, timeout=, use_chroot=) -> started daemon.
+# `rsync_daemon_factory`: factory(max_connections=, timeout=, use_chroot=, tuned=) -> daemon.
 RsyncDaemonFactory: TypeAlias = Callable[..., RsyncDaemon]
