@@ -324,7 +324,10 @@ class Dispatcher:
 
     async def _run(self, batch: Batch, entries: list[bytes], whole: bool) -> rsync.Result:
         try:
-            return await self._run_batch(batch, entries)
+            result = await self._run_batch(batch, entries)
+            if result.stalled is not None:
+                await self.target.reset()  # the next run must not reuse a frozen connection
+            return result
         finally:
             if batch.full or batch.moves or whole:
                 # It may have sent paths it did not list, whose events may still be on

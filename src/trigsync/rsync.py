@@ -246,7 +246,7 @@ async def spawn(
 
 STALL = 60.0  # seconds without progress after which a run is ended (config: timeout)
 POLL = 1.0  # how often a run's progress is sampled, at most
-STOP_GRACE = 2.0  # a frozen rsync may block in its own exit path: then it is killed
+STOP_GRACE = 1.0  # a frozen rsync may block in its own exit path: then it is killed
 
 
 async def finish(
@@ -271,6 +271,8 @@ async def finish(
             done, _ = await asyncio.wait({talk}, timeout=STOP_GRACE)
             if not done:  # a grandchild we could not see still holds a pipe
                 talk.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await talk
     except asyncio.CancelledError:
         talk.cancel()
         await stop(proc)
@@ -322,6 +324,7 @@ async def _watch(
             continue
         sample = progress.sample(proc.pid)
         if sample != last:
+            log.debug("rsync %d: progress %r", proc.pid, sample)
             last, last_at = sample, now
         elif now - last_at >= stall:
             return "stall"
@@ -330,10 +333,15 @@ async def _watch(
 async def _stop_tree(proc: asyncio.subprocess.Process) -> None:
     """Stop rsync and what it started (ssh; a local receiver), which would outlive it."""
     children = [pid for pid in progress.descendants(proc.pid) if pid != proc.pid]
+    _signal(children, signal.SIGTERM)
     await stop(proc, grace=STOP_GRACE)
-    for pid in children:
+    _signal(children, signal.SIGKILL)
+
+
+def _signal(pids: Sequence[int], signum: int) -> None:
+    for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signum)
 
 
 async def run(

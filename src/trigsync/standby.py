@@ -21,6 +21,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from . import rsync
+from .errors import SetupError
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class Standby:
             return
         try:
             proc = await rsync.spawn(argv, stdin=True, env=self.env)
-        except Exception as exc:  # noqa: BLE001 - the next run reports it, fresh
+        except SetupError as exc:  # the next run reports it, fresh
             log.debug("%s: no standby: %s", self.name, exc)
             return
         if not self.enabled or self._proc is not None:
