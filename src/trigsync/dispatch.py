@@ -159,7 +159,7 @@ class Dispatcher:
             return self.pending.take() or None
         flights = self._flights.values()
         if time.monotonic() < self._single_until or not lanes.worth_another_run(
-            len(self.pending), self._waited()
+            len(self.pending), self._waited(), connected=self._standby.ready
         ):
             return None
         if self.pending.full or self.pending.has_moves or lanes.alone(flights):

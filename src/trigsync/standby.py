@@ -1,14 +1,17 @@
-"""A standby rsync: started, connected and logged in, waiting on stdin for its list.
+"""Standby rsyncs: started, connected and logged in, waiting on stdin for their list.
 
 Most of a small batch's cost is rsync's start-up, connect and login (over ssh to a
 host whose shell start-up is slow, 150 ms and more); a standby has paid it before the
 next change arrives. So the next standby is started as soon as the current one has
-been handed its list, not after its run ended: a change right after an arrival then
-meets a connected rsync. A standby that waits is recycled on a timer, before a peer's
-idle timeout drops it, so a change after a long quiet meets a fresh one too.
+been handed its list, not after its run ended. Changes that follow each other closely
+use standbys faster than one can connect, so the pool deepens (to ``MAX_DEPTH``) when
+a run takes the last one, and shrinks again when one waits unused until it is
+recycled. Waiting standbys are recycled on a timer, before a peer's idle timeout drops
+them, so a change after a long quiet meets a fresh one too.
 
-A standby counts against a daemon's ``max connections``. One that is refused (the
-current run holds the only slot) is no failure: it is started again once a slot frees.
+A standby counts against a daemon's ``max connections``. One that is refused is no
+failure: it is started again once a slot frees, or, when others already wait, the
+pool stays at the size the daemon allows.
 """
 
 from __future__ import annotations
@@ -25,9 +28,12 @@ from .errors import SetupError
 
 log = logging.getLogger(__name__)
 
+MAX_DEPTH = 3  # back to back, a run takes ~3 ms and a standby ~10 ms to connect
 RECYCLE_MAX = 30.0  # a standby older than this is replaced, even with no timeout set
 BUSY_PAUSE = (0.03, 0.1)  # a daemon's slot stays taken ~60 ms after a client exits
 RETRY_MIN, RETRY_MAX = 0.5, 30.0  # a standby that died otherwise: the target may be down
+
+Proc = asyncio.subprocess.Process
 
 
 class Standby:
@@ -47,22 +53,23 @@ class Standby:
         self.stall = float(timeout) if timeout > 0 else None  # "no progress for N s"
         # A daemon's own `timeout` drops an idle connection; ours is not on the argv.
         self.recycle = min(RECYCLE_MAX, max(1.0, timeout * 0.5))
+        self.depth = 1
         self._argv: Sequence[rsync.Arg] | None = None
-        self._proc: asyncio.subprocess.Process | None = None
-        self._since = 0.0
-        self._starting: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._retry = RETRY_MIN
+        self._spares: dict[Proc, asyncio.TimerHandle] = {}  # oldest first
+        self._born: dict[Proc, float] = {}
+        self._starting: set[asyncio.Task[None]] = set()
         self._watchers: set[asyncio.Task[None]] = set()
+        self._retry = RETRY_MIN
 
     @property
     def ready(self) -> bool:
         """Whether a standby rsync is waiting for a list now."""
-        return self._proc is not None and self._proc.returncode is None
+        return any(p.returncode is None for p in self._spares)
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self.ready and self._proc is not None else None
+        """The standby the next list goes to, if one waits."""
+        return next((p.pid for p in self._spares if p.returncode is None), None)
 
     async def run(self, argv: Sequence[rsync.Arg], paths: bytes) -> rsync.Result:
         """Send ``paths`` with ``argv``; meanwhile the next standby starts for the next list."""
@@ -70,7 +77,12 @@ class Standby:
         proc = self._take()
         if proc is not None:
             talk = asyncio.ensure_future(rsync.finish(proc, paths, stall=self.stall))
-            self.fill()  # after the list is on its way: the next change meets a connected rsync
+            if self._spares:
+                # Another waits for the next change: starting one now would only take CPU
+                # from this run (the daemon forks and logs it in), so start it after.
+                talk.add_done_callback(lambda _: self.fill())
+            else:
+                self.fill()  # the list is on its way: the next change meets a connected rsync
             result = await talk
             if result.outcome is rsync.Outcome.OK:
                 self._retry = RETRY_MIN
@@ -87,48 +99,70 @@ class Standby:
             self.fill()
         return result
 
-    def _take(self) -> asyncio.subprocess.Process | None:
-        proc, self._proc = self._proc, None
-        self._cancel_timer()
-        if proc is not None and proc.returncode is not None:
-            return None  # it died waiting; its watcher has already started another
-        return proc
+    def _take(self) -> Proc | None:
+        """The oldest waiting standby; taking the last one deepens the pool."""
+        while self._spares:
+            proc = next(iter(self._spares))
+            self._spares.pop(proc).cancel()
+            born = self._born.pop(proc, 0.0)
+            if proc.returncode is None:
+                if not self._spares:
+                    self.depth = min(MAX_DEPTH, self.depth + 1)
+                log.debug(
+                    "%s: standby %d, started %.1f ms ago, takes the list (%d more wait)",
+                    self.name,
+                    proc.pid,
+                    (time.monotonic() - born) * 1000,
+                    len(self._spares),
+                )
+                return proc
+        return None
 
     def fill(self) -> None:
-        """Start a standby in the background unless one waits or is starting."""
-        if not self.enabled or self._argv is None or self._proc is not None:
+        """Start standbys in the background until ``depth`` wait or are starting."""
+        if not self.enabled or self._argv is None:
             return
-        if self._starting is None or self._starting.done():
-            self._starting = asyncio.ensure_future(self._start(self._argv, 0.0))
+        for _ in range(self.depth - len(self._spares) - len(self._starting)):
+            self._spawn_later(self._argv, 0.0)
+
+    def _spawn_later(self, argv: Sequence[rsync.Arg], pause: float) -> None:
+        task = asyncio.ensure_future(self._start(argv, pause))
+        self._starting.add(task)  # held: a task nobody holds may be collected mid-run
+        task.add_done_callback(self._starting.discard)
 
     async def _start(self, argv: Sequence[rsync.Arg], pause: float) -> None:
         if pause:
             await asyncio.sleep(pause)
-        if not self.enabled or self._proc is not None:
+        if not self.enabled or len(self._spares) >= self.depth:
             return
         try:
             proc = await rsync.spawn(argv, stdin=True, env=self.env)
         except SetupError as exc:  # the next run reports it, fresh
             log.debug("%s: no standby: %s", self.name, exc)
             return
-        if not self.enabled or self._proc is not None:
+        if not self.enabled or len(self._spares) >= self.depth:
             await rsync.stop(proc)
             return
-        self._proc, self._since = proc, time.monotonic()
-        self._timer = asyncio.get_running_loop().call_later(self.recycle, self._expire, proc)
+        loop = asyncio.get_running_loop()
+        self._spares[proc] = loop.call_later(self.recycle, self._expire, proc)
+        self._born[proc] = time.monotonic()
         watch = asyncio.ensure_future(self._watch(proc, argv))
-        self._watchers.add(watch)  # a task nobody holds may be collected mid-run
+        self._watchers.add(watch)
         watch.add_done_callback(self._watchers.discard)
 
-    async def _watch(self, proc: asyncio.subprocess.Process, argv: Sequence[rsync.Arg]) -> None:
+    async def _watch(self, proc: Proc, argv: Sequence[rsync.Arg]) -> None:
         """A standby that exits before it is used is replaced, after a pause that fits why."""
         await proc.wait()
-        if self._proc is not proc:
+        timer = self._spares.pop(proc, None)
+        self._born.pop(proc, None)
+        if timer is None:
             return  # it was taken for a run (or dropped): finish() owns its exit
-        self._proc = None
-        self._cancel_timer()
+        timer.cancel()
         stderr = await proc.stderr.read() if proc.stderr else b""
         if rsync.busy(proc.returncode or 0, stderr):
+            if self._spares:  # the daemon allows no more than those waiting: keep to that
+                self.depth = max(1, len(self._spares))
+                return
             pause = random.uniform(*BUSY_PAUSE)  # refused: the current run holds the slot
         else:
             pause, self._retry = self._retry, min(self._retry * 2, RETRY_MAX)
@@ -139,15 +173,15 @@ class Standby:
             rsync.reason(stderr),
             pause,
         )
-        if self.enabled and (self._starting is None or self._starting.done()):
-            self._starting = asyncio.ensure_future(self._start(argv, pause))
+        if self.enabled and not self._starting:
+            self._spawn_later(argv, pause)
 
-    def _expire(self, proc: asyncio.subprocess.Process) -> None:
+    def _expire(self, proc: Proc) -> None:
         """Replace a standby that waited ``recycle`` seconds, before a peer drops it."""
-        self._timer = None
-        if self._proc is not proc:
+        self._born.pop(proc, None)
+        if self._spares.pop(proc, None) is None:
             return
-        self._proc = None
+        self.depth = max(1, self.depth - 1)  # it was not needed: changes come slower
         log.debug("%s: recycling a standby after %.0f s", self.name, self.recycle)
 
         async def replace() -> None:
@@ -155,23 +189,20 @@ class Standby:
             if self._argv is not None and self.enabled:
                 await self._start(self._argv, 0.0)
 
-        if self._starting is None or self._starting.done():
-            self._starting = asyncio.ensure_future(replace())
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        task = asyncio.ensure_future(replace())
+        self._starting.add(task)
+        task.add_done_callback(self._starting.discard)
 
     async def drop(self) -> None:
-        """Stop the waiting rsync, if any (a run that needs the daemon's only slot)."""
-        starting, self._starting = self._starting, None
-        if starting is not None and not starting.done():
-            starting.cancel()
+        """Stop every waiting rsync (a run that needs the daemon's only slot)."""
+        for task in list(self._starting):
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await starting
-        proc = self._take()
-        if proc is not None:
+                await task
+        spares, self._spares = self._spares, {}
+        self._born.clear()
+        for proc, timer in spares.items():
+            timer.cancel()
             await rsync.stop(proc)
 
     def disable(self) -> None:
