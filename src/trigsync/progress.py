@@ -5,14 +5,21 @@ connection (a peer that died without a FIN, a firewall that starts dropping): th
 client then waits in ``select`` forever. A frozen rsync and its children (ssh, or a
 local receiver) neither read, write nor use CPU, so the sum of their I/O counters
 (``/proc/PID/io`` rchar and wchar) and CPU ticks stops moving; anything else moves it.
+``watch`` samples them while a run goes on and says when to end it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
+import time
 from collections.abc import Iterable
 
+log = logging.getLogger(__name__)
+
 PROC = "/proc"
+POLL = 1.0  # how often a run's progress is sampled, at most
 
 
 def _stat_fields(pid: int) -> list[bytes] | None:
@@ -79,3 +86,34 @@ def sample(pid: int) -> tuple[tuple[int, int], ...]:
     """A comparable snapshot of the whole tree below ``pid`` (a new child is progress too)."""
     tree = descendants(pid)
     return tuple(zip(tree, counters(tree), strict=True))
+
+
+async def watch(
+    pid: int,
+    talk: asyncio.Future[tuple[bytes, bytes]],
+    started: float,
+    watchdog: float | None,
+    stall: float | None,
+) -> str | None:
+    """Wait for ``talk``; returns why the run must be ended ("stall", "watchdog"), or None."""
+    if stall is None and watchdog is None:
+        await asyncio.wait({talk})
+        return None
+    poll = min(POLL, stall / 4) if stall else POLL
+    last: object = None  # no sample before the first poll: a quick run never pays for one
+    last_at = started
+    while True:
+        done, _ = await asyncio.wait({talk}, timeout=poll)
+        if done:
+            return None
+        now = time.monotonic()
+        if watchdog is not None and now - started >= watchdog:
+            return "watchdog"
+        if stall is None:
+            continue
+        current = sample(pid)
+        if current != last:
+            log.debug("rsync %d: progress %r", pid, current)
+            last, last_at = current, now
+        elif now - last_at >= stall:
+            return "stall"

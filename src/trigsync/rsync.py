@@ -245,7 +245,6 @@ async def spawn(
 
 
 STALL = 60.0  # seconds without progress after which a run is ended (config: timeout)
-POLL = 1.0  # how often a run's progress is sampled, at most
 STOP_GRACE = 1.0  # a frozen rsync may block in its own exit path: then it is killed
 
 
@@ -265,7 +264,7 @@ async def finish(
     started = time.monotonic()
     talk = asyncio.ensure_future(_communicate(proc, stdin))
     try:
-        ended = await _watch(proc, talk, started, watchdog, stall)
+        ended = await progress.watch(proc.pid, talk, started, watchdog, stall)
         if ended is not None:
             await _stop_tree(proc)
             done, _ = await asyncio.wait({talk}, timeout=STOP_GRACE)
@@ -297,37 +296,6 @@ async def _communicate(
         await proc.wait()
         return b"", await proc.stderr.read() if proc.stderr else b""
     return out or b"", err or b""
-
-
-async def _watch(
-    proc: asyncio.subprocess.Process,
-    talk: asyncio.Future[tuple[bytes, bytes]],
-    started: float,
-    watchdog: float | None,
-    stall: float | None,
-) -> str | None:
-    """Wait for ``talk``; returns why the run must be ended ("stall", "watchdog"), or None."""
-    if stall is None and watchdog is None:
-        await asyncio.wait({talk})
-        return None
-    poll = min(POLL, stall / 4) if stall else POLL
-    last: object = None  # no sample before the first poll: a quick run never pays for one
-    last_at = started
-    while True:
-        done, _ = await asyncio.wait({talk}, timeout=poll)
-        if done:
-            return None
-        now = time.monotonic()
-        if watchdog is not None and now - started >= watchdog:
-            return "watchdog"
-        if stall is None:
-            continue
-        sample = progress.sample(proc.pid)
-        if sample != last:
-            log.debug("rsync %d: progress %r", proc.pid, sample)
-            last, last_at = sample, now
-        elif now - last_at >= stall:
-            return "stall"
 
 
 async def _stop_tree(proc: asyncio.subprocess.Process) -> None:
