@@ -54,7 +54,9 @@ class _Lane:
         name = f"lat{self.count:05d}.dat"
         with open(self.where.src / name, "wb") as f:
             f.write(payload)
-        t0 = time.monotonic()
+            # Before the close: an arrival within a millisecond must not precede t0 when
+            # this process is descheduled right after the close (a missed arrival).
+            t0 = time.monotonic()
         if not self.plain:
             return self.watcher.wait_arrival(name.encode(), SAMPLE_TIMEOUT, after=t0) - t0
         proc = spawn_rsync(self.where, str(self.where.src / name))
