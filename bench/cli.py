@@ -23,6 +23,7 @@ from .workloads import WORKLOADS
 CACHE = Path(tempfile.gettempdir()) / "trigsync-bench-cache"
 SCRATCH = Path(tempfile.gettempdir()) / "trigsync-bench"
 TMPFS = Path("/dev/shm")
+PARALLEL = 2  # trigsync's default max_parallel, given to lsyncd as maxProcesses
 TMPFS_NEEDED = 2 << 30  # bytes free: two storm trees and two copies of the big file, with room
 
 
@@ -65,7 +66,10 @@ def _parser() -> argparse.ArgumentParser:
         help="multiply the storm, churn, bigfile and startup sizes (default 1, --quick 0.1)",
     )
     p.add_argument("--idle-seconds", type=float, default=None, help="idle window (default 30)")
-    p.add_argument("--latency-samples", type=int, default=None, help="writes timed (default 100)")
+    p.add_argument(
+        "--latency-samples", type=int, default=None, help="writes back to back (default 100)"
+    )
+    p.add_argument("--slow-samples", type=int, default=None, help="writes 40 s apart (default 5)")
     p.add_argument("--no-lsyncd", action="store_true", help="leave lsyncd out")
     p.add_argument("--cache-dir", type=Path, default=CACHE, help=f"kept trees (default {CACHE})")
     p.add_argument(
@@ -98,11 +102,19 @@ def _sizes(args: argparse.Namespace) -> Sizes:
     if scale != 1.0:
         sizes = sizes.scaled(scale)
     if args.quick:
-        sizes = dataclasses.replace(sizes, latency_samples=30, idle_seconds=5.0)
+        sizes = dataclasses.replace(
+            sizes,
+            latency_samples=30,
+            latency_paced_samples=10,
+            latency_slow_samples=2,
+            idle_seconds=5.0,
+        )
     if args.idle_seconds is not None:
         sizes = dataclasses.replace(sizes, idle_seconds=args.idle_seconds)
     if args.latency_samples is not None:
         sizes = dataclasses.replace(sizes, latency_samples=args.latency_samples)
+    if args.slow_samples is not None:
+        sizes = dataclasses.replace(sizes, latency_slow_samples=args.slow_samples)
     return sizes
 
 
@@ -127,9 +139,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"[bench] {msg}", file=sys.stderr)
         notes.append(msg)
     else:
-        tools.append(Lsyncd(lsyncd))
+        tools += [Lsyncd(lsyncd), Lsyncd(lsyncd, processes=PARALLEL, name="lsyncd_par")]
         notes.append(
             "lsyncd: default.rsync, delay = 0, rsync archive = true + _extra --sockopts=TCP_NODELAY"
+            f"; maxProcesses = 1 (its default), and {PARALLEL} in the 'lsyncd, parallel' column "
+            "(trigsync's default max_parallel)"
         )
     notes.append("trigsync: `python -m trigsync run SRC rsync://... --initial-sync` (defaults)")
 

@@ -26,7 +26,9 @@ T = TypeVar("T")
 class Sizes:
     """How big each workload is; ``scaled`` shrinks them all for quick runs."""
 
-    latency_samples: int = 100
+    latency_samples: int = 100  # back to back
+    latency_paced_samples: int = 40  # one every 0.5 s
+    latency_slow_samples: int = 5  # 40 s apart: few, to keep the run short
     latency_bytes: int = 2048
     storm_files: int = 20_000
     storm_dirs: int = 200
@@ -52,7 +54,8 @@ class Sizes:
 
     def describe(self) -> str:
         return (
-            f"latency {self.latency_samples} x {self.latency_bytes} B; "
+            f"latency {self.latency_samples} back to back, {self.latency_paced_samples} every "
+            f"0.5 s, {self.latency_slow_samples} 40 s apart, x {self.latency_bytes} B; "
             f"storm {self.storm_files} files in {self.storm_dirs} dirs; "
             f"churn {self.churn_ops} ops on the storm tree; bigfile {self.bigfile_mib} MiB; "
             f"startup {self.startup_dirs} dirs + {self.startup_files} files; "

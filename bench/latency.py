@@ -1,8 +1,17 @@
 """The latency workload: small writes, each timed from close to arrival at the receiver.
 
-The contenders run side by side, each with its own daemon, and take turns sample by
-sample (in a rotating order), so a burst of load from elsewhere on the machine hits
-all of them alike instead of whichever happened to run at that moment.
+Three paces, each against a stock daemon (the rsyncd.conf tutorials write, Nagle on)
+and a tuned one (``socket options = TCP_NODELAY``):
+
+- back to back: each write follows the previous file's arrival at once;
+- every 0.5 s;
+- 40 s apart (few samples, to keep the run short).
+
+The contenders run side by side, each with its own daemon. Back to back, each takes a
+round of writes in turn (the first write of a round follows a pause, so it is not
+counted); at the slower paces they take turns write by write on one clock, so each
+contender's writes are exactly one pace apart and a burst of load from elsewhere on
+the machine hits all of them alike.
 """
 
 from __future__ import annotations
@@ -11,11 +20,12 @@ import contextlib
 import random
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from .context import Context, attempt, percentile, put, running
+from .context import Context, attempt, percentile, put, rotated, running
 from .procs import BenchTimeout
 from .replica import ReplicaWatcher
 from .report import Cell, Goal, Row
@@ -23,7 +33,8 @@ from .runners import Replicator, Site, site, spawn_rsync
 from .trees import SEED
 
 SAMPLE_TIMEOUT = 30.0
-GAP = 0.05  # pause after each arrival, so every write meets an idle replicator
+ROUND = 10  # back to back: writes per turn; the first of each turn is not counted
+SLOW_PACE = 40.0
 
 
 @dataclass(slots=True)
@@ -36,12 +47,16 @@ class _Lane:
     plain: bool  # plain rsync: spawn one rsync per file
     samples: list[float] = field(default_factory=list)
     failed: str | None = None
+    count: int = 0
 
-    def sample(self, i: int, payload: bytes) -> float:
-        name = f"lat{i:04d}.dat"
+    def sample(self, payload: bytes) -> float:
+        self.count += 1
+        name = f"lat{self.count:05d}.dat"
         with open(self.where.src / name, "wb") as f:
             f.write(payload)
-        t0 = time.monotonic()
+            # Before the close: an arrival within a millisecond must not precede t0 when
+            # this process is descheduled right after the close (a missed arrival).
+            t0 = time.monotonic()
         if not self.plain:
             return self.watcher.wait_arrival(name.encode(), SAMPLE_TIMEOUT, after=t0) - t0
         proc = spawn_rsync(self.where, str(self.where.src / name))
@@ -58,62 +73,119 @@ class _Lane:
         return arrived - t0
 
 
-def latency(ctx: Context) -> list[Row]:
-    n, size = ctx.sizes.latency_samples, ctx.sizes.latency_bytes
-    rows = [
-        Row(
-            "latency", f"p50 ({n} x {size // 1024} KiB, close to arrival)", "ms", goal=Goal(5, "ms")
-        ),
-        Row("latency", "p90", "ms"),
-        Row("latency", "p99", "ms", goal=Goal(25, "ms")),
-    ]
-    payload = random.Random(SEED).randbytes(size)
-    lanes: list[_Lane] = []
-    results: dict[str, Cell] = {}
-    with contextlib.ExitStack() as stack:
-        contenders: list[Replicator | None] = [*ctx.tools, None]
-        for tool in contenders:
-            name = tool.name if tool else "rsync"
-            got = attempt(ctx, rows, name, partial(_lane, ctx, stack, tool))
-            if isinstance(got, _Lane):
-                lanes.append(got)
-            else:
-                results[name] = got
-        for i in range(n):
-            for k in range(len(lanes)):
-                lane = lanes[(i + k) % len(lanes)]
+@dataclass(frozen=True, slots=True)
+class _Pace:
+    label: str
+    run: Callable[[Context, list[Row], Sequence[_Lane], bytes], None]
+    percentiles: tuple[tuple[int, Goal | None], ...]
+    samples: Callable[[Context], int]
+
+
+def _back_to_back(ctx: Context, rows: list[Row], lanes: Sequence[_Lane], payload: bytes) -> None:
+    n = ctx.sizes.latency_samples
+    for turn in range((n + ROUND - 2) // (ROUND - 1)):
+        for lane in rotated(lanes, turn):
+            for k in range(ROUND):
                 if lane.failed is None:
-                    _take(ctx, rows, lane, i, payload)
-                    time.sleep(GAP)
-    for lane in lanes:
-        if lane.failed is not None:
-            results[lane.name] = lane.failed
-            continue
-        ctx.say(f"latency/{lane.name}: p50 {percentile(lane.samples, 50):.1f} ms")
-        for row, pct in zip(rows, (50, 90, 99), strict=True):
-            put(row, lane.name, percentile(lane.samples, pct))
-    for who, cell in results.items():
-        for row in rows:
-            put(row, who, cell)
+                    _take(ctx, rows, lane, payload, counted=k > 0)
+
+
+def _paced(pace: float, count: Callable[[Context], int]) -> Callable[..., None]:
+    def run(ctx: Context, rows: list[Row], lanes: Sequence[_Lane], payload: bytes) -> None:
+        start = time.monotonic()
+        for i in range(count(ctx)):
+            for lane in rotated(lanes, i):
+                if lane.failed is None:
+                    _take(ctx, rows, lane, payload, counted=True)
+            time.sleep(max(0.0, start + (i + 1) * pace - time.monotonic()))
+
+    return run
+
+
+def _paces(ctx: Context) -> list[_Pace]:
+    def paced(c: Context) -> int:
+        return c.sizes.latency_paced_samples
+
+    def slow(c: Context) -> int:
+        return c.sizes.latency_slow_samples
+
+    return [
+        _Pace(
+            "back to back",
+            _back_to_back,
+            ((50, Goal(5, "ms")), (90, None), (99, Goal(25, "ms"))),
+            lambda c: c.sizes.latency_samples,
+        ),
+        _Pace("every 0.5 s", _paced(0.5, paced), ((50, Goal(5, "ms")), (90, None)), paced),
+        _Pace(f"{SLOW_PACE:g} s apart", _paced(SLOW_PACE, slow), ((50, Goal(10, "ms")),), slow),
+    ]
+
+
+def latency(ctx: Context) -> list[Row]:
+    rows: list[Row] = []
+    for tuned in (False, True):
+        for pace in _paces(ctx):
+            rows += _measure(ctx, pace, tuned=tuned)
     rows[0].notes.append(
-        "contenders take turns sample by sample; plain rsync = one fresh "
-        "`rsync -a --sockopts=TCP_NODELAY FILE rsync://...` per file, from spawn to arrival"
+        "close to arrival at the receiver (inotify on the module); plain rsync = one fresh "
+        "`rsync -a --sockopts=TCP_NODELAY FILE rsync://...` per file, from spawn to arrival; "
+        f"stock = rsyncd.conf without `socket options`, tuned = with TCP_NODELAY; "
+        f"the {SLOW_PACE:g} s pace takes {ctx.sizes.latency_slow_samples} samples per contender"
     )
     return rows
 
 
-def _lane(ctx: Context, stack: contextlib.ExitStack, tool: Replicator | None) -> _Lane:
+def _measure(ctx: Context, pace: _Pace, *, tuned: bool) -> list[Row]:
+    n, size = pace.samples(ctx), ctx.sizes.latency_bytes
+    daemon = "tuned" if tuned else "stock"
+    rows = [
+        Row("latency", f"{daemon} daemon, {pace.label}: p{pct} ({n} x {size // 1024} KiB)", "ms",
+            goal=goal)
+        for pct, goal in pace.percentiles
+    ]  # fmt: skip
+    payload = random.Random(SEED).randbytes(size)
+    lanes: list[_Lane] = []
+    results: dict[str, Cell] = {}
+    ctx.say(f"latency: {daemon} daemon, {pace.label}, {n} samples")
+    with contextlib.ExitStack() as stack:
+        contenders: list[Replicator | None] = [*ctx.tools, None]
+        for tool in contenders:
+            name = tool.name if tool else "rsync"
+            got = attempt(ctx, rows, name, partial(_lane, ctx, stack, tool, tuned))
+            if isinstance(got, _Lane):
+                lanes.append(got)
+            else:
+                results[name] = got
+        pace.run(ctx, rows, lanes, payload)
+    for lane in lanes:
+        if lane.failed is not None:
+            results[lane.name] = lane.failed
+            continue
+        ctx.say(
+            f"latency/{daemon}/{pace.label}/{lane.name}: "
+            f"p50 {percentile(lane.samples, 50):.1f} ms over {len(lane.samples)}"
+        )
+        for row, (pct, _) in zip(rows, pace.percentiles, strict=True):
+            put(row, lane.name, percentile(lane.samples, pct))
+    for who, cell in results.items():
+        for row in rows:
+            put(row, who, cell)
+    return rows
+
+
+def _lane(ctx: Context, stack: contextlib.ExitStack, tool: Replicator | None, tuned: bool) -> _Lane:
     name = tool.name if tool else "rsync"
-    where = stack.enter_context(site(ctx.tmp, f"latency-{name}"))
+    where = stack.enter_context(site(ctx.tmp, f"latency-{name}", tuned=tuned))
     if tool is not None:
         stack.enter_context(running(ctx, "latency", tool, where))
     watcher = stack.enter_context(ReplicaWatcher(Path(where.replica)))
     return _Lane(name, where, watcher, plain=tool is None)
 
 
-def _take(ctx: Context, rows: list[Row], lane: _Lane, i: int, payload: bytes) -> None:
-    got = attempt(ctx, rows, lane.name, lambda: lane.sample(i, payload))
+def _take(ctx: Context, rows: list[Row], lane: _Lane, payload: bytes, *, counted: bool) -> None:
+    got = attempt(ctx, rows, lane.name, lambda: lane.sample(payload))
     if isinstance(got, float):
-        lane.samples.append(got * 1000)
+        if counted:
+            lane.samples.append(got * 1000)
     else:
         lane.failed = got

@@ -38,6 +38,7 @@ class Row:
     unit: str
     trigsync: Cell = None
     lsyncd: Cell = None
+    lsyncd_par: Cell = None  # lsyncd with maxProcesses = trigsync's max_parallel
     rsync: Cell = None
     goal: Goal | None = None
     ref: str = "rsync"  # what the reference column holds for this row
@@ -77,8 +78,8 @@ def _ratio(value: float | None) -> str:
 
 def table(rows: Sequence[Row]) -> str:
     head = (
-        "| workload | metric | trigsync | lsyncd | plain rsync | ratio vs rsync "
-        "| ratio vs lsyncd | goal |\n|---|---|---|---|---|---|---|---|\n"
+        "| workload | metric | trigsync | lsyncd | lsyncd, parallel | plain rsync "
+        "| ratio vs rsync | ratio vs lsyncd | goal |\n|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for r in rows:
@@ -90,6 +91,7 @@ def table(rows: Sequence[Row]) -> str:
             r.metric,
             fmt(r.trigsync, r.unit),
             fmt(r.lsyncd, r.unit),
+            fmt(r.lsyncd_par, r.unit),
             ref,
             _ratio(r.ratio(r.rsync)),
             _ratio(r.ratio(r.lsyncd)),

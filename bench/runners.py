@@ -1,9 +1,9 @@
 """The contenders: trigsync and lsyncd as long-running replicators, and plain rsync runs.
 
 Each measurement gets a fresh sandbox (a ``Site``): an empty source directory and its
-own loopback rsync daemon from ``trigsync.loopback``, with TCP_NODELAY, ``munge
-symlinks = no`` and password auth, so every contender pushes to the same kind of
-receiver.
+own loopback rsync daemon from ``trigsync.loopback``, with ``munge symlinks = no`` and
+password auth (and TCP_NODELAY unless a workload asks for the stock config), so every
+contender pushes to the same kind of receiver.
 """
 
 from __future__ import annotations
@@ -41,12 +41,16 @@ class Site:
 
 
 @contextlib.contextmanager
-def site(base: Path, name: str, *, src: Path | None = None) -> Iterator[Site]:
-    """A fresh sandbox with a running daemon; everything is stopped and removed afterwards."""
+def site(base: Path, name: str, *, src: Path | None = None, tuned: bool = True) -> Iterator[Site]:
+    """A fresh sandbox with a running daemon; everything is stopped and removed afterwards.
+
+    ``tuned`` gives the daemon ``socket options = TCP_NODELAY``; without it, it runs the
+    stock rsyncd.conf that tutorials write.
+    """
     workdir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=base))
     source = src or workdir / "src"
     source.mkdir(exist_ok=True)
-    daemon = LoopbackDaemon(workdir / "rsyncd")
+    daemon = LoopbackDaemon(workdir / "rsyncd", tuned=tuned)
     try:
         daemon.start()
         yield Site(workdir, source, daemon)
@@ -110,13 +114,14 @@ class Lsyncd:
     """lsyncd at its fastest: ``default.rsync``, ``delay = 0``, rsync with TCP_NODELAY.
 
     ``archive = true`` because lsyncd's default rsync flags (-lts) drop permission
-    changes, which the churn workload checks.
+    changes, which the churn workload checks. ``processes`` is its ``maxProcesses``:
+    1 is its default, trigsync's ``max_parallel`` (2) is the fair match.
     """
 
-    name = "lsyncd"
-
-    def __init__(self, binary: str) -> None:
+    def __init__(self, binary: str, *, processes: int = 1, name: str = "lsyncd") -> None:
         self.binary = binary
+        self.processes = processes
+        self.name = name
 
     def config(self, where: Site, *, initial_sync: bool) -> str:
         # ``init`` is the startup-sync function; only ``false`` (skip it) may replace it.
@@ -125,7 +130,7 @@ class Lsyncd:
             "settings {\n"
             "  nodaemon = true,\n"
             "  insist = true,\n"
-            "  maxProcesses = 1,\n"
+            f"  maxProcesses = {self.processes},\n"
             "}\n"
             "sync {\n"
             "  default.rsync,\n"

@@ -33,7 +33,8 @@ def procs(tmp_path: Path) -> Iterator[ProcGroup]:
 
 @pytest.fixture
 def rsync_daemon_factory(tmp_path: Path) -> Iterator[RsyncDaemonFactory]:
-    """`factory(max_connections=None, timeout=None, use_chroot=False)`: a started RsyncDaemon.
+    """`factory(max_connections=None, timeout=None, use_chroot=False, tuned=False)`: a started
+    RsyncDaemon, with the stock config (no `socket options`) unless `tuned`.
 
     Every daemon it started is killed at teardown (SIGKILL: a graceful stop costs 0.4 s).
     """
@@ -46,12 +47,14 @@ def rsync_daemon_factory(tmp_path: Path) -> Iterator[RsyncDaemonFactory]:
         max_connections: int | None = None,
         timeout: int | None = None,
         use_chroot: bool = False,
+        tuned: bool = False,
     ) -> RsyncDaemon:
         daemon = RsyncDaemon(
             tmp_path / f"rsyncd-{len(daemons)}",
             max_connections=max_connections,
             timeout=timeout,
             use_chroot=use_chroot,
+            tuned=tuned,
         )
         daemons.append(daemon)
         return daemon.start()

@@ -183,7 +183,13 @@ class Dispatcher:
             batch = (
                 None
                 if self.paused
-                else lanes.take(self.pending, flights, single=single, waited=self._waited())
+                else lanes.take(
+                    self.pending,
+                    flights,
+                    single=single,
+                    waited=self._waited(),
+                    connected=self._runner.standby.ready,
+                )
             )
             if batch is None:
                 self._mark_idle()

@@ -176,7 +176,8 @@ def make_dispatcher(
     settings = Settings(delay=config.delay, standby=config.standby, backoff_max=config.retry_max)
     target = targets.build(spec, state_dir=state_dir, contimeout=config.contimeout)
     dispatcher = Dispatcher(os.fsencode(config.source), target, options, settings, store=store)
-    dispatcher.full_sync = FullSync(target.name)  # a progress bar, or a log line every 10 s
+    # A progress bar, or a log line every 10 s; no progress for `timeout` s ends the run.
+    dispatcher.full_sync = FullSync(target.name, stall=config.timeout or None)
     hooks = Hooks.of(config, spec)
     if hooks is not None:
         dispatcher.observers.append(hooks.observe)

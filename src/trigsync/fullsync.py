@@ -33,6 +33,7 @@ async def run(
     transport: Transport,
     *,
     first: Callable[[list[rsync.Arg], Mapping[str, str] | None], Awaitable[Result]] | None = None,
+    stall: float | None = rsync.STALL,
 ) -> Result:
     """One full sync; PARTIAL if some directories could not be read (they are skipped).
 
@@ -41,12 +42,12 @@ async def run(
     if first is not None:
         first_result = await first(argv, transport.env)
     else:
-        first_result = await rsync.run(argv, env=transport.env)
-    return await _around_unreadable(source, opts, transport, first_result)
+        first_result = await rsync.run(argv, env=transport.env, stall=stall)
+    return await _around_unreadable(source, opts, transport, first_result, stall)
 
 
 async def _around_unreadable(
-    source: bytes, opts: Options, transport: Transport, first: Result
+    source: bytes, opts: Options, transport: Transport, first: Result, stall: float | None
 ) -> Result:
     """After a first run that exited 23: the rest again, unreadable directories excluded."""
     if first.code != PARTIAL:
@@ -61,7 +62,7 @@ async def _around_unreadable(
         unreadable[0],
     )
     argv = rsync.full_argv(source, opts, transport, exclude_from_stdin=True)
-    second = await rsync.run(argv, stdin=exclude_list(unreadable), env=transport.env)
+    second = await rsync.run(argv, stdin=exclude_list(unreadable), env=transport.env, stall=stall)
     if second.outcome is rsync.Outcome.OK or second.code == PARTIAL:
         # The unreadable part is still unsynced: the sync as a whole stays incomplete.
         return Result(PARTIAL, first.stderr + second.stderr, first.seconds + second.seconds)

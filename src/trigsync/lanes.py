@@ -3,7 +3,7 @@
 Pure logic for ``max_parallel``: runs overlap only on disjoint paths, so order holds
 (never the same path, a parent or a child of it, nor an entry of a directory that a run
 lists whole), and a run beside others starts only under load, because each one costs a
-connection of its own.
+connection of its own, or when a standby has already paid for it.
 """
 
 from __future__ import annotations
@@ -50,8 +50,15 @@ def busy(flights: Iterable[Flight]) -> Callable[[bytes], bool]:
     return test
 
 
-def worth_another_run(waiting: int, oldest_age: float | None) -> bool:
-    """Whether ``waiting`` paths, the oldest ``oldest_age`` seconds old, pay for a run."""
+def worth_another_run(waiting: int, oldest_age: float | None, *, connected: bool = False) -> bool:
+    """Whether ``waiting`` paths, the oldest ``oldest_age`` seconds old, pay for a run.
+
+    A standby that is ``connected`` already paid for its connection: a change then goes
+    at once rather than wait for the run in flight to exit, which is 5 to 40 ms after
+    its files landed (rsync's closing handshake, slower still on a daemon with Nagle on).
+    """
+    if waiting and connected:
+        return True
     return waiting >= PARALLEL_AT or (oldest_age is not None and oldest_age >= PARALLEL_AFTER)
 
 
@@ -63,14 +70,20 @@ def due_in(oldest_age: float | None) -> float | None:
 
 
 def take(
-    pending: PendingSet, flights: Iterable[Flight], *, single: bool, waited: float | None
+    pending: PendingSet,
+    flights: Iterable[Flight],
+    *,
+    single: bool,
+    waited: float | None,
+    connected: bool = False,
 ) -> Batch | None:
     """The next batch, or None while everything pending touches a run in flight (or
-    another run beside them does not pay, or ``single``: one run at a time for now)."""
+    another run beside them does not pay, or ``single``: one run at a time for now).
+    ``connected``: a standby is logged in and waiting, so another run costs nothing."""
     flights = list(flights)
     if not flights:
         return pending.take() or None
-    if single or not worth_another_run(len(pending), waited):
+    if single or not worth_another_run(len(pending), waited, connected=connected):
         return None
     if pending.full or pending.has_moves or alone(flights):
         return None  # these run alone

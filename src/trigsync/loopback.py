@@ -36,13 +36,15 @@ def rsyncd_conf(
     max_connections: int | None = None,
     timeout: int | None = None,
     read_only: bool = False,
-    nodelay: bool = True,
+    tuned: bool = False,
     uid: str | None = None,
 ) -> str:
     """An rsyncd.conf with one writable module behind a user and password.
 
-    ``read_only``, ``nodelay=False`` and a ``uid`` that cannot write the module path make
-    the mistakes of the tutorials, for ``doctor``'s tests.
+    By default it is the stock config the tutorials write, with Nagle's algorithm on;
+    ``tuned`` adds ``socket options = TCP_NODELAY``, which many receivers do not have.
+    ``read_only`` and a ``uid`` that cannot write the module path make the tutorials'
+    other mistakes, for ``doctor``'s tests.
     """
     owner = "root" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
     lines = [
@@ -50,7 +52,7 @@ def rsyncd_conf(
         f"log file = {log}",
         f"lock file = {lock}",
     ]
-    if nodelay:  # without it every small transfer waits ~40 ms on Nagle and delayed ACKs
+    if tuned:  # without it every small transfer waits ~40 ms on Nagle and delayed ACKs
         lines.append("socket options = TCP_NODELAY")
     lines += [
         f"[{module}]",
@@ -89,8 +91,10 @@ class LoopbackDaemon:
         max_connections: int | None = None,
         timeout: int | None = None,
         port: int | None = None,
+        tuned: bool = False,
     ) -> None:
         self.workdir = workdir
+        self.tuned = tuned
         self.module = module
         self.module_path = workdir / module
         self.password_file = workdir / "client.pass"
@@ -120,6 +124,7 @@ class LoopbackDaemon:
                 user=USER,
                 max_connections=self.max_connections,
                 timeout=self.timeout,
+                tuned=self.tuned,
             )
         )
         return conf

@@ -116,9 +116,12 @@ class Reporter:
 class FullSync:
     """Runs a full sync's rsync with ``--info=progress2`` and reports its progress."""
 
-    def __init__(self, name: str, *, every: float = LOG_EVERY) -> None:
+    def __init__(
+        self, name: str, *, every: float = LOG_EVERY, stall: float | None = rsync.STALL
+    ) -> None:
         self.name = name
         self.every = every
+        self.stall = stall  # the sync's timeout: no progress for this long ends the run
         self.current: Reporter | None = None  # while a full sync runs
 
     async def __call__(
@@ -129,7 +132,7 @@ class FullSync:
         tty = sys.stderr if sys.stderr.isatty() else None
         self.current = Reporter(self.name, stream=tty, every=self.every)
         try:
-            return await run(argv, env, self.current.update)
+            return await run(argv, env, self.current.update, stall=self.stall)
         finally:
             self.current.done()
             self.current = None
@@ -139,8 +142,11 @@ async def run(
     argv: Sequence[rsync.Arg],
     env: Mapping[str, str] | None,
     report: Callable[[Progress], None],
+    *,
+    stall: float | None = rsync.STALL,
 ) -> rsync.Result:
-    """Run rsync once, feeding each progress line to ``report`` as it comes."""
+    """Run rsync once, feeding each progress line to ``report`` as it comes; a run with no
+    progress for ``stall`` seconds is ended, as in ``rsync.finish``."""
     started = time.monotonic()
     proc = await rsync.spawn(argv, env=env, stdout=True)
     assert proc.stdout is not None and proc.stderr is not None
@@ -155,12 +161,14 @@ async def run(
                     report(p)
                     break
 
-    try:
-        _, stderr, _ = await asyncio.gather(
-            read_progress(proc.stdout), proc.stderr.read(), proc.wait()
-        )
-    except BaseException:
-        await rsync.stop(proc)
-        raise
+    talk = asyncio.ensure_future(
+        asyncio.gather(read_progress(proc.stdout), proc.stderr.read(), proc.wait())
+    )
+    ended = await rsync.supervise(proc, talk, started, stall=stall)
+    stderr = talk.result()[1] if talk.done() and not talk.cancelled() else b""
+    stalled = None
+    if ended == "stall" and stall is not None:
+        stalled = stall
+        stderr += b"trigsync: no progress for %d s; rsync stopped\n" % stall
     code = proc.returncode if proc.returncode is not None else -9
-    return rsync.Result(code, stderr, time.monotonic() - started)
+    return rsync.Result(code, stderr, time.monotonic() - started, b"", stalled)

@@ -12,10 +12,12 @@ import enum
 import logging
 import os
 import re
+import signal
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from . import runwatch
 from .errors import (
     BusySyncError,
     PermanentSyncError,
@@ -75,6 +77,11 @@ def classify(code: int, stderr: bytes = b"") -> Outcome:
     return EXIT_CODES.get(code, (Outcome.RETRY, "unknown exit code"))[0]
 
 
+def busy(code: int, stderr: bytes) -> bool:
+    """Whether a daemon refused the connection at its ``max connections``."""
+    return code == 5 and _BUSY.search(stderr) is not None
+
+
 def describe(code: int) -> str:
     if code < 0:
         return f"killed by signal {-code}"
@@ -110,10 +117,14 @@ class Options:
     extra: tuple[str, ...] = ()
 
 
-def _common(opts: Options, transport: Transport) -> list[Arg]:
+def _common(opts: Options, transport: Transport, *, timeout: bool = True) -> list[Arg]:
     # --modify-window=-1 compares mtimes to the nanosecond: a file rewritten with the same
     # size within the same second would otherwise be skipped by rsync's quick check.
-    argv: list[Arg] = [opts.rsync_path, "-a", "--modify-window=-1", f"--timeout={opts.timeout}"]
+    argv: list[Arg] = [opts.rsync_path, "-a", "--modify-window=-1"]
+    if timeout:
+        # Long runs keep it: with it the receiver sends keepalives through its silent
+        # phases (a deletion scan), which the progress watchdog (finish) then sees as I/O.
+        argv.append(f"--timeout={opts.timeout}")
     argv += transport.options
     argv += [f"--exclude={p}" for p in opts.excludes]
     argv += opts.extra
@@ -126,9 +137,12 @@ def batch_argv(
     """argv for sending a list of paths: present ones are copied, missing ones deleted.
 
     ``recursive`` makes each listed directory equal to the source below it, extras deleted.
+    A plain list run has no ``--timeout``: against a daemon without ``socket options =
+    TCP_NODELAY`` it costs a fresh run about 40 ms (Nagle), and it does not catch a silent
+    peer anyway; the progress watchdog in ``finish`` does.
     """
     return [
-        *_common(opts, transport),
+        *_common(opts, transport, timeout=recursive),
         *(("-r", "--delete") if recursive else ()),
         "--files-from=-",
         "--from0",
@@ -228,6 +242,7 @@ class Result:
     stderr: bytes
     seconds: float
     stdout: bytes = b""
+    stalled: float | None = None  # trigsync ended it after this many seconds without progress
 
     @property
     def outcome(self) -> Outcome:
@@ -266,25 +281,89 @@ async def spawn(
         raise SetupError(f"cannot run {argv[0]!r}: {exc.strerror}; check rsync_path") from exc
 
 
+STALL = 60.0  # seconds without progress after which a run is ended (config: timeout)
+STOP_GRACE = 1.0  # a frozen rsync may block in its own exit path: then it is killed
+
+
 async def finish(
-    proc: asyncio.subprocess.Process, stdin: bytes | None = None, watchdog: float | None = None
+    proc: asyncio.subprocess.Process,
+    stdin: bytes | None = None,
+    watchdog: float | None = None,
+    *,
+    stall: float | None = STALL,
 ) -> Result:
-    """Hand a started rsync its path list and wait; a watchdog kills a child past its deadline."""
+    """Hand a started rsync its path list and wait for it.
+
+    A run that makes no progress (see ``runwatch``) for ``stall`` seconds is ended, and
+    so is one past the hard ``watchdog`` deadline. The clock starts here, when the list
+    is handed over: a standby waiting for its list is idle by design.
+    """
     started = time.monotonic()
-    out = b""
+    talk = asyncio.ensure_future(_communicate(proc, stdin))
+    ended = await supervise(proc, talk, started, watchdog=watchdog, stall=stall)
+    out, stderr = talk.result() if not talk.cancelled() else (b"", b"")
+    stalled = None
+    if ended == "stall":
+        stalled = time.monotonic() - started if stall is None else stall
+        stderr += b"trigsync: no progress for %d s; rsync stopped\n" % stalled
+    elif ended == "watchdog":
+        stderr += b"trigsync: rsync killed by the watchdog after %d s\n" % (watchdog or 0)
+    code = proc.returncode if proc.returncode is not None else -9
+    return Result(code, stderr, time.monotonic() - started, out, stalled)
+
+
+async def supervise(
+    proc: asyncio.subprocess.Process,
+    talk: asyncio.Future[Any],
+    started: float,
+    *,
+    watchdog: float | None = None,
+    stall: float | None = STALL,
+) -> str | None:
+    """Wait for ``talk`` (the exchange with a started rsync), ending rsync and what it
+    started if it makes no progress for ``stall`` seconds or passes ``watchdog``.
+
+    Returns "stall" or "watchdog" when it ended the run, else None.
+    """
     try:
-        out, stderr = await asyncio.wait_for(proc.communicate(stdin), timeout=watchdog)
-    except TimeoutError:
-        await stop(proc)
-        stderr = b"trigsync: rsync killed by the watchdog after %d s\n" % (watchdog or 0)
-    except (BrokenPipeError, ConnectionResetError):
-        await proc.wait()
-        stderr = await proc.stderr.read() if proc.stderr else b""
+        ended = await runwatch.watch(proc.pid, talk, started, watchdog, stall)
+        if ended is not None:
+            await _stop_tree(proc)
+            done, _ = await asyncio.wait({talk}, timeout=STOP_GRACE)
+            if not done:  # a grandchild we could not see still holds a pipe
+                talk.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await talk
     except asyncio.CancelledError:
+        talk.cancel()
         await stop(proc)
         raise
-    code = proc.returncode if proc.returncode is not None else -9
-    return Result(code, stderr, time.monotonic() - started, out or b"")
+    return ended
+
+
+async def _communicate(
+    proc: asyncio.subprocess.Process, stdin: bytes | None
+) -> tuple[bytes, bytes]:
+    try:
+        out, err = await proc.communicate(stdin)
+    except (BrokenPipeError, ConnectionResetError):  # it exited before reading its list
+        await proc.wait()
+        return b"", await proc.stderr.read() if proc.stderr else b""
+    return out or b"", err or b""
+
+
+async def _stop_tree(proc: asyncio.subprocess.Process) -> None:
+    """Stop rsync and what it started (ssh; a local receiver), which would outlive it."""
+    children = [pid for pid in runwatch.descendants(proc.pid) if pid != proc.pid]
+    _signal(children, signal.SIGTERM)
+    await stop(proc, grace=STOP_GRACE)
+    _signal(children, signal.SIGKILL)
+
+
+def _signal(pids: Sequence[int], signum: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signum)
 
 
 async def run(
@@ -294,10 +373,11 @@ async def run(
     env: Mapping[str, str] | None = None,
     watchdog: float | None = None,
     stdout: bool = False,
+    stall: float | None = STALL,
 ) -> Result:
-    """Run rsync once and wait for it."""
+    """Run rsync once and wait for it (see ``finish`` for ``watchdog`` and ``stall``)."""
     proc = await spawn(argv, stdin=stdin is not None, env=env, stdout=stdout)
-    return await finish(proc, stdin, watchdog)
+    return await finish(proc, stdin, watchdog, stall=stall)
 
 
 async def stop(proc: asyncio.subprocess.Process, grace: float = 5.0) -> None:
@@ -321,6 +401,11 @@ def raise_for(result: Result, where: str) -> None:
         return
     last = _last_line(result.stderr)
     message = f"{where}: rsync exit {result.code} ({describe(result.code)}): {last}"
+    if result.stalled is not None:
+        message = (
+            f"{where}: rsync made no progress for {result.stalled:.0f} s (a frozen connection "
+            "or a silent peer); stopped it, the batch goes again on a fresh connection"
+        )
     cls: type[SyncError] = TransientSyncError if outcome is Outcome.RETRY else PermanentSyncError
     if result.code == 5 and _BUSY.search(result.stderr):
         cls = BusySyncError

@@ -48,7 +48,10 @@ class Runner:
 
     async def run(self, batch: Batch, entries: list[bytes], whole: bool) -> rsync.Result:
         try:
-            return await self._run_batch(batch, entries)
+            result = await self._run_batch(batch, entries)
+            if result.stalled is not None:
+                await self.target.reset()  # the next run must not reuse a frozen connection
+            return result
         finally:
             if batch.full or batch.moves or whole:
                 # It may have sent paths it did not list, whose events may still be on
@@ -66,7 +69,10 @@ class Runner:
                 len(batch.moves),
             )
         if batch.full:
-            return await fullsync.run(self.source, self.options, transport, first=self.full_sync)
+            await self.standby.drop()  # it may hold a daemon's only connection slot
+            return await fullsync.run(
+                self.source, self.options, transport, first=self.full_sync, stall=self.standby.stall
+            )
         argv = rsync.batch_argv(self.source, self.options, transport)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s: paths %r", self.target.name, entries)
@@ -90,6 +96,8 @@ class Runner:
 
         async def send(half: Sequence[Change]) -> rsync.Result:
             paths = rsync.path_list(c.path for c in half)
-            return await rsync.run(argv, stdin=paths, env=self._transport.env)
+            return await rsync.run(
+                argv, stdin=paths, env=self._transport.env, stall=self.standby.stall
+            )
 
         return await partial.refused(changes, send, self.target.name)

@@ -39,7 +39,7 @@ class Setup:
 def setup(tmp_path: Path) -> Iterator[Setup]:
     if rsync_binary() is None:
         pytest.skip("rsync not installed")
-    daemon = RsyncDaemon(tmp_path / "rsyncd", use_chroot=True).start()
+    daemon = RsyncDaemon(tmp_path / "rsyncd", use_chroot=True, tuned=True).start()
     source = tmp_path / "src"
     source.mkdir()
     (source / "index.html").write_text("hello\n")
@@ -94,8 +94,8 @@ def _connections(limit: int) -> Callable[[Setup], Callable[[], object]]:
 
 
 def _stock_socket_options(s: Setup) -> Callable[[], object]:
-    s.daemon.reconfigure(nodelay=False)
-    return lambda: s.daemon.reconfigure(nodelay=True)
+    s.daemon.reconfigure(tuned=False)
+    return lambda: s.daemon.reconfigure(tuned=True)
 
 
 def _no_chroot_with_absolute_links(s: Setup) -> Callable[[], object]:

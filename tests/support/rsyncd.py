@@ -38,6 +38,8 @@ class RsyncDaemon:
     With `use_chroot=False` (the default, like most real setups) the daemon sanitizes symlink
     targets: absolute ones lose their leading '/', and '..' that climbs out of the module or
     through a component ('a/../b') is dropped. Pass `use_chroot=True` for exact link targets.
+    The config is the stock one that tutorials write (Nagle on); `tuned=True` adds
+    `socket options = TCP_NODELAY`.
     """
 
     def __init__(
@@ -48,12 +50,12 @@ class RsyncDaemon:
         timeout: int | None = None,
         use_chroot: bool = False,
         read_only: bool = False,
-        nodelay: bool = True,
+        tuned: bool = False,
         uid: str | None = None,
     ) -> None:
         self.base_dir = base_dir
         self.read_only = read_only
-        self.nodelay = nodelay
+        self.tuned = tuned
         self.uid = uid
         self.use_chroot = use_chroot
         self.max_connections = max_connections
@@ -105,7 +107,7 @@ class RsyncDaemon:
                 max_connections=self.max_connections,
                 timeout=self.timeout,
                 read_only=self.read_only,
-                nodelay=self.nodelay,
+                tuned=self.tuned,
                 uid=self.uid,
             )
         )
@@ -125,7 +127,7 @@ class RsyncDaemon:
         return Proc(argv, log_dir=self.base_dir, name=f"rsyncd-{self._starts}").start()
 
     def reconfigure(self, **settings: object) -> None:
-        """Change settings (use_chroot, read_only, nodelay, uid, max_connections...), restart."""
+        """Change settings (use_chroot, read_only, tuned, uid, max_connections...), restart."""
         for key, value in settings.items():
             if not hasattr(self, key):
                 raise AttributeError(f"RsyncDaemon has no setting {key}")
@@ -232,5 +234,5 @@ class RsyncDaemon:
         self.stop()
 
 
-# `rsync_daemon_factory`: factory(max_connections=, timeout=, use_chroot=) -> started daemon.
+# `rsync_daemon_factory`: factory(max_connections=, timeout=, use_chroot=, tuned=) -> daemon.
 RsyncDaemonFactory: TypeAlias = Callable[..., RsyncDaemon]

@@ -4,7 +4,8 @@ This kernel has no ``tc netem``; the proxy stands between rsync and a daemon ins
 Each connection gets one thread per direction. ``stall()`` stops reading from both
 sides of every connection (so bytes pile up in kernel buffers and nobody answers) and
 holds new connections without ever connecting them upstream; ``heal()`` drops the
-stalled connections and forwards new ones normally again.
+stalled connections (or, with ``keep_frozen``, leaves them open and silent for good)
+and forwards new ones normally again.
 """
 
 from __future__ import annotations
@@ -99,11 +100,17 @@ class StallProxy:
             for conn in self._conns:
                 conn.stalled = True
 
-    def heal(self) -> None:
-        """Forward new connections again; connections held while stalled are dropped."""
+    def heal(self, *, keep_frozen: bool = False) -> None:
+        """Forward new connections again; connections held while stalled are dropped.
+
+        With ``keep_frozen`` they are not: they stay open and silent for good, like
+        connections to a peer that died without a FIN, and only the client can end them.
+        """
         with self._lock:
             self._stalled = False
             stalled = [c for c in self._conns if c.stalled]
+        if keep_frozen:
+            return
         for conn in stalled:
             conn.close()
         self._reap()

@@ -42,6 +42,9 @@ def test_another_run_pays_under_load_or_after_a_wait() -> None:
     assert worth_another_run(1, PARALLEL_AFTER)
     assert not worth_another_run(PARALLEL_AT - 1, PARALLEL_AFTER / 2)
     assert not worth_another_run(0, None)
+    # A connected standby has paid for the run already.
+    assert worth_another_run(1, 0.0, connected=True)
+    assert not worth_another_run(0, None, connected=True)
 
 
 def test_a_waiting_lane_looks_again_when_the_oldest_change_is_old_enough() -> None:

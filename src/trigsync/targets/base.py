@@ -77,6 +77,9 @@ class Target(abc.ABC):
         """Rename the target's copies where this kind of target can; returns those renamed."""
         return ()
 
+    async def reset(self) -> None:  # noqa: B027 - most targets share no connection
+        """Drop a connection shared between runs, after a run froze on it."""
+
     def check(self) -> None:  # noqa: B027 - most targets need no pre-flight check
         """Raise SetupError or ConfigError if the target cannot work as configured."""
 

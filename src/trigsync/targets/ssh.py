@@ -133,6 +133,13 @@ class SshTarget(Target):
         options += self.spec.extra_rsync_args
         return Transport(f"{self.address.host}:{self.address.path}", tuple(options))
 
+    async def reset(self) -> None:
+        """End the multiplexing master: every run through it would freeze as the last did."""
+        if self.control_path.exists():
+            argv = [*self.ssh_argv(), "-O", "exit", self.address.login]
+            result = await rsync.run(argv, watchdog=10, stall=None)
+            log.info("%s: closed the shared ssh connection (exit %d)", self.name, result.code)
+
     def close(self) -> None:
         if self.control_path.exists():
             subprocess.run(  # noqa: S603 - fixed argv, no shell
