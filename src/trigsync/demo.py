@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from . import config
@@ -64,19 +65,67 @@ def _seed(root: Path) -> None:
     (root / "secret.txt").write_text("hunter2\n")
 
 
-async def _show(engine: Engine, source: Path, replica: Path, keep: bool) -> bool:
+INITIAL_SYNC_LIMIT = 30.0  # a demo tree takes milliseconds; past this something is wrong
+STEP_LIMIT = 10.0
+
+
+async def _first(*aws: Awaitable[object], timeout: float) -> None:
+    """Wait until the first of ``aws`` is done, or ``timeout`` passes; a task passed in is
+    left running, a coroutine passed in is cancelled."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    mine = [t for t, a in zip(tasks, aws, strict=True) if t is not a]
+    try:
+        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in mine:
+            task.cancel()
+
+
+async def _show(engine: Engine, source: Path, replica: Path, keep: bool) -> bool | None:
+    """Run the steps; True if all arrived, False if one did not, None if interrupted."""
     stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # Ctrl-C or SIGTERM at any moment ends the engine cleanly, and the caller cleans up.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
     runner = asyncio.create_task(engine.run(stop))
-    await asyncio.sleep(0.2)
-    await engine.wait_idle()
+    try:
+        return await _steps_shown(
+            engine, runner, stop=stop, source=source, replica=replica, keep=keep
+        )
+    finally:
+        stop.set()
+        await asyncio.wait([runner])  # it drains and stops; its error, if any, is raised
+        if not runner.cancelled() and runner.exception() is not None:
+            raise runner.exception()  # type: ignore[misc]
+
+
+async def _steps_shown(
+    engine: Engine,
+    runner: asyncio.Task[None],
+    *,
+    stop: asyncio.Event,
+    source: Path,
+    replica: Path,
+    keep: bool,
+) -> bool | None:
+    await _first(engine.ready.wait(), runner, stop.wait(), timeout=INITIAL_SYNC_LIMIT)
+    await _first(engine.wait_idle(), runner, stop.wait(), timeout=INITIAL_SYNC_LIMIT)
+    if stop.is_set():
+        return None
+    if runner.done() or not engine.status().idle:
+        print(f"initial sync did not finish in {INITIAL_SYNC_LIMIT:.0f} s: see the log above")
+        return False
     print(f"initial sync done: {len(list(replica.rglob('*')))} entries in the replica\n")
     ok = True
     for label, act, landed in _steps():
         started = time.monotonic()
         act(source)
         while not landed(replica):
-            if time.monotonic() - started > 10 or runner.done():
-                print(f"  FAILED   {label}: not replicated after 10 s")
+            if stop.is_set():
+                return None
+            if time.monotonic() - started > STEP_LIMIT or runner.done():
+                print(f"  FAILED   {label}: not replicated after {STEP_LIMIT:.0f} s")
                 ok = False
                 break
             await asyncio.sleep(0.0005)
@@ -84,20 +133,18 @@ async def _show(engine: Engine, source: Path, replica: Path, keep: bool) -> bool
             print(f"  {1000 * (time.monotonic() - started):7.1f} ms  {label}")
     pwned = [p for p in (source, replica, Path.cwd()) if (p / "PWNED").exists()]
     print("\nno command hidden in a file name ran" if not pwned else f"\nPWNED found in {pwned}!")
-    if keep:
+    if keep and ok:
         print(f"\nsource {source}\nreplica {replica}\nedit the source and watch; Ctrl-C to stop")
-        loop = asyncio.get_running_loop()
-        import signal
-
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-    else:
-        stop.set()
-    await runner
+        await _first(stop.wait(), runner, timeout=365 * 86400)
     return ok and not pwned
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM before the event loop runs: clean up as for Ctrl-C
+
+
 def demo(*, keep: bool = False) -> int:
+    signal.signal(signal.SIGTERM, _interrupted)
     workdir = Path(tempfile.mkdtemp(prefix="trigsync-demo-"))
     try:
         source = workdir / "source"
@@ -113,7 +160,13 @@ def demo(*, keep: bool = False) -> int:
             )
             engine = Engine(cfg, initial_sync=True)
             ok = asyncio.run(_show(engine, source, daemon.module_path, keep))
-        print("demo passed: every change arrived" if ok else "demo FAILED")
-        return 0 if ok else 1
+    except OSError as exc:  # e.g. a full TMPDIR
+        print(f"demo FAILED: {exc.strerror or exc}: {exc.filename or tempfile.gettempdir()}")
+        return 1
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    if ok is None:
+        print("demo interrupted")
+        return 130
+    print("demo passed: every change arrived" if ok else "demo FAILED")
+    return 0 if ok else 1

@@ -46,7 +46,6 @@ def rsyncd_conf(
     ``read_only`` and a ``uid`` that cannot write the module path make the tutorials'
     other mistakes, for ``doctor``'s tests.
     """
-    owner = "root" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
     lines = [
         "reverse lookup = no",
         f"log file = {log}",
@@ -58,8 +57,7 @@ def rsyncd_conf(
         f"[{module}]",
         f"path = {module_path}",
         f"read only = {'yes' if read_only else 'no'}",
-        f"uid = {uid or owner}",
-        f"gid = {grp.getgrgid(pwd.getpwnam(uid).pw_gid).gr_name if uid else owner}",
+        *_identity(uid),
         f"use chroot = {'yes' if use_chroot else 'no'}",
         # Without this, use chroot = no rewrites every symlink target (/rsyncd-munged/).
         "munge symlinks = no",
@@ -71,6 +69,15 @@ def rsyncd_conf(
     if timeout:
         lines.append(f"timeout = {timeout}")
     return "\n".join(lines) + "\n"
+
+
+def _identity(uid: str | None) -> list[str]:
+    """The module's uid and gid lines: as root, the given user (or root) and its group;
+    a daemon that is not root cannot switch users (rsync: "setgroups failed"), so none."""
+    if os.geteuid() != 0:
+        return []
+    user = pwd.getpwnam(uid or "root")
+    return [f"uid = {user.pw_name}", f"gid = {grp.getgrgid(user.pw_gid).gr_name}"]
 
 
 def write_secrets(secrets: Path, password_file: Path, user: str, password: str) -> None:

@@ -14,8 +14,8 @@ import asyncio
 import logging
 import os
 import time
-from typing import Any
 from collections.abc import Iterable
+from typing import Any
 
 log = logging.getLogger(__name__)
 

@@ -83,7 +83,11 @@ class EngineStatus(NamedTuple):
 
     @property
     def idle(self) -> bool:
-        return all(t.pending == 0 and t.in_flight == 0 for s in self.syncs for t in s.targets)
+        return all(
+            t.pending == 0 and t.in_flight == 0 and not t.full_pending
+            for s in self.syncs
+            for t in s.targets
+        )
 
 
 class RunReport(NamedTuple):

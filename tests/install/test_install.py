@@ -213,3 +213,40 @@ def test_demo_ends_cleanly_on_ctrl_c_leaving_nothing_behind() -> None:
     assert b"demo passed: every change arrived" in out
     assert _demo_dirs() == before_dirs, "the demo left its temporary directory behind"
     assert _rsync_daemons() == before_daemons, "the demo left its rsync daemon running"
+
+
+def test_demo_cleans_up_on_sigterm_during_its_initial_sync() -> None:
+    if shutil.which("rsync") is None:
+        pytest.skip("rsync not installed (apt-get install -y rsync)")
+    before_dirs, before_daemons = _demo_dirs(), _rsync_daemons()
+    with subprocess.Popen(
+        [sys.executable, "-m", "trigsync", "demo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    ) as proc:
+        assert proc.stdout is not None
+        assert b"rsync daemon on" in proc.stdout.readline()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+        out = proc.stdout.read()
+    assert code in (0, 130), out.decode(errors="replace")
+    assert _demo_dirs() == before_dirs, "the demo left its temporary directory behind"
+    assert _rsync_daemons() == before_daemons, "the demo left its rsync daemon running"
+
+
+@pytest.mark.root
+def test_demo_runs_as_an_unprivileged_user_whose_group_is_not_named_after_it() -> None:
+    """Debian's nobody has group nogroup: the daemon's gid must be the group's name."""
+    if os.geteuid() != 0:
+        pytest.skip("switching to nobody needs root")
+    if shutil.which("rsync") is None or shutil.which("setpriv") is None:
+        pytest.skip("rsync or setpriv not installed")
+    result = subprocess.run(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+         sys.executable, "-m", "trigsync", "demo"],
+        cwd="/tmp", capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "HOME": "/tmp", "PYTHONPATH": str(REPO / "src")},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "demo passed: every change arrived" in result.stdout
