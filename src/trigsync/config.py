@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 class CommandHook:
     """sersync's command plugin: ``argv + [path] + argv_after`` for each changed file.
 
-    Plain data only: hooks are run once issue 14's hook runner lands.
+    Run by ``hooks.CommandHooks`` once per file, after the sync's first target took it.
     """
 
     argv: tuple[str, ...]

@@ -18,7 +18,7 @@ from .config import Config, SyncConfig, private_dir
 from .dispatch import Dispatcher, Settings
 from .errors import SetupError, TrigsyncError, WatchError, WatchLimitError
 from .excludes import Excludes
-from .hooks import Hooks
+from .hooks import CommandHooks, Hooks
 from .journal import save, write_behind
 from .progress import FullSync
 from .progress import describe as describe_progress
@@ -45,16 +45,13 @@ class SyncJob:
                 config.source,
                 regex,
             )
-        if config.command_hooks:
-            log.warning(
-                "%s: sersync command hooks are not run; use on_success, which gets the "
-                "batch's paths on stdin",
-                config.source,
-            )
         self.dispatchers = [
             make_dispatcher(config, spec, state_dir=state_dir, store=store)
             for spec in config.targets
         ]
+        if config.command_hooks and self.dispatchers:
+            commands = CommandHooks(self.source, config.command_hooks, config.hook_timeout)
+            self.dispatchers[0].observers.append(commands.observe)
         self.watcher: Watcher | None = None
 
     @property

@@ -19,7 +19,8 @@ import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 
-from .config import SyncConfig
+from .config import CommandHook, SyncConfig
+from .excludes import Excludes
 from .status import RunReport
 from .targets import TargetSpec
 
@@ -174,3 +175,69 @@ def shown(url: str) -> str:
     with contextlib.suppress(ValueError):
         netloc += f":{parts.port}" if parts.port else ""
     return parts._replace(netloc=netloc, query="").geturl()
+
+
+class CommandHooks:
+    """sersync's command plugin: ``argv + [path] + argv_after`` for each file a run sent.
+
+    Observes one target of the sync (its first), so each file runs the command once. Only
+    paths that still exist are passed (sersync ran it on creates and writes), as absolute
+    paths and as argv words, never through a shell; ``include_regex`` (full match on the
+    relative path) narrows them. One command at a time, each with the sync's time limit.
+    """
+
+    def __init__(self, source: bytes, hooks: Sequence[CommandHook], timeout: float) -> None:
+        self.source = source.rstrip(b"/")
+        self.hooks = [
+            (h, Excludes(regexes=h.include_regex) if h.include_regex else None) for h in hooks
+        ]
+        self.timeout = timeout
+        self._queue: list[tuple[CommandHook, bytes]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def observe(self, report: RunReport) -> None:
+        if report.kind not in ("ok", "partial"):
+            return
+        for hook, include in self.hooks:
+            for path in report.paths:
+                if include is not None and not include.excludes(path, is_dir=False):
+                    continue
+                absolute = self.source + b"/" + path
+                if os.path.lexists(absolute) and len(self._queue) < MAX_WAITING * 1000:
+                    self._queue.append((hook, absolute))
+        if self._queue and (self._task is None or self._task.done()):
+            self._task = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while self._queue:
+            hook, path = self._queue.pop(0)
+            await run_command(hook, path, self.timeout)
+
+
+async def run_command(hook: CommandHook, path: bytes, timeout: float) -> int | None:
+    """One command for one file, with its time limit; its exit status, None if killed."""
+    argv: list[str | bytes] = [*hook.argv, path, *hook.argv_after]
+    env = {k: v for k, v in os.environ.items() if k != "RSYNC_PASSWORD"}
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        log.error("command hook %s cannot start: %s; fix command_hook argv", hook.argv[0], exc)
+        return None
+    try:
+        await asyncio.wait_for(proc.wait(), timeout)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 9)
+        await proc.wait()
+        log.error("command hook %s killed after its time limit of %g s", hook.argv[0], timeout)
+        return None
+    if proc.returncode and not hook.ignore_error:
+        log.warning("command hook %s exited %d for %r", hook.argv[0], proc.returncode, path)
+    return proc.returncode

@@ -387,10 +387,9 @@ class _Reader:
             ]
         self.note(
             "plugin command",
-            "becomes a command hook run with the path as one argument, never through a shell; "
-            "hooks are not run until issue 14 lands",
+            "becomes a command hook, run once per file after it was sent, with the path as one "
+            "argument, never through a shell (sersync ran it on the event, before rsync)",
             "command_hook",
-            warning=True,
         )
         return {"command_hook": [hook]}
 

@@ -28,7 +28,12 @@ class Replica:
 
 
 def _toml(value: object) -> str:
-    return json.dumps(value)  # JSON strings and lists of strings are valid TOML
+    """A TOML value: JSON scalars are valid TOML; lists and tables are spelled out."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return json.dumps(value)
 
 
 def write_config(

@@ -186,3 +186,29 @@ def test_webhook_receives_a_json_body(
     assert body["paths"] == ["w.txt"]
     assert body["full"] is False
     assert body["error"] is None
+
+
+def test_sersync_command_hook_runs_once_per_matching_file_with_the_path_as_one_word(
+    start_trigsync: Start, source: Path, local: Replica, tmp_path: Path
+) -> None:
+    done = tmp_path / "commands"
+    second = Replica("local", str(tmp_path / "replica2"), tmp_path / "replica2")
+    second.path.mkdir()
+    argv = hook(done)
+    start_trigsync(
+        local,
+        second,
+        initial_sync=False,
+        extra={"command_hook": [{"argv": argv, "include_regex": [r"(.*)\.php"]}]},
+    )
+    names = [b"index.php", b"notes.txt", b"$(touch PWNED).php", b"line\nbreak.php"]
+    for name in names:
+        (source / os.fsdecode(name)).write_bytes(b"<?php")
+    wait_trees_equal(source, local.path)
+    wait_trees_equal(source, second.path)
+    wanted = {os.fsencode(source) + b"/" + n for n in names if n.endswith(b".php")}
+    wait_for(lambda: len(calls(done)) >= len(wanted), 10, 0.05, "a command per .php file")
+    time.sleep(0.3)
+    got = [os.fsencode(c["argv"][0]) for c in calls(done)]  # type: ignore[index]
+    assert sorted(got) == sorted(wanted), got  # once each, though two targets took them
+    assert not (source / "PWNED").exists() and not Path("PWNED").exists()

@@ -75,8 +75,8 @@ def test_tutorial_setup_with_two_remotes_auth_port_filters_crontab_and_hook(
             ignore_error=False,
         ),
     )
-    assert _warnings(imported) == ["host", r"filter/exclude (.*)\.(swp|swx)", "plugin command"]
-    assert "issue 14" in str(next(n for n in imported.notes if n.element == "plugin command"))
+    assert _warnings(imported) == ["host", r"filter/exclude (.*)\.(swp|swx)"]
+    assert "once per file" in str(next(n for n in imported.notes if n.element == "plugin command"))
 
 
 def test_ssh_remotes_take_the_port_and_need_absolute_paths(tmp_path: Path) -> None:
