@@ -118,18 +118,27 @@ def body(report: RunReport) -> dict[str, object]:
 async def run_hook(argv: Sequence[str], report: RunReport, timeout: float) -> int | None:
     """Run one hook with its time limit; returns its exit status, None if it was killed."""
     stdin = b"".join(p + b"\0" for p in report.paths)
-    env = {k: v for k, v in os.environ.items() if k != "RSYNC_PASSWORD"}
+    return await run_limited(argv, stdin, environment(report), timeout, "hook")
+
+
+async def run_limited(
+    argv: Sequence[str | bytes], stdin: bytes, env: dict[str, str], timeout: float, what: str
+) -> int | None:
+    """Run a hook's argv (no shell) in a session of its own, with ``env`` added to ours
+    (less RSYNC_PASSWORD); past ``timeout`` the whole session is killed and None returned."""
+    base = {k: v for k, v in os.environ.items() if k != "RSYNC_PASSWORD"}
+    name = os.fsdecode(argv[0])
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
-            env={**env, **environment(report)},
+            env={**base, **env},
             start_new_session=True,  # its children die with it at the time limit
         )
     except OSError as exc:
-        log.error("hook %s cannot start: %s; fix the on_success/on_failure argv", argv[0], exc)
+        log.error("%s %s cannot start: %s; fix its argv in the config", what, name, exc)
         return None
     try:
         _, stderr = await asyncio.wait_for(proc.communicate(stdin), timeout)
@@ -137,7 +146,7 @@ async def run_hook(argv: Sequence[str], report: RunReport, timeout: float) -> in
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, 9)
         await proc.wait()
-        log.error("hook %s killed after its time limit of %g s", argv[0], timeout)
+        log.error("%s %s killed after its time limit of %g s", what, name, timeout)
         return None
     except BaseException:
         with contextlib.suppress(ProcessLookupError):
@@ -145,7 +154,7 @@ async def run_hook(argv: Sequence[str], report: RunReport, timeout: float) -> in
         raise
     if proc.returncode:
         last = stderr.decode(errors="replace").strip().splitlines()[-1:] or ["(no message)"]
-        log.warning("hook %s exited %d: %s", argv[0], proc.returncode, last[0])
+        log.warning("%s %s exited %d: %s", what, name, proc.returncode, last[0])
     return proc.returncode
 
 
@@ -217,27 +226,4 @@ class CommandHooks:
 async def run_command(hook: CommandHook, path: bytes, timeout: float) -> int | None:
     """One command for one file, with its time limit; its exit status, None if killed."""
     argv: list[str | bytes] = [*hook.argv, path, *hook.argv_after]
-    env = {k: v for k, v in os.environ.items() if k != "RSYNC_PASSWORD"}
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        log.error("command hook %s cannot start: %s; fix command_hook argv", hook.argv[0], exc)
-        return None
-    try:
-        await asyncio.wait_for(proc.wait(), timeout)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 9)
-        await proc.wait()
-        log.error("command hook %s killed after its time limit of %g s", hook.argv[0], timeout)
-        return None
-    if proc.returncode and not hook.ignore_error:
-        log.warning("command hook %s exited %d for %r", hook.argv[0], proc.returncode, path)
-    return proc.returncode
+    return await run_limited(argv, b"", {}, timeout, "command hook")
