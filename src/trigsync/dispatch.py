@@ -308,6 +308,8 @@ class Dispatcher:
         finally:
             del self._flights[lane]
             self._wake.set()  # a lane waiting for these paths to be free may go now
+        if result.left_temp:  # delivered, but a first try died mid-file on the receiver
+            self.submit(Batch(full=True))
         self.journal.confirm(seq, full=batch.full and result.code != PARTIAL)
         if batch.covered:
             self.submit(uncovered(batch, lambda p: os.path.lexists(self.source + b"/" + p)))

@@ -120,6 +120,9 @@ class Result:
     seconds: float
     stdout: bytes = b""
     stalled: float | None = None  # trigsync ended it after this many seconds without progress
+    # An earlier try of the same list (a standby) was cut short mid-file: the receiver may
+    # hold its temp file (.name.XXXXXX), which only a reconciling sync removes.
+    left_temp: bool = False
 
     @property
     def outcome(self) -> Outcome:
@@ -296,6 +299,8 @@ _NEVER_CONNECTED = re.compile(rb"failed to connect|Connection refused|@ERROR|No 
 
 def cut_short(result: Result) -> bool:
     """Whether the receiver may have died mid-file and left a temp file (.name.XXXXXX)."""
+    if result.left_temp:
+        return True
     if result.code < 0:
         return True
     return result.code in _MID_RUN and not _NEVER_CONNECTED.search(result.stderr)

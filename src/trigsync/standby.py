@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -94,11 +95,14 @@ class Standby:
                 return result
             # The peer may have dropped an idle standby: the batch goes again, fresh.
             log.debug("%s: standby failed (exit %d); running afresh", self.name, result.code)
+            left_temp = rsync.cut_short(result)
+        else:
+            left_temp = False
         result = await rsync.run(argv, stdin=paths, env=self.env, stall=self.stall)
         if result.outcome is rsync.Outcome.OK:
             self._retry = RETRY_MIN
             self.fill()
-        return result
+        return dataclasses.replace(result, left_temp=True) if left_temp else result
 
     def _take(self) -> Proc | None:
         """The oldest waiting standby; taking the last one deepens the pool."""
