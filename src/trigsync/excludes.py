@@ -89,7 +89,54 @@ def _compile(pattern: str) -> _Rule:
         raise ConfigError(f"exclude pattern {pattern!r} is not a valid glob: {exc}") from exc
 
 
+_COUNT = re.compile(r"\{\d*,?\d*\}")
+
+
+def _class_end(regex: str, i: int) -> int:
+    """The index just past the ``[...]`` class that starts at ``i``."""
+    j = i + 1
+    j += regex[j : j + 1] == "^"
+    j += regex[j : j + 1] == "]"  # a "]" first is a member, not the end
+    while j < len(regex) and regex[j] != "]":
+        j += 2 if regex[j] == "\\" else 1
+    return j + 1
+
+
+def nested_repeat(regex: str) -> bool:
+    """Whether a repeated group holds a repeat, as in ``(a+)+``: Python's backtracking
+    takes exponential time on a name that almost matches, and names come from the tree."""
+    groups: list[bool] = []  # per open group: whether it holds a repeat
+    i = 0
+    while i < len(regex):
+        c = regex[i]
+        repeat = c in "*+" or (c == "{" and _COUNT.match(regex, i) is not None)
+        if c == "\\":
+            i += 2
+            continue
+        if c == "[":
+            i = _class_end(regex, i)
+            continue
+        if c == "(":
+            groups.append(False)
+        elif c == ")" and groups:
+            inner = groups.pop()
+            after = regex[i + 1 : i + 2]
+            if inner and (after in ("*", "+") or _COUNT.match(regex, i + 1)):
+                return True
+            if groups:
+                groups[-1] |= inner
+        elif repeat and groups:
+            groups[-1] = True
+        i += 1
+    return False
+
+
 def _compile_regex(regex: str) -> _Rule:
+    if nested_repeat(regex):
+        raise ConfigError(
+            f"exclude regex {regex!r} repeats a group that itself repeats, which can take "
+            "forever on some names; drop the outer repeat, e.g. (a+)+ is a+"
+        )
     try:
         return _Rule(re.compile(b"(?:" + os.fsencode(regex) + b")\\Z", re.DOTALL), True, False)
     except re.error as exc:
@@ -100,7 +147,7 @@ def _compile_regex(regex: str) -> _Rule:
 
 # Regex pieces with an exact rsync equivalent, over paths that never end in "/".
 _REGEX_TOKENS = (("(.*)", "**"), (".*", "**"), ("[^/]*", "*"))
-_LITERAL = re.compile(r"[A-Za-z0-9_\-/~@%+,=: ]")
+_LITERAL = re.compile(r"[A-Za-z0-9_\-/~@%,=: ]")  # no "+": a quantifier
 _GLOB_SPECIAL = "*?[\\"
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import config
+from . import config, sersync_xml
 from .errors import ConfigError
 from .excludes import regex_to_rsync
 from .sersync_params import common_params
@@ -82,15 +82,7 @@ def load(path: str | Path) -> Imported:
 
 
 def parse(data: bytes, *, origin: str) -> Imported:
-    if re.search(rb"<!\s*(DOCTYPE|ENTITY)", data, re.IGNORECASE):
-        raise ConfigError(
-            f"{origin}: has a <!DOCTYPE> or <!ENTITY> declaration, which trigsync refuses; "
-            "sersync's confxml.xml needs none: remove it"
-        )
-    try:
-        root = ET.fromstring(data)
-    except ET.ParseError as exc:
-        raise ConfigError(f"{origin}: not well-formed XML: {exc}") from None
+    root = sersync_xml.read(data, origin)
     if root.tag != "head":
         raise ConfigError(
             f"{origin}: the root element is <{root.tag}>, not sersync's <head>; "
@@ -123,8 +115,9 @@ class _Reader:
         plugins = {p.get("name", ""): p for p in root.findall("plugin")}
         for child in root:
             tag = child.tag
-            if tag == "filter":
-                common.update(self._filter(child))
+            if tag == "filter":  # a second block adds to the first, as sersync's list did
+                regexes = self._filter(child).get("exclude_regex", [])
+                common["exclude_regex"] = common.get("exclude_regex", []) + regexes
             elif tag == "inotify":
                 common.update(self._inotify(child))
             elif tag == "host":
@@ -142,6 +135,8 @@ class _Reader:
                     self.note("fileSystem xfs", "not needed: trigsync works on every filesystem")
             elif tag == "plugin":
                 self._plugin_definition(child)
+            elif tag == "sersync" and child is not root.find("sersync"):
+                self.note(tag, "a second <sersync> section: only the first is read", warning=True)
             elif tag != "sersync":
                 self.note(tag, "unknown element, not a sersync 2.5 setting: ignored", warning=True)
         sersync = root.find("sersync")
@@ -233,6 +228,8 @@ class _Reader:
                 params.update(self._crontab(child))
             elif child.tag == "plugin":
                 params.update(self._plugin_use(child, plugins))
+            elif child.tag == "rsync" and child is not rsync_elem:
+                self.note("sersync/rsync", "a second <rsync>: only the first is read", warning=True)
             elif child.tag not in ("localpath", "rsync"):
                 self.note(f"sersync/{child.tag}", "unknown element: ignored", warning=True)
         blocks = []
@@ -259,8 +256,16 @@ class _Reader:
         ip, name = remote.get("ip", "").strip(), remote.get("name", "").strip()
         if not ip or not name:
             raise self.fail("remote", 'needs ip="host" and name="module" (or a path with ssh)')
-        if not _HOST.fullmatch(ip):
+        if not _HOST.fullmatch(ip) or ip.startswith("-"):
             raise self.fail("remote", f"ip={ip!r} is not a host name or address")
+        # A leading dash would reach ssh or rsync as an option; ".." leaves the module.
+        parts = name.strip("/").split("/")
+        if parts[0].startswith("-") or "://" in name or {".", ".."} & set(parts):
+            raise self.fail(
+                "remote",
+                f"name={name!r} must be a module (or, with ssh, an absolute path) "
+                "without '..', a leading '-' or a URL",
+            )
         if user and not _USER.fullmatch(user):
             raise self.fail("auth", f"users={user!r} must be one user name, as in rsync_backup")
         host = f"[{ip}]" if ":" in ip else ip

@@ -10,6 +10,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from .errors import ConfigError
 from .sersync import Imported, Note
 
 DIFFERENCES = (
@@ -39,7 +40,16 @@ def _value(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
+        # A JSON string is a TOML basic string, but for \ud83d-style surrogate pairs
+        # (ensure_ascii) and a raw DEL, which TOML refuses.
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigError(
+                f"{value!r} is not UTF-8 and a trigsync.toml cannot hold it; "
+                "rename it, or keep running trigsync -o confxml.xml"
+            ) from None
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     return "[" + ", ".join(_value(v) for v in value) + "]"
 
 
