@@ -168,6 +168,11 @@ def regex_to_rsync(regex: str) -> str | None:
                 break
         else:
             c = body[i]
+            members = _CLASS.match(body, i)
+            if members:  # [px]: the same set to rsync, which never puts "/" in one
+                out.append(members[0])
+                i = members.end()
+                continue
             if c == "\\" and i + 1 < len(body) and not body[i + 1].isalnum():
                 c = body[i + 1]
                 i += 2
@@ -186,6 +191,35 @@ def regex_to_rsync(regex: str) -> str | None:
     return "/" + glob
 
 
+# A group of plain alternatives, not repeated: (swp|swx), (?:tmp|bak), (\.git|\.svn).
+_ALTERNATION = re.compile(
+    r"\((?:\?:)?((?:[A-Za-z0-9_ -]|\\\.)*(?:\|(?:[A-Za-z0-9_ -]|\\\.)*)+)\)(?![*+?{])"
+)
+_CLASS = re.compile(r"\[[A-Za-z0-9_.-]+\](?![*+?{])")
+MAX_PATTERNS_PER_REGEX = 32
+
+
+def regex_to_rsync_all(regex: str) -> tuple[str, ...] | None:
+    """The rsync patterns that together exclude exactly what ``regex`` does, or None.
+
+    Each alternative of a group becomes a pattern of its own, so sersync's stock
+    ``(.*)\\.(swp|swx)`` is ``/**.swp`` and ``/**.swx`` and no full sync sends them.
+    """
+    group = _ALTERNATION.search(regex)
+    if group is None:
+        glob = regex_to_rsync(regex)
+        return None if glob is None else (glob,)
+    out: list[str] = []
+    for alternative in group[1].split("|"):
+        globs = regex_to_rsync_all(regex[: group.start()] + alternative + regex[group.end() :])
+        if globs is None:
+            return None
+        out += globs
+        if len(out) > MAX_PATTERNS_PER_REGEX:
+            return None
+    return tuple(dict.fromkeys(out))
+
+
 class Excludes:
     """A compiled list of exclude patterns (rsync-style) and regexes (full match)."""
 
@@ -195,10 +229,10 @@ class Excludes:
         self._rules = tuple(_compile(p) for p in self.patterns) + tuple(
             _compile_regex(r) for r in self.regexes
         )
-        translated = [(r, regex_to_rsync(r)) for r in self.regexes]
-        self.untranslatable = tuple(r for r, glob in translated if glob is None)
+        translated = [(r, regex_to_rsync_all(r)) for r in self.regexes]
+        self.untranslatable = tuple(r for r, globs in translated if globs is None)
         self.rsync_patterns: tuple[str, ...] = self.patterns + tuple(
-            glob for _, glob in translated if glob is not None
+            glob for _, globs in translated for glob in globs or ()
         )
 
     def __bool__(self) -> bool:

@@ -18,7 +18,7 @@ from typing import Any
 
 from . import config, sersync_xml
 from .errors import ConfigError
-from .excludes import regex_to_rsync
+from .excludes import regex_to_rsync_all
 from .sersync_params import common_params
 
 # The <inotify> toggles of sersync 2.5.4's confxml.xml.
@@ -158,7 +158,7 @@ class _Reader:
                     warning=True,
                 )
         for regex in regexes:
-            if regex_to_rsync(regex) is None:
+            if regex_to_rsync_all(regex) is None:
                 self.note(
                     f"filter/exclude {regex}",
                     "has no rsync equivalent: the watcher skips what it matches, but a full "

@@ -91,6 +91,9 @@ REGEX_CASES = [
     (r"^info/*", [b"info", b"info/x", b"xinfo", b"d/info"]),
     (r"^cache/(.*)\.tmp", [b"cache/a.tmp", b"cache/d/a.tmp", b"a.tmp"]),
     (r"(.*)~", [b"a~", b"d/a~", b"a"]),
+    (r"(.*)\.(swp|swx)", [b"a.swp", b"d/a.swx", b"a.swpx", b"a.sw"]),
+    (r"(.*)\.sw[px]", [b"a.swp", b"d/a.swx", b"a.swq"]),
+    (r"^(cache|tmp)/(.*)\.tmp", [b"cache/a.tmp", b"tmp/d/a.tmp", b"x/a.tmp"]),
 ]
 
 
