@@ -121,11 +121,24 @@ def risky_link(target: bytes, depth: int = 0) -> bool:
     return False
 
 
+class Rewrite(enum.Enum):
+    """What a ``use chroot = no`` module does to the symlink targets it receives."""
+
+    SANITIZE = "strips leading '/' and '..'"
+    MUNGE = "with munge symlinks (its default then) prefixes /rsyncd-munged/ to every target"
+
+
 def munged_link_findings(
-    subject: str, module: str, links: Sequence[tuple[bytes, bytes]], sanitizes: bool
+    subject: str, module: str, links: Sequence[tuple[bytes, bytes]], sanitizes: Rewrite | bool
 ) -> list[Finding]:
-    risky = [(p, t) for p, t in links if risky_link(t, p.count(b"/"))]
-    if not sanitizes or not risky:
+    rewrite = Rewrite.SANITIZE if sanitizes is True else sanitizes
+    if rewrite == Rewrite.MUNGE:
+        risky = list(links)
+        fix = "set use chroot = yes (the daemon must start as root), or munge symlinks = no"
+    else:
+        risky = [(p, t) for p, t in links if risky_link(t, p.count(b"/"))]
+        fix = "set use chroot = yes (the daemon must start as root)"
+    if not rewrite or not risky:
         return []
     shown = ", ".join(f"{os.fsdecode(p)} -> {os.fsdecode(t)}" for p, t in risky[:RISKY_LINKS_SHOWN])
     return [
@@ -133,8 +146,7 @@ def munged_link_findings(
             Level.WARNING,
             subject,
             f"{len(risky)} symlinks would arrive with a different target ({shown}): module "
-            f"{module} runs with use chroot = no, which strips leading '/' and '..'; set "
-            "use chroot = yes (the daemon must start as root)",
+            f"{module} runs with use chroot = no, which {rewrite.value}; {fix}",
         )
     ]
 
