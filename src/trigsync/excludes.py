@@ -138,7 +138,8 @@ def _compile_regex(regex: str) -> _Rule:
             "forever on some names; drop the outer repeat, e.g. (a+)+ is a+"
         )
     try:
-        return _Rule(re.compile(b"(?:" + os.fsencode(regex) + b")\\Z", re.DOTALL), True, False)
+        # Compiled as written and full-matched: wrapping it would refuse a leading (?i).
+        return _Rule(re.compile(os.fsencode(regex), re.DOTALL), True, False)
     except re.error as exc:
         raise ConfigError(
             f"exclude regex {regex!r} is not a valid regular expression: {exc}"
@@ -243,7 +244,7 @@ class Excludes:
         for rule in self._rules:
             if rule.dirs_only and not is_dir:
                 continue
-            if rule.regex.match(path if rule.whole_path else name):
+            if rule.regex.fullmatch(path if rule.whole_path else name):
                 return True
         return False
 

@@ -127,6 +127,14 @@ def test_a_catastrophic_regex_cannot_freeze_the_watcher() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, timeout=10)  # noqa: S603
 
 
+def test_a_regex_with_inline_flags_is_valid_and_full_matched() -> None:
+    ex = Excludes(regexes=[r"(?i)(.*)\.jpg", r"(.*)\.svn|(.*)\.git"])
+    assert ex.excludes(b"d/a.JPG", is_dir=False)
+    assert ex.excludes(b"d/x.git", is_dir=False)
+    assert not ex.excludes(b"d/a.jpgx", is_dir=False)
+    assert not ex.excludes(b"x.svnx", is_dir=False)
+
+
 def test_a_second_filter_block_is_not_silently_dropped(tmp_path: Path) -> None:
     text = _xml(tmp_path).replace(
         "<sersync>",
