@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from trigsync import sersync, sersync_import
+from trigsync import config, sersync, sersync_import
 from trigsync.errors import ConfigError
 from trigsync.excludes import Excludes, regex_to_rsync
 
@@ -155,3 +155,14 @@ def test_import_writes_toml_for_any_path_it_read(tmp_path: Path) -> None:
     out = sersync_import.render(imported, "confxml.xml")
     assert tomllib.loads(out)["sync"][0]["source"] == str(source)
     assert re.search(r"^source = ", out, re.M)
+
+
+def test_import_comments_cannot_smuggle_toml_lines(tmp_path: Path) -> None:
+    """A newline in an attribute (&#10;) must stay inside the comment that quotes it."""
+    regex = '(.*)\\.svn&#10;rsync_path = &quot;/tmp/evil&quot;&#10;#'
+    text = _xml(tmp_path).replace('expression="(.*)\\.svn"', f'expression="{regex}"')
+    imported = sersync.parse(text.encode(), origin="confxml.xml")
+    out = sersync_import.render(imported, "confxml.xml")
+    (sync,) = config.from_mapping(tomllib.loads(out), origin="trigsync.toml").syncs
+    assert sync == imported.config.syncs[0]
+    assert sync.rsync_path == "rsync"
