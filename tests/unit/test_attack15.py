@@ -159,7 +159,7 @@ def test_import_writes_toml_for_any_path_it_read(tmp_path: Path) -> None:
 
 def test_import_comments_cannot_smuggle_toml_lines(tmp_path: Path) -> None:
     """A newline in an attribute (&#10;) must stay inside the comment that quotes it."""
-    regex = '(.*)\\.svn&#10;rsync_path = &quot;/tmp/evil&quot;&#10;#'
+    regex = "(.*)\\.svn&#10;rsync_path = &quot;/tmp/evil&quot;&#10;#"
     text = _xml(tmp_path).replace('expression="(.*)\\.svn"', f'expression="{regex}"')
     imported = sersync.parse(text.encode(), origin="confxml.xml")
     out = sersync_import.render(imported, "confxml.xml")
