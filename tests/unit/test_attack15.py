@@ -166,3 +166,16 @@ def test_import_comments_cannot_smuggle_toml_lines(tmp_path: Path) -> None:
     (sync,) = config.from_mapping(tomllib.loads(out), origin="trigsync.toml").syncs
     assert sync == imported.config.syncs[0]
     assert sync.rsync_path == "rsync"
+
+
+@pytest.mark.parametrize("ip", ["10.0.0.1:874", "backup.example.com:874", "1:2:3"])
+def test_a_port_written_into_ip_is_named(ip: str, tmp_path: Path) -> None:
+    """Tutorials' readers write ip="10.0.0.1:874"; it must not become the host [10.0.0.1:874]."""
+    with pytest.raises(ConfigError, match="userDefinedPort|not a host"):
+        sersync.parse(_xml(tmp_path, ip=ip).encode(), origin="confxml.xml")
+
+
+@pytest.mark.parametrize("ip", ["::1", "fe80::1%eth0", "2001:db8::25"])
+def test_an_ipv6_ip_is_a_host(ip: str, tmp_path: Path) -> None:
+    (sync,) = sersync.parse(_xml(tmp_path, ip=ip).encode(), origin="confxml.xml").config.syncs
+    assert sync.targets[0].url == f"rsync://[{ip}]/www"
