@@ -9,14 +9,13 @@ dropped silently.
 
 from __future__ import annotations
 
-import re
 import shlex
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import config, sersync_xml
+from . import config, sersync_remote, sersync_xml
 from .errors import ConfigError
 from .excludes import regex_to_rsync_all
 from .sersync_params import common_params
@@ -40,8 +39,6 @@ _INOTIFY_ALWAYS = {
     "moveFrom": "trigsync always replicates files moved out of the tree (as deletions)",
     "moveTo": "trigsync always replicates files moved into the tree",
 }
-_HOST = re.compile(r"[A-Za-z0-9._:%-]+")
-_USER = re.compile(r"[^\s@/:]+")
 _UNSUPPORTED_PLUGINS = {
     "socket": "sends change notices to a socket server",
     "refreshCDN": "purges URLs from a CDN",
@@ -254,32 +251,10 @@ class _Reader:
 
     def _url(self, remote: ET.Element, *, user: str, port: str, ssh: bool) -> str:
         ip, name = remote.get("ip", "").strip(), remote.get("name", "").strip()
-        if not ip or not name:
-            raise self.fail("remote", 'needs ip="host" and name="module" (or a path with ssh)')
-        if not _HOST.fullmatch(ip) or ip.startswith("-"):
-            raise self.fail("remote", f"ip={ip!r} is not a host name or address")
-        # A leading dash would reach ssh or rsync as an option; ".." leaves the module.
-        parts = name.strip("/").split("/")
-        if parts[0].startswith("-") or "://" in name or {".", ".."} & set(parts):
-            raise self.fail(
-                "remote",
-                f"name={name!r} must be a module (or, with ssh, an absolute path) "
-                "without '..', a leading '-' or a URL",
-            )
-        if user and not _USER.fullmatch(user):
-            raise self.fail("auth", f"users={user!r} must be one user name, as in rsync_backup")
-        host = f"[{ip}]" if ":" in ip else ip
-        login = f"{user}@" if user else ""
-        at = f":{port}" if port else ""
-        if not ssh:
-            return f"rsync://{login}{host}{at}/{name.strip('/')}"
-        if not name.startswith("/"):
-            raise self.fail(
-                "remote",
-                f"name={name!r} is relative; over ssh trigsync needs the absolute path on "
-                f"{ip}, e.g. /home/user/{name}",
-            )
-        return f"ssh://{login}{host}{at}{name}"
+        try:
+            return sersync_remote.url(ip, name, user=user, port=port, ssh=ssh)
+        except ValueError as exc:
+            raise self.fail(*exc.args) from None
 
     def _rsync(self, elem: ET.Element) -> dict[str, Any]:
         out: dict[str, Any] = {"ssh": False, "user": "", "port": "", "password_file": ""}

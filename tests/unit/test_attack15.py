@@ -171,7 +171,7 @@ def test_import_comments_cannot_smuggle_toml_lines(tmp_path: Path) -> None:
 @pytest.mark.parametrize("ip", ["10.0.0.1:874", "backup.example.com:874", "1:2:3"])
 def test_a_port_written_into_ip_is_named(ip: str, tmp_path: Path) -> None:
     """Tutorials' readers write ip="10.0.0.1:874"; it must not become the host [10.0.0.1:874]."""
-    with pytest.raises(ConfigError, match="userDefinedPort|not a host"):
+    with pytest.raises(ConfigError, match=r"userDefinedPort|not a host"):
         sersync.parse(_xml(tmp_path, ip=ip).encode(), origin="confxml.xml")
 
 
