@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from trigsync import config, sersync, sersync_import
+from trigsync import config, doctor, sersync, sersync_import
 from trigsync.errors import ConfigError
 from trigsync.excludes import Excludes, regex_to_rsync
 
@@ -179,3 +179,11 @@ def test_a_port_written_into_ip_is_named(ip: str, tmp_path: Path) -> None:
 def test_an_ipv6_ip_is_a_host(ip: str, tmp_path: Path) -> None:
     (sync,) = sersync.parse(_xml(tmp_path, ip=ip).encode(), origin="confxml.xml").config.syncs
     assert sync.targets[0].url == f"rsync://[{ip}]/www"
+
+
+def test_doctor_names_trailing_whitespace_in_the_password_file() -> None:
+    """`echo "secret " > rsync.password`: rsync sends the space, the daemon says auth failed."""
+    found = doctor.password_file_findings(
+        "/etc/rsync.password", mode=0o100600, owner=0, text="secret \n", user="u", euid=0
+    )
+    assert any(f.level != doctor.Level.OK and "space" in f.text for f in found), found
