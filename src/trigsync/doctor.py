@@ -77,6 +77,15 @@ def password_file_findings(
                 f"keep only what follows the colon: sed -i 's/^[^:]*://' {path}",
             )
         )
+    if first != first.rstrip(" \t"):  # rsync sends it as part of the password
+        found.append(
+            Finding(
+                Level.WARNING,
+                path,
+                "the password ends in a space or tab, which rsync sends too (auth fails "
+                f"unless the secrets file has it): run: sed -i 's/[[:blank:]]*$//' {path}",
+            )
+        )
     if not found:
         found.append(Finding(Level.OK, path, "password file: mode and format fine"))
     return found
