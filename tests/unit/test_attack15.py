@@ -187,3 +187,16 @@ def test_doctor_names_trailing_whitespace_in_the_password_file() -> None:
         "/etc/rsync.password", mode=0o100600, owner=0, text="secret \n", user="u", euid=0
     )
     assert any(f.level != doctor.Level.OK and "space" in f.text for f in found), found
+
+
+def test_doctor_counts_only_the_directories_trigsync_watches(tmp_path: Path) -> None:
+    """The tutorials exclude ^cache/* because it is huge; its directories take no watch."""
+    src = tmp_path / "src"
+    for i in range(30):
+        (src / "cache" / f"c{i}").mkdir(parents=True)
+    (src / "www").mkdir()
+    limit = tmp_path / "max_user_watches"
+    limit.write_text("20\n")
+    sync = config.SyncConfig(source=str(src), targets=(), exclude_regex=("^cache/*",))
+    found = doctor.source_findings(sync, limit)
+    assert [f.level for f in found] == [doctor.Level.OK], found
