@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Config, SyncConfig
+from .excludes import Excludes
 from .targets import TargetSpec
 from .targets.rsyncd import DaemonTarget
 
@@ -187,8 +188,12 @@ def skew_finding(subject: str, skew: float, limit: float = 2.0) -> Finding:
 # -- probes of this machine ---------------------------------------------------------
 
 
-def walk(source: str) -> Iterator[tuple[bytes, bool, bytes | None]]:
-    """(relative path, is directory, symlink target) for everything below ``source``."""
+def walk(
+    source: str, excludes: Excludes | None = None
+) -> Iterator[tuple[bytes, bool, bytes | None]]:
+    """(relative path, is directory, symlink target) for everything below ``source``
+    that trigsync replicates: an excluded directory takes no watch and sends no link."""
+    excludes = excludes or Excludes()
     root = os.fsencode(source)
     stack = [b""]
     while stack:
@@ -197,9 +202,12 @@ def walk(source: str) -> Iterator[tuple[bytes, bool, bytes | None]]:
             with os.scandir(os.path.join(root, rel) if rel else root) as it:
                 for entry in it:
                     path = os.path.join(rel, entry.name) if rel else entry.name
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                    if excludes.excludes(path, is_dir=is_dir):
+                        continue
                     if entry.is_symlink():
                         yield path, False, os.readlink(entry.path)
-                    elif entry.is_dir(follow_symlinks=False):
+                    elif is_dir:
                         stack.append(path)
                         yield path, True, None
         except OSError:
@@ -207,7 +215,8 @@ def walk(source: str) -> Iterator[tuple[bytes, bool, bytes | None]]:
 
 
 def source_findings(sync: SyncConfig, max_watches_file: Path = MAX_WATCHES) -> list[Finding]:
-    directories = 1 + sum(1 for _, is_dir, _ in walk(sync.source) if is_dir)
+    excludes = Excludes(sync.excludes, sync.exclude_regex)
+    directories = 1 + sum(1 for _, is_dir, _ in walk(sync.source, excludes) if is_dir)
     try:
         limit = int(max_watches_file.read_text())
     except (OSError, ValueError):
@@ -241,7 +250,8 @@ def diagnose(config: Config) -> list[Finding]:
     found: list[Finding] = []
     for sync in config.syncs:
         found += source_findings(sync)
-        links = [(p, t) for p, _, t in walk(sync.source) if t is not None]
+        excludes = Excludes(sync.excludes, sync.exclude_regex)
+        links = [(p, t) for p, _, t in walk(sync.source, excludes) if t is not None]
         for spec in sync.targets:
             target = build(spec, state_dir=Path(config.state_dir), contimeout=sync.contimeout)
             if not isinstance(target, DaemonTarget):
