@@ -103,9 +103,10 @@ def _class_end(regex: str, i: int) -> int:
 
 
 def nested_repeat(regex: str) -> bool:
-    """Whether a repeated group holds a repeat, as in ``(a+)+``: Python's backtracking
-    takes exponential time on a name that almost matches, and names come from the tree."""
-    groups: list[bool] = []  # per open group: whether it holds a repeat
+    """Whether a repeated group holds a repeat or alternatives, as in ``(a+)+`` or
+    ``(a|aa)+``: Python's backtracking takes exponential time on a name that almost
+    matches, and names come from the tree."""
+    groups: list[bool] = []  # per open group: whether it holds a repeat or a "|"
     i = 0
     while i < len(regex):
         c = regex[i]
@@ -125,7 +126,7 @@ def nested_repeat(regex: str) -> bool:
                 return True
             if groups:
                 groups[-1] |= inner
-        elif repeat and groups:
+        elif (repeat or c == "|") and groups:
             groups[-1] = True
         i += 1
     return False
@@ -134,8 +135,8 @@ def nested_repeat(regex: str) -> bool:
 def _compile_regex(regex: str) -> _Rule:
     if nested_repeat(regex):
         raise ConfigError(
-            f"exclude regex {regex!r} repeats a group that itself repeats, which can take "
-            "forever on some names; drop the outer repeat, e.g. (a+)+ is a+"
+            f"exclude regex {regex!r} repeats a group that holds a repeat or alternatives, "
+            "which can take forever on some names; drop the outer repeat, e.g. (a+)+ is a+"
         )
     try:
         # Compiled as written and full-matched: wrapping it would refuse a leading (?i).
