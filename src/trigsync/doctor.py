@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Config, SyncConfig
+from .excludes import Excludes
 from .targets import TargetSpec
 from .targets.rsyncd import DaemonTarget
 
@@ -77,6 +78,15 @@ def password_file_findings(
                 f"keep only what follows the colon: sed -i 's/^[^:]*://' {path}",
             )
         )
+    if first != first.rstrip(" \t"):  # rsync sends it as part of the password
+        found.append(
+            Finding(
+                Level.WARNING,
+                path,
+                "the password ends in a space or tab, which rsync sends too (auth fails "
+                f"unless the secrets file has it): run: sed -i 's/[[:blank:]]*$//' {path}",
+            )
+        )
     if not found:
         found.append(Finding(Level.OK, path, "password file: mode and format fine"))
     return found
@@ -121,11 +131,24 @@ def risky_link(target: bytes, depth: int = 0) -> bool:
     return False
 
 
+class Rewrite(enum.Enum):
+    """What a ``use chroot = no`` module does to the symlink targets it receives."""
+
+    SANITIZE = "strips leading '/' and '..'"
+    MUNGE = "with munge symlinks (its default then) prefixes /rsyncd-munged/ to every target"
+
+
 def munged_link_findings(
-    subject: str, module: str, links: Sequence[tuple[bytes, bytes]], sanitizes: bool
+    subject: str, module: str, links: Sequence[tuple[bytes, bytes]], sanitizes: Rewrite | bool
 ) -> list[Finding]:
-    risky = [(p, t) for p, t in links if risky_link(t, p.count(b"/"))]
-    if not sanitizes or not risky:
+    rewrite = Rewrite.SANITIZE if sanitizes is True else sanitizes
+    if rewrite == Rewrite.MUNGE:
+        risky = list(links)
+        fix = "set use chroot = yes (the daemon must start as root), or munge symlinks = no"
+    else:
+        risky = [(p, t) for p, t in links if risky_link(t, p.count(b"/"))]
+        fix = "set use chroot = yes (the daemon must start as root)"
+    if not rewrite or not risky:
         return []
     shown = ", ".join(f"{os.fsdecode(p)} -> {os.fsdecode(t)}" for p, t in risky[:RISKY_LINKS_SHOWN])
     return [
@@ -133,8 +156,7 @@ def munged_link_findings(
             Level.WARNING,
             subject,
             f"{len(risky)} symlinks would arrive with a different target ({shown}): module "
-            f"{module} runs with use chroot = no, which strips leading '/' and '..'; set "
-            "use chroot = yes (the daemon must start as root)",
+            f"{module} runs with use chroot = no, which {rewrite.value}; {fix}",
         )
     ]
 
@@ -166,8 +188,12 @@ def skew_finding(subject: str, skew: float, limit: float = 2.0) -> Finding:
 # -- probes of this machine ---------------------------------------------------------
 
 
-def walk(source: str) -> Iterator[tuple[bytes, bool, bytes | None]]:
-    """(relative path, is directory, symlink target) for everything below ``source``."""
+def walk(
+    source: str, excludes: Excludes | None = None
+) -> Iterator[tuple[bytes, bool, bytes | None]]:
+    """(relative path, is directory, symlink target) for everything below ``source``
+    that trigsync replicates: an excluded directory takes no watch and sends no link."""
+    excludes = excludes or Excludes()
     root = os.fsencode(source)
     stack = [b""]
     while stack:
@@ -176,9 +202,12 @@ def walk(source: str) -> Iterator[tuple[bytes, bool, bytes | None]]:
             with os.scandir(os.path.join(root, rel) if rel else root) as it:
                 for entry in it:
                     path = os.path.join(rel, entry.name) if rel else entry.name
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                    if excludes.excludes(path, is_dir=is_dir):
+                        continue
                     if entry.is_symlink():
                         yield path, False, os.readlink(entry.path)
-                    elif entry.is_dir(follow_symlinks=False):
+                    elif is_dir:
                         stack.append(path)
                         yield path, True, None
         except OSError:
@@ -186,7 +215,8 @@ def walk(source: str) -> Iterator[tuple[bytes, bool, bytes | None]]:
 
 
 def source_findings(sync: SyncConfig, max_watches_file: Path = MAX_WATCHES) -> list[Finding]:
-    directories = 1 + sum(1 for _, is_dir, _ in walk(sync.source) if is_dir)
+    excludes = Excludes(sync.excludes, sync.exclude_regex)
+    directories = 1 + sum(1 for _, is_dir, _ in walk(sync.source, excludes) if is_dir)
     try:
         limit = int(max_watches_file.read_text())
     except (OSError, ValueError):
@@ -220,7 +250,8 @@ def diagnose(config: Config) -> list[Finding]:
     found: list[Finding] = []
     for sync in config.syncs:
         found += source_findings(sync)
-        links = [(p, t) for p, _, t in walk(sync.source) if t is not None]
+        excludes = Excludes(sync.excludes, sync.exclude_regex)
+        links = [(p, t) for p, _, t in walk(sync.source, excludes) if t is not None]
         for spec in sync.targets:
             target = build(spec, state_dir=Path(config.state_dir), contimeout=sync.contimeout)
             if not isinstance(target, DaemonTarget):

@@ -10,6 +10,7 @@ connections show a low ``max connections``. Nothing is left in the module.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import socket
@@ -21,7 +22,14 @@ from datetime import datetime
 from pathlib import Path
 
 from .config import SyncConfig
-from .doctor import Finding, Level, latency_finding, munged_link_findings, skew_finding
+from .doctor import (
+    Finding,
+    Level,
+    Rewrite,
+    latency_finding,
+    munged_link_findings,
+    skew_finding,
+)
 from .targets.rsyncd import DaemonTarget
 
 CONNECT_TIMEOUT = 5.0
@@ -118,6 +126,9 @@ def _access(d: _Daemon) -> Finding:
     code, out = d.run("--list-only", d.dest)
     if code == 0:
         return Finding(Level.OK, d.target.name, f"module {module} open to user {user or '-'}")
+    opened = _open_but_unlisted(d, out)
+    if opened:
+        return opened
     if "Unknown module" in out:
         offered = ", ".join(d.modules()) or "none listed"
         hint = " (that is the user name: the module comes after the host)" if module == user else ""
@@ -149,10 +160,30 @@ def _access(d: _Daemon) -> Finding:
     return Finding(Level.ERROR, d.target.name, f"cannot list module {module}: {_last(out)}")
 
 
+def _open_but_unlisted(d: _Daemon, out: str) -> Finding | None:
+    """A listing that fails on what trigsync does not need: a write only module, or a
+    target directory not made yet (rsync creates it; the probes then go to the module)."""
+    opened = f"module {d.address.module} open to user {d.address.user or '-'}"
+    if "module is write only" in out:
+        return Finding(
+            Level.OK, d.target.name, f"{opened} (write only: links and clocks are not checked)"
+        )
+    if d.address.subdir and "change_dir" in out and "No such file" in out:
+        module_root = dataclasses.replace(d.address, subdir="").destination
+        if d.run("--list-only", module_root)[0] == 0:
+            d.dest = module_root
+            return Finding(
+                Level.OK,
+                d.target.name,
+                f"{opened}; {d.address.subdir}/ does not exist yet, trigsync creates it",
+            )
+    return None
+
+
 def _last(out: str) -> str:
     """The daemon's own @ERROR line if it sent one, else rsync's last line."""
     lines = [line.strip() for line in out.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("@ERROR")]
+    errors = [line for line in lines if line.startswith(("@ERROR", "ERROR:"))]
     return (errors or lines or ["no message"])[-1]
 
 
@@ -207,14 +238,17 @@ def _skew(d: _Daemon, probe: Path) -> Finding | None:
     return skew_finding(d.target.name, skew)
 
 
-def _sanitizes_links(d: _Daemon, tmp: Path) -> bool | None:
+def _link_rewrite(d: _Daemon, tmp: Path) -> Rewrite | None:
+    """How the module rewrites symlink targets, from the length it lists for a probe link:
+    longer with munge symlinks (rsync's default under use chroot = no: a /rsyncd-munged/
+    prefix on every link), shorter when it only sanitizes (leading '/' and '..' dropped)."""
     link = tmp / f"{d.name}.link"
     link.symlink_to(LINK_TARGET)
     code, _ = d.run("-l", str(link), d.dest)
     seen = _listing(d, link.name) if code == 0 else None
-    if seen is None:
+    if seen is None or seen[0] == len(LINK_TARGET):
         return None
-    return seen[0] != len(LINK_TARGET)  # use chroot = no strips the leading "/"
+    return Rewrite.MUNGE if seen[0] > len(LINK_TARGET) else Rewrite.SANITIZE
 
 
 @contextlib.contextmanager
@@ -287,8 +321,9 @@ def _in_module(d: _Daemon, tmp: Path, links: Sequence[tuple[bytes, bytes]]) -> l
         skew = _skew(d, probe_file)
         if skew:
             found.append(skew)
-        if _sanitizes_links(d, tmp):
-            found += munged_link_findings(d.target.name, d.address.module, links, True)
+        rewrite = _link_rewrite(d, tmp)
+        if rewrite:
+            found += munged_link_findings(d.target.name, d.address.module, links, rewrite)
     finally:
         left = _clean(d, tmp)
         if left:

@@ -89,9 +89,58 @@ def _compile(pattern: str) -> _Rule:
         raise ConfigError(f"exclude pattern {pattern!r} is not a valid glob: {exc}") from exc
 
 
+_COUNT = re.compile(r"\{\d*,?\d*\}")
+
+
+def _class_end(regex: str, i: int) -> int:
+    """The index just past the ``[...]`` class that starts at ``i``."""
+    j = i + 1
+    j += regex[j : j + 1] == "^"
+    j += regex[j : j + 1] == "]"  # a "]" first is a member, not the end
+    while j < len(regex) and regex[j] != "]":
+        j += 2 if regex[j] == "\\" else 1
+    return j + 1
+
+
+def nested_repeat(regex: str) -> bool:
+    """Whether a repeated group holds a repeat or alternatives, as in ``(a+)+`` or
+    ``(a|aa)+``: Python's backtracking takes exponential time on a name that almost
+    matches, and names come from the tree."""
+    groups: list[bool] = []  # per open group: whether it holds a repeat or a "|"
+    i = 0
+    while i < len(regex):
+        c = regex[i]
+        repeat = c in "*+" or (c == "{" and _COUNT.match(regex, i) is not None)
+        if c == "\\":
+            i += 2
+            continue
+        if c == "[":
+            i = _class_end(regex, i)
+            continue
+        if c == "(":
+            groups.append(False)
+        elif c == ")" and groups:
+            inner = groups.pop()
+            after = regex[i + 1 : i + 2]
+            if inner and (after in ("*", "+") or _COUNT.match(regex, i + 1)):
+                return True
+            if groups:
+                groups[-1] |= inner
+        elif (repeat or c == "|") and groups:
+            groups[-1] = True
+        i += 1
+    return False
+
+
 def _compile_regex(regex: str) -> _Rule:
+    if nested_repeat(regex):
+        raise ConfigError(
+            f"exclude regex {regex!r} repeats a group that holds a repeat or alternatives, "
+            "which can take forever on some names; drop the outer repeat, e.g. (a+)+ is a+"
+        )
     try:
-        return _Rule(re.compile(b"(?:" + os.fsencode(regex) + b")\\Z", re.DOTALL), True, False)
+        # Compiled as written and full-matched: wrapping it would refuse a leading (?i).
+        return _Rule(re.compile(os.fsencode(regex), re.DOTALL), True, False)
     except re.error as exc:
         raise ConfigError(
             f"exclude regex {regex!r} is not a valid regular expression: {exc}"
@@ -100,7 +149,7 @@ def _compile_regex(regex: str) -> _Rule:
 
 # Regex pieces with an exact rsync equivalent, over paths that never end in "/".
 _REGEX_TOKENS = (("(.*)", "**"), (".*", "**"), ("[^/]*", "*"))
-_LITERAL = re.compile(r"[A-Za-z0-9_\-/~@%+,=: ]")
+_LITERAL = re.compile(r"[A-Za-z0-9_\-/~@%,=: ]")  # no "+": a quantifier
 _GLOB_SPECIAL = "*?[\\"
 
 
@@ -121,6 +170,11 @@ def regex_to_rsync(regex: str) -> str | None:
                 break
         else:
             c = body[i]
+            members = _CLASS.match(body, i)
+            if members:  # [px]: the same set to rsync, which never puts "/" in one
+                out.append(members[0])
+                i = members.end()
+                continue
             if c == "\\" and i + 1 < len(body) and not body[i + 1].isalnum():
                 c = body[i + 1]
                 i += 2
@@ -139,6 +193,35 @@ def regex_to_rsync(regex: str) -> str | None:
     return "/" + glob
 
 
+# A group of plain alternatives, not repeated: (swp|swx), (?:tmp|bak), (\.git|\.svn).
+_ALTERNATION = re.compile(
+    r"\((?:\?:)?((?:[A-Za-z0-9_ -]|\\\.)*(?:\|(?:[A-Za-z0-9_ -]|\\\.)*)+)\)(?![*+?{])"
+)
+_CLASS = re.compile(r"\[[A-Za-z0-9_.-]+\](?![*+?{])")
+MAX_PATTERNS_PER_REGEX = 32
+
+
+def regex_to_rsync_all(regex: str) -> tuple[str, ...] | None:
+    """The rsync patterns that together exclude exactly what ``regex`` does, or None.
+
+    Each alternative of a group becomes a pattern of its own, so sersync's stock
+    ``(.*)\\.(swp|swx)`` is ``/**.swp`` and ``/**.swx`` and no full sync sends them.
+    """
+    group = _ALTERNATION.search(regex)
+    if group is None:
+        glob = regex_to_rsync(regex)
+        return None if glob is None else (glob,)
+    out: list[str] = []
+    for alternative in group[1].split("|"):
+        globs = regex_to_rsync_all(regex[: group.start()] + alternative + regex[group.end() :])
+        if globs is None:
+            return None
+        out += globs
+        if len(out) > MAX_PATTERNS_PER_REGEX:
+            return None
+    return tuple(dict.fromkeys(out))
+
+
 class Excludes:
     """A compiled list of exclude patterns (rsync-style) and regexes (full match)."""
 
@@ -148,10 +231,10 @@ class Excludes:
         self._rules = tuple(_compile(p) for p in self.patterns) + tuple(
             _compile_regex(r) for r in self.regexes
         )
-        translated = [(r, regex_to_rsync(r)) for r in self.regexes]
-        self.untranslatable = tuple(r for r, glob in translated if glob is None)
+        translated = [(r, regex_to_rsync_all(r)) for r in self.regexes]
+        self.untranslatable = tuple(r for r, globs in translated if globs is None)
         self.rsync_patterns: tuple[str, ...] = self.patterns + tuple(
-            glob for _, glob in translated if glob is not None
+            glob for _, globs in translated for glob in globs or ()
         )
 
     def __bool__(self) -> bool:
@@ -162,7 +245,7 @@ class Excludes:
         for rule in self._rules:
             if rule.dirs_only and not is_dir:
                 continue
-            if rule.regex.match(path if rule.whole_path else name):
+            if rule.regex.fullmatch(path if rule.whole_path else name):
                 return True
         return False
 

@@ -9,16 +9,15 @@ dropped silently.
 
 from __future__ import annotations
 
-import re
 import shlex
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import config
+from . import config, sersync_remote, sersync_xml
 from .errors import ConfigError
-from .excludes import regex_to_rsync
+from .excludes import regex_to_rsync_all
 from .sersync_params import common_params
 
 # The <inotify> toggles of sersync 2.5.4's confxml.xml.
@@ -40,8 +39,6 @@ _INOTIFY_ALWAYS = {
     "moveFrom": "trigsync always replicates files moved out of the tree (as deletions)",
     "moveTo": "trigsync always replicates files moved into the tree",
 }
-_HOST = re.compile(r"[A-Za-z0-9._:%-]+")
-_USER = re.compile(r"[^\s@/:]+")
 _UNSUPPORTED_PLUGINS = {
     "socket": "sends change notices to a socket server",
     "refreshCDN": "purges URLs from a CDN",
@@ -82,15 +79,7 @@ def load(path: str | Path) -> Imported:
 
 
 def parse(data: bytes, *, origin: str) -> Imported:
-    if re.search(rb"<!\s*(DOCTYPE|ENTITY)", data, re.IGNORECASE):
-        raise ConfigError(
-            f"{origin}: has a <!DOCTYPE> or <!ENTITY> declaration, which trigsync refuses; "
-            "sersync's confxml.xml needs none: remove it"
-        )
-    try:
-        root = ET.fromstring(data)
-    except ET.ParseError as exc:
-        raise ConfigError(f"{origin}: not well-formed XML: {exc}") from None
+    root = sersync_xml.read(data, origin)
     if root.tag != "head":
         raise ConfigError(
             f"{origin}: the root element is <{root.tag}>, not sersync's <head>; "
@@ -123,8 +112,9 @@ class _Reader:
         plugins = {p.get("name", ""): p for p in root.findall("plugin")}
         for child in root:
             tag = child.tag
-            if tag == "filter":
-                common.update(self._filter(child))
+            if tag == "filter":  # a second block adds to the first, as sersync's list did
+                regexes = self._filter(child).get("exclude_regex", [])
+                common["exclude_regex"] = common.get("exclude_regex", []) + regexes
             elif tag == "inotify":
                 common.update(self._inotify(child))
             elif tag == "host":
@@ -142,6 +132,8 @@ class _Reader:
                     self.note("fileSystem xfs", "not needed: trigsync works on every filesystem")
             elif tag == "plugin":
                 self._plugin_definition(child)
+            elif tag == "sersync" and child is not root.find("sersync"):
+                self.note(tag, "a second <sersync> section: only the first is read", warning=True)
             elif tag != "sersync":
                 self.note(tag, "unknown element, not a sersync 2.5 setting: ignored", warning=True)
         sersync = root.find("sersync")
@@ -163,7 +155,7 @@ class _Reader:
                     warning=True,
                 )
         for regex in regexes:
-            if regex_to_rsync(regex) is None:
+            if regex_to_rsync_all(regex) is None:
                 self.note(
                     f"filter/exclude {regex}",
                     "has no rsync equivalent: the watcher skips what it matches, but a full "
@@ -233,6 +225,8 @@ class _Reader:
                 params.update(self._crontab(child))
             elif child.tag == "plugin":
                 params.update(self._plugin_use(child, plugins))
+            elif child.tag == "rsync" and child is not rsync_elem:
+                self.note("sersync/rsync", "a second <rsync>: only the first is read", warning=True)
             elif child.tag not in ("localpath", "rsync"):
                 self.note(f"sersync/{child.tag}", "unknown element: ignored", warning=True)
         blocks = []
@@ -257,24 +251,10 @@ class _Reader:
 
     def _url(self, remote: ET.Element, *, user: str, port: str, ssh: bool) -> str:
         ip, name = remote.get("ip", "").strip(), remote.get("name", "").strip()
-        if not ip or not name:
-            raise self.fail("remote", 'needs ip="host" and name="module" (or a path with ssh)')
-        if not _HOST.fullmatch(ip):
-            raise self.fail("remote", f"ip={ip!r} is not a host name or address")
-        if user and not _USER.fullmatch(user):
-            raise self.fail("auth", f"users={user!r} must be one user name, as in rsync_backup")
-        host = f"[{ip}]" if ":" in ip else ip
-        login = f"{user}@" if user else ""
-        at = f":{port}" if port else ""
-        if not ssh:
-            return f"rsync://{login}{host}{at}/{name.strip('/')}"
-        if not name.startswith("/"):
-            raise self.fail(
-                "remote",
-                f"name={name!r} is relative; over ssh trigsync needs the absolute path on "
-                f"{ip}, e.g. /home/user/{name}",
-            )
-        return f"ssh://{login}{host}{at}{name}"
+        try:
+            return sersync_remote.url(ip, name, user=user, port=port, ssh=ssh)
+        except ValueError as exc:
+            raise self.fail(*exc.args) from None
 
     def _rsync(self, elem: ET.Element) -> dict[str, Any]:
         out: dict[str, Any] = {"ssh": False, "user": "", "port": "", "password_file": ""}

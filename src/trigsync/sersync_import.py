@@ -7,9 +7,11 @@ comment where it applies. What comes out loads back into the same ``Config``.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
+from .errors import ConfigError
 from .sersync import Imported, Note
 
 DIFFERENCES = (
@@ -39,16 +41,33 @@ def _value(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
+        # A JSON string is a TOML basic string, but for \ud83d-style surrogate pairs
+        # (ensure_ascii) and a raw DEL, which TOML refuses.
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigError(
+                f"{value!r} is not UTF-8 and a trigsync.toml cannot hold it; "
+                "rename it, or keep running trigsync -o confxml.xml"
+            ) from None
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
     return "[" + ", ".join(_value(v) for v in value) + "]"
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _comments(notes: Sequence[Note], indent: str = "") -> list[str]:
-    return [f"{indent}# {'NOT HONOURED: ' if n.warning else ''}{n}" for n in notes]
+    return [f"{indent}# {'NOT HONOURED: ' if n.warning else ''}{_one_line(n)}" for n in notes]
+
+
+def _one_line(text: object) -> str:
+    """Notes quote the file: a newline (&#10;) would end the comment and start a TOML line."""
+    return _CONTROL.sub(lambda m: repr(m[0])[1:-1], str(text))
 
 
 def render(imported: Imported, origin: str) -> str:
-    lines = [f"# trigsync.toml converted from {origin} by trigsync import-sersync", "#"]
+    lines = [f"# trigsync.toml converted from {_one_line(origin)} by trigsync import-sersync", "#"]
     lines += [f"# {line}" for line in DIFFERENCES]
     written = {key for block in imported.mapping["sync"] for key in block}
     by_key: dict[str, list[Note]] = {}

@@ -106,7 +106,7 @@ def _check_replication(source: Path, daemon: RsyncDaemon) -> None:
     assert not (replica / "cache").exists()
     assert not (replica / "repo.svn").exists()
     (source / "new.txt").write_text("after start\n")
-    (source / "edit.swp").write_text("editor swap\n")  # regex with no rsync pattern
+    (source / "edit.swp").write_text("editor swap\n")  # an alternation in the regex
     (source / "d000" / "more.svn").write_text("x\n")
     wait_trees_equal(source, replica, timeout=20, exclude=_excluded)
     assert not (replica / "edit.swp").exists()
@@ -133,7 +133,7 @@ def test_run_r_o_confxml_replicates_the_existing_tree_then_changes(  # noqa: PLR
     _check_replication(source, daemon)
     log = proc.stderr().decode()
     assert "WARNING" in log and "plugin refreshCDN" in log and "-m refreshCDN" in log
-    assert r"exclude regex '(.*)\\.(swp|swx)' has no rsync equivalent" in log
+    assert "has no rsync equivalent" not in log  # (swp|swx): one rsync pattern each
     assert proc.stop() == 0
 
 

@@ -101,7 +101,7 @@ include_regex = ['(.*)\\.php']
     )
     job = SyncJob(sync, state_dir=tmp_path / "state")
     assert job.dispatchers[0].settings.backoff_max == 300
-    assert job.excludes.rsync_patterns == ("/**.gz",)  # the other has no rsync pattern
+    assert job.excludes.rsync_patterns == ("/**.gz", "/**.swp", "/**.swx")
 
 
 @pytest.mark.parametrize(

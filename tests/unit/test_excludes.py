@@ -61,7 +61,7 @@ def test_no_patterns_exclude_nothing(name: bytes) -> None:
         ("^static/*", "/static"),
         (r"^cache/(.*)\.tmp$", "/cache/**.tmp"),
         (r"^logs/[^/]*\.log", "/logs/*.log"),
-        (r"(.*)\.(swp|swx)", None),
+        (r"(.*)\.(swp|swx)?", None),
         (r"a.c", None),
         (r"(.*)", None),
         (r"x\*", None),

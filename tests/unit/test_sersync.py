@@ -75,7 +75,7 @@ def test_tutorial_setup_with_two_remotes_auth_port_filters_crontab_and_hook(
             ignore_error=False,
         ),
     )
-    assert _warnings(imported) == ["host", r"filter/exclude (.*)\.(swp|swx)"]
+    assert _warnings(imported) == ["host"]
     assert "once per file" in str(next(n for n in imported.notes if n.element == "plugin command"))
 
 
