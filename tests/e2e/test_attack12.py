@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import Start
 from tests.e2e.harness import Replica
+from tests.support.proc import wait_for
 from tests.support.trees import wait_trees_equal
 
 EXCLUDES = ["/site/.env", "site/conf/secret.key"]
@@ -39,3 +43,37 @@ def test_directory_rename_replayed_in_place_leaks_no_excluded_file(
     wait_trees_equal(source, replica.path, timeout=20, exclude=_excluded)
     assert not (replica.path / "site" / ".env").exists(), "/site/.env leaked through the rename"
     assert not (replica.path / "site" / "conf" / "secret.key").exists()
+
+
+@pytest.fixture
+def small_fs(replica: Replica) -> Iterator[Replica]:
+    """The replica on a 1 MiB tmpfs: a receiver that fills up."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    subprocess.run(  # noqa: S603 - a fixed argv
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(replica.path)], check=True
+    )
+    try:
+        yield replica
+    finally:
+        subprocess.run(["umount", "-l", str(replica.path)], check=False)  # noqa: S603
+
+
+@pytest.mark.parametrize("replica", ["local", "rsyncd"], indirect=True)
+def test_a_file_too_big_for_a_full_target_holds_back_no_other_change(
+    source: Path, small_fs: Replica, start_trigsync: Start
+) -> None:
+    # The README: a path the receiver refuses is retried on its own "while everything
+    # else flows". A disk-full receiver makes rsync exit 11, not 23, so the batch is
+    # retried whole, forever, and every later change waits behind the one big file.
+    replica = small_fs
+    start_trigsync(replica, initial_sync=False)
+    (source / "big.bin").write_bytes(os.urandom(2 << 20))  # twice the target's size
+    time.sleep(1.0)  # its runs fail with ENOSPC and are retried with backoff
+    for i in range(5):
+        (source / f"small{i}.txt").write_bytes(b"fits easily\n")
+    wait_for(
+        lambda: all((replica.path / f"small{i}.txt").exists() for i in range(5)),
+        timeout=10,
+        what="the small files to reach the full target beside the big one",
+    )
