@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -77,3 +78,22 @@ def test_a_file_too_big_for_a_full_target_holds_back_no_other_change(
         timeout=10,
         what="the small files to reach the full target beside the big one",
     )
+
+
+@pytest.mark.parametrize("replica", ["local", "ssh"], indirect=True)
+def test_a_replica_deleted_under_trigsync_is_rebuilt_whole(
+    source: Path, replica: Replica, start_trigsync: Start
+) -> None:
+    # Someone removes the replica directory (a cleanup script, a wrong rm -rf). rsync
+    # makes the last component again ("created directory") for the next change, so the
+    # replica then holds that one file and nothing else until a reconcile, 10 min later.
+    (source / "a" / "b").mkdir(parents=True)
+    (source / "a" / "b" / "f.txt").write_bytes(b"deep\n")
+    (source / "top.txt").write_bytes(b"top\n")
+    start_trigsync(replica)
+    wait_trees_equal(source, replica.path, timeout=20)
+
+    shutil.rmtree(replica.path)
+    (source / "next.txt").write_bytes(b"the next change\n")
+
+    wait_trees_equal(source, replica.path, timeout=10)
