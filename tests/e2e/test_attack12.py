@@ -135,3 +135,25 @@ def test_the_watcher_excludes_no_name_that_rsync_sends(tmp_path: Path, pattern: 
     matcher = Excludes([pattern])
     wrong = [n for n in NAMES if matcher.excludes(n, is_dir=False) == (n in sent)]
     assert not wrong, f"{pattern!r}: trigsync and rsync disagree on {wrong}"
+
+
+@pytest.mark.parametrize("replica", ["local"], indirect=True)
+def test_a_filesystem_mounted_inside_the_tree_while_running_is_replicated(
+    source: Path, replica: Replica, start_trigsync: Start
+) -> None:
+    # A mount makes no inotify event, and the watch on source/mnt stays on the directory
+    # underneath: what is written on the new filesystem is never seen (an unmount is,
+    # test_unmount.py). /proc/self/mountinfo signals POLLPRI on every mount change.
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = source / "mnt"
+    mnt.mkdir()
+    start_trigsync(replica)
+    wait_trees_equal(source, replica.path, timeout=10)
+    subprocess.run(["mount", "-t", "tmpfs", "none", str(mnt)], check=True)  # noqa: S603
+    try:
+        (mnt / "sub").mkdir()
+        (mnt / "sub" / "on-the-mount.txt").write_bytes(b"written after the mount\n")
+        wait_trees_equal(source, replica.path, timeout=10)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)  # noqa: S603
