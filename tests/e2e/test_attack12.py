@@ -157,3 +157,21 @@ def test_a_filesystem_mounted_inside_the_tree_while_running_is_replicated(
         wait_trees_equal(source, replica.path, timeout=10)
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)  # noqa: S603
+
+
+def test_a_write_through_one_hard_link_reaches_every_name(
+    source: Path, replica: Replica, start_trigsync: Start
+) -> None:
+    # Two names, one inode (cp -al, a hard-linked release, ln): an append or chmod
+    # through one name changes both, but inotify names only the one written through.
+    (source / "d").mkdir()
+    (source / "log.txt").write_bytes(b"one\n")
+    os.link(source / "log.txt", source / "d" / "same.txt")
+    start_trigsync(replica)
+    wait_trees_equal(source, replica.path, timeout=20)
+
+    with (source / "log.txt").open("ab") as handle:
+        handle.write(b"two\n")
+    (source / "log.txt").chmod(0o600)
+
+    wait_trees_equal(source, replica.path, timeout=10)
