@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Start
-from tests.e2e.harness import Replica
-from tests.support.proc import wait_for
+from tests.e2e.harness import Replica, Trigsync, write_config
+from tests.support.proc import ProcGroup, wait_for
 from tests.support.trees import wait_trees_equal
 from trigsync.excludes import Excludes
 
@@ -175,3 +175,65 @@ def test_a_write_through_one_hard_link_reaches_every_name(
     (source / "log.txt").chmod(0o600)
 
     wait_trees_equal(source, replica.path, timeout=10)
+
+
+def _local(tmp_path: Path, name: str) -> Replica:
+    path = tmp_path / name
+    path.mkdir()
+    return Replica("local", str(path), path)
+
+
+def _restart_with(
+    procs: ProcGroup,
+    tmp_path: Path,
+    source: Path,
+    first: dict[str, object],
+    then: dict[str, object],
+) -> None:
+    """Run trigsync on ``first``'s config until it is equal, stop it, start it on ``then``'s."""
+    config = tmp_path / "trigsync.toml"
+    state = tmp_path / "state"
+    write_config(config, source=source, state_dir=state, **first)  # type: ignore[arg-type]
+    trig = Trigsync(procs, config, "-v").start()
+    for replica in first["replicas"]:  # type: ignore[attr-defined]
+        wait_trees_equal(source, replica.path, timeout=20, exclude=lambda p: p.endswith(b".log"))
+    assert trig.stop() == 0
+    write_config(config, source=source, state_dir=state, **then)  # type: ignore[arg-type]
+    Trigsync(procs, config, "-v").start()
+
+
+def test_an_exclude_removed_across_a_restart_sends_what_it_had_kept_out(
+    source: Path, tmp_path: Path, procs: ProcGroup
+) -> None:
+    # *.log was excluded, the user drops the exclude and restarts (systemctl restart). The
+    # catch-up looks only at ctimes since the stop: the old logs are never sent (SIGHUP
+    # with the same edit reconciles every target).
+    (source / "page.html").write_bytes(b"page\n")
+    (source / "app.log").write_bytes(b"an old log line\n")
+    replica = _local(tmp_path, "replica")
+    _restart_with(
+        procs,
+        tmp_path,
+        source,
+        {"replicas": [replica], "excludes": ["*.log"], "initial_sync": True},
+        {"replicas": [replica], "excludes": [], "initial_sync": False},
+    )
+    wait_trees_equal(source, replica.path, timeout=10)
+
+
+def test_a_target_added_across_a_restart_gets_the_whole_tree(
+    source: Path, tmp_path: Path, procs: ProcGroup
+) -> None:
+    # A second target added to the config, then a restart: it starts empty and only
+    # changes from now on reach it (SIGHUP with the same edit gives it a full sync).
+    (source / "d").mkdir()
+    (source / "d" / "page.html").write_bytes(b"page\n")
+    first, added = _local(tmp_path, "first"), _local(tmp_path, "added")
+    _restart_with(
+        procs,
+        tmp_path,
+        source,
+        {"replicas": [first], "initial_sync": True},
+        {"replicas": [first, added], "initial_sync": False},
+    )
+    wait_trees_equal(source, added.path, timeout=10)
