@@ -237,3 +237,43 @@ def test_a_target_added_across_a_restart_gets_the_whole_tree(
         {"replicas": [first, added], "initial_sync": False},
     )
     wait_trees_equal(source, added.path, timeout=10)
+
+
+def test_a_source_given_as_a_release_symlink_follows_the_deploy_swap(
+    tmp_path: Path, procs: ProcGroup
+) -> None:
+    # Capistrano-style deploys: source = /var/www/current -> releases/1, and a deploy
+    # swaps it atomically (ln -sfn releases/2 current.tmp; mv -T current.tmp current).
+    # trigsync keeps watching releases/1 and says nothing; the replica serves release 1
+    # until the next reconcile. Expected: it follows the swap, or exits non-zero with a
+    # one-line reason so that its supervisor restarts it (which then reconciles).
+    for n in (1, 2):
+        (tmp_path / f"rel{n}").mkdir()
+        (tmp_path / f"rel{n}" / "index.html").write_bytes(b"release %d\n" % n)
+    (tmp_path / "rel2" / "new.html").write_bytes(b"only in release 2\n")
+    current = tmp_path / "current"
+    current.symlink_to("rel1")
+    replica = _local(tmp_path, "replica")
+    config = write_config(
+        tmp_path / "trigsync.toml", source=current, replicas=[replica], state_dir=tmp_path / "st"
+    )
+    trig = Trigsync(procs, config, "-v").start()
+    wait_trees_equal(current, replica.path, timeout=20)
+
+    (tmp_path / "current.tmp").symlink_to("rel2")
+    os.rename(tmp_path / "current.tmp", current)
+    time.sleep(0.5)
+    (current / "later.html").write_bytes(b"written after the deploy\n")
+
+    def followed_or_failed() -> bool:
+        if trig.proc is not None and not trig.proc.running:
+            return True
+        try:
+            wait_trees_equal(current, replica.path, timeout=0.1)
+        except AssertionError:
+            return False
+        return True
+
+    wait_for(followed_or_failed, timeout=10, what="the replica to follow the swapped source")
+    if trig.proc is not None and not trig.proc.running:
+        assert trig.proc.wait(1) != 0, trig.log()
