@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -277,3 +278,34 @@ def test_a_source_given_as_a_release_symlink_follows_the_deploy_swap(
     wait_for(followed_or_failed, timeout=10, what="the replica to follow the swapped source")
     if trig.proc is not None and not trig.proc.running:
         assert trig.proc.wait(1) != 0, trig.log()
+
+
+def _run_once(source: Path, target: Path, state: Path) -> subprocess.CompletedProcess[bytes]:
+    argv = [sys.executable, "-m", "trigsync", "run", str(source), str(target)]
+    argv += ["--state-dir", str(state), "--initial-sync", "--once"]
+    return subprocess.run(argv, capture_output=True, timeout=30, check=False)  # noqa: S603
+
+
+def test_a_target_that_holds_the_source_is_refused_before_it_deletes_it(tmp_path: Path) -> None:
+    # trigsync run /srv/www/site /srv/www: the full sync's --delete removed the source
+    # itself (only target-inside-source was refused).
+    outer = tmp_path / "outer"
+    (outer / "site").mkdir(parents=True)
+    (outer / "site" / "precious.html").write_bytes(b"the only copy\n")
+    done = _run_once(outer / "site", outer, tmp_path / "state")
+    assert (outer / "site" / "precious.html").exists(), "the full sync deleted the source"
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count(b"\n") == 1 and b"inside" in done.stderr, done.stderr
+
+
+def test_a_target_inside_the_source_through_a_symlink_is_refused(tmp_path: Path) -> None:
+    # The check compared the paths as written: a target reached through a symlink into
+    # the source replicated into itself, a level deeper at every run, forever.
+    source = tmp_path / "source"
+    (source / "backup").mkdir(parents=True)
+    (source / "a.txt").write_bytes(b"a\n")
+    (tmp_path / "bk").symlink_to(source / "backup")
+    done = _run_once(source, tmp_path / "bk", tmp_path / "state")
+    assert not (source / "backup" / "backup").exists(), "replicated into itself"
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count(b"\n") == 1 and b"inside" in done.stderr, done.stderr
