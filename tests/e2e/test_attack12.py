@@ -96,9 +96,11 @@ def test_a_replica_deleted_under_trigsync_is_rebuilt_whole(
     wait_trees_equal(source, replica.path, timeout=20)
 
     shutil.rmtree(replica.path)
-    (source / "next.txt").write_bytes(b"the next change\n")
-
-    wait_trees_equal(source, replica.path, timeout=10)
+    try:
+        (source / "next.txt").write_bytes(b"the next change\n")
+        wait_trees_equal(source, replica.path, timeout=10)
+    finally:
+        replica.path.mkdir(exist_ok=True)  # the ssh fixture cleans up inside it
 
 
 NAMES = [b"x.d]", b"x.1", b"x.a", b"foo\\x", b"foo*", b"foox", b"a[b", b"ab", b"-x", b"b-", b"]z"]
