@@ -428,13 +428,24 @@ def _strings(table: Mapping[str, Any], key: str, origin: str, where: str) -> lis
     return list(values)
 
 
+def _inside(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
 def _check_overlap(syncs: Sequence[SyncConfig], origin: str) -> None:
     for sync in syncs:
+        # Resolved: a symlink must not hide the overlap from this check.
+        source = os.path.realpath(sync.source)
         for spec in sync.targets:
             if spec.url.startswith("/") or spec.url.startswith("file://"):
-                dest = os.path.abspath(spec.url.removeprefix("file://"))
-                if dest == sync.source or dest.startswith(sync.source.rstrip("/") + "/"):
+                dest = os.path.realpath(spec.url.removeprefix("file://"))
+                if _inside(dest, source):
                     raise ConfigError(
                         f"{origin}: target {dest} lies inside source {sync.source}; "
                         "that would replicate forever: choose a directory outside it"
+                    )
+                if _inside(source, dest):
+                    raise ConfigError(
+                        f"{origin}: source {sync.source} lies inside target {dest}; "
+                        "a full sync would delete it: choose a directory outside it"
                     )

@@ -312,6 +312,12 @@ class Engine:
                     log.info("%s: resuming %d pending paths", job.config.source, resumed)
                 if self.initial_sync or job.config.initial_sync:
                     job.submit(Batch(full=True))
+                how = repr((job.excludes.patterns, job.excludes.regexes))
+                for d in job.dispatchers:
+                    # A target added, or excludes dropped, while stopped: no ctime says so.
+                    seen = self.store is None or self.store.replicated_as(d.key, how)
+                    if not seen and not last.first_start:
+                        d.submit(Batch(full=True))
             for dispatcher in self._dispatchers:
                 self.start_worker(dispatcher)
             for job in self.jobs:

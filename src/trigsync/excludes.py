@@ -31,7 +31,66 @@ class _Rule:
     dirs_only: bool
 
 
+# rsync's wildmatch character classes, over the ASCII bytes a bytes regex knows.
+_POSIX_CLASSES = {
+    b"alnum": rb"a-zA-Z0-9",
+    b"alpha": rb"a-zA-Z",
+    b"blank": rb" \t",
+    b"cntrl": rb"\x00-\x1f\x7f",
+    b"digit": rb"0-9",
+    b"graph": rb"!-~",
+    b"lower": rb"a-z",
+    b"print": rb" -~",
+    b"punct": rb"!-/:-@\[-`{-~",
+    b"space": rb" \t\n\r\x0b\x0c",
+    b"upper": rb"A-Z",
+    b"xdigit": rb"0-9A-Fa-f",
+}
+_NEVER = b"(?!)"
+
+
+def _class(glob: bytes, i: int, wild: bool) -> tuple[bytes, int]:
+    """The regex for the ``[...]`` at ``glob[i]`` as rsync's wildmatch reads it, and the
+    index after it. A class that never closes makes wildmatch match nothing at all."""
+    i += 1
+    negated = glob[i : i + 1] in (b"!", b"^")
+    i += negated
+    items: list[bytes] = []
+    first = True
+    while True:
+        if i >= len(glob):
+            return _NEVER, i
+        c = glob[i : i + 1]
+        if c == b"]" and not first:
+            break
+        first = False
+        if c == b"\\" and wild and i + 1 < len(glob):
+            i += 1
+            c = glob[i : i + 1]
+        elif c == b"[" and glob[i + 1 : i + 2] == b":":
+            end = glob.find(b":]", i + 2)
+            if end >= 0 and glob[i + 2 : end] in _POSIX_CLASSES:
+                items.append(_POSIX_CLASSES[glob[i + 2 : end]])
+                i = end + 2
+                continue
+        if glob[i + 1 : i + 2] == b"-" and glob[i + 2 : i + 3] not in (b"", b"]"):
+            hi = i + 2
+            if glob[hi : hi + 1] == b"\\" and wild and hi + 1 < len(glob):
+                hi += 1
+            items.append(re.escape(c) + b"-" + re.escape(glob[hi : hi + 1]))
+            i = hi + 1
+            continue
+        items.append(re.escape(c))
+        i += 1
+    body = b"".join(items)
+    # wildmatch never matches "/" with a class, negated or not.
+    return (b"[^/" + body + b"]" if negated else b"(?!/)[" + body + b"]"), i + 1
+
+
 def _translate(glob: bytes) -> bytes:
+    # rsync compares a pattern without *, ? or [ as a plain string; only one with a
+    # wildcard goes through wildmatch, where a backslash quotes the next byte.
+    wild = any(w in glob for w in (b"*", b"?", b"["))
     out: list[bytes] = []
     i, n = 0, len(glob)
     while i < n:
@@ -51,16 +110,11 @@ def _translate(glob: bytes) -> bytes:
             out.append(b"[^/]")
             i += 1
         elif c == b"[":
-            end = glob.find(b"]", i + 2 if glob[i + 1 : i + 2] in (b"!", b"^") else i + 1)
-            if end < 0:
-                out.append(re.escape(c))
-                i += 1
-                continue
-            body = glob[i + 1 : end]
-            if body[:1] == b"!":
-                body = b"^" + body[1:]
-            out.append(b"[" + body.replace(b"\\", b"\\\\") + b"]")
-            i = end + 1
+            regex, i = _class(glob, i, wild)
+            out.append(regex)
+        elif c == b"\\" and wild and i + 1 < n:
+            out.append(re.escape(glob[i + 1 : i + 2]))
+            i += 2
         else:
             out.append(re.escape(c))
             i += 1

@@ -120,6 +120,17 @@ class StateStore:
             return True
         return False
 
+    def replicated_as(self, key: str, how: str) -> bool:
+        """Whether the last run replicated ``key`` (source -> target) as ``how`` says (its
+        excludes); records ``how`` for the next start. A target added, or excludes
+        dropped, while trigsync was stopped holds files no ctime points at."""
+        name = f"replicated {key}"
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (name,)).fetchone()
+        if row is None or row[0] != how:
+            with self._writing():
+                self._set_meta(**{name: how})
+        return row is not None and row[0] == how
+
     def _set_meta(self, **values: str) -> None:
         with self._lock, self._db:
             self._db.executemany(

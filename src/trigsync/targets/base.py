@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import ClassVar
 
 from .. import rsync
 from ..changes import Move
+from ..excludes import rebase
 from ..rsync import Options, Transport
 
 
@@ -63,6 +65,7 @@ class Target(abc.ABC):
         meantime, so each one is then made equal to the source, recursively: after a
         rename that run finds nothing to send, only leftovers to delete.
         """
+        moves = [m for m in moves if _same_excludes_below(source, m, options.excludes)]
         moved = [m for m in await self.rename(moves) if m.old != m.new]
         dirs = [m.new for m in moved if os.path.isdir(source + b"/" + m.new)]
         if dirs:
@@ -85,6 +88,25 @@ class Target(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - most targets hold nothing open
         """Release anything held open for this target (connections, sockets)."""
+
+
+def _same_excludes_below(source: bytes, move: Move, excludes: Sequence[str]) -> bool:
+    """Whether the excludes leave out the same paths below both ends of a rename.
+
+    The replica's copy of the old directory holds what was sent for the old name: moved
+    in place under a name where more is excluded (``site_new`` to ``site`` with
+    ``/site/.env``), it would carry those files there. rsync never deletes an excluded
+    file on the receiver, so they would stay. Such a rename is sent as bytes instead.
+    """
+    if not excludes:
+        return True
+    try:
+        if not stat.S_ISDIR(os.lstat(source + b"/" + move.new).st_mode):
+            return True  # a file or symlink has nothing below it
+    except OSError:
+        pass  # gone since: assume a directory
+    old = rebase(excludes, move.old)
+    return old is not None and old == rebase(excludes, move.new)
 
 
 def require_absolute(path: str, url: str) -> str:
