@@ -281,11 +281,16 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             log_file or os.path.join(cfg.state_dir, "trigsync.log"), keep_stderr=args.daemon
         )
     pid_file = Path(args.pid_file).absolute() if args.pid_file else None
+    if pid_file is not None:
+        background.check_pid_file(pid_file)
     detached = background.detach() if args.daemon else None  # before any thread or loop
 
     def ready() -> None:
         if pid_file is not None:
-            background.write_pid_file(pid_file)
+            try:
+                background.write_pid_file(pid_file)
+            except OSError as exc:  # raised here it would kill the sidecar, not the start
+                log.error("cannot write the pid file %s: %s", pid_file, exc.strerror)
         if detached is not None:
             detached.ready()
             background.log_to_file(None, keep_stderr=False)

@@ -172,6 +172,10 @@ def load(path: str | Path) -> Config:
         raise ConfigError(f"{where}: cannot read config file: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:  # tomllib decodes the bytes itself, before parsing
+        raise ConfigError(
+            f"{where}: not UTF-8 (byte {exc.start}); save the file as UTF-8"
+        ) from None
     return from_mapping(data, origin=where)
 
 

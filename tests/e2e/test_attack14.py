@@ -1,0 +1,109 @@
+"""Hostile tests of issue 14 (trigsync as a service), run as real processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import Replica, Trigsync, write_config
+from tests.support.proc import ProcGroup, wait_for
+from tests.support.trees import wait_trees_equal
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def trigsync(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - argv list, no shell
+        [sys.executable, "-m", "trigsync", *args],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def local(tmp_path: Path, name: str = "replica") -> Replica:
+    path = tmp_path / name
+    path.mkdir()
+    return Replica("local", str(path), path)
+
+
+def lock_pid(state: Path) -> int | None:
+    """The pid of the daemon holding ``state`` (written into its lock file)."""
+    with contextlib.suppress(OSError, ValueError):
+        return int((state / "lock").read_text().strip())
+    return None
+
+
+@contextlib.contextmanager
+def reaped(state: Path) -> Iterator[None]:
+    """Kill whatever daemon a -d start left holding ``state``."""
+    try:
+        yield
+    finally:
+        pid = lock_pid(state)
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_daemon_with_a_pid_file_in_a_missing_directory_fails_fast(
+    tmp_path: Path, source: Path
+) -> None:
+    """-d waits for the child's 'ready'; writing the pid file raised inside the sidecar,
+    so the parent waited forever and the child ran on without heartbeat or watchdog."""
+    state = tmp_path / "state"
+    config = write_config(
+        tmp_path / "t.toml", source=source, replicas=[local(tmp_path)], state_dir=state
+    )
+    pid_file = tmp_path / "missing" / "trigsync.pid"
+    with reaped(state):
+        try:
+            result = trigsync(
+                "run", "--config", str(config), "-d", "--pid-file", str(pid_file), timeout=15
+            )
+        except subprocess.TimeoutExpired:
+            pytest.fail("trigsync -d --pid-file MISSING/DIR/pid never returned")
+        assert result.returncode == 3, result
+        assert str(pid_file) in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.count("\n") == 1, result.stderr  # one line
+        time.sleep(0.5)
+        assert lock_pid(state) is None or not Path(f"/proc/{lock_pid(state)}").exists()
+
+
+def test_a_config_that_is_not_utf8_is_one_line_at_start_and_refused_on_reload(
+    procs: ProcGroup, tmp_path: Path, source: Path
+) -> None:
+    """tomllib decodes the file itself: its UnicodeDecodeError escaped config.load, a
+    traceback at start and an unretrieved task exception (no refusal line) on SIGHUP."""
+    replica = local(tmp_path)
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b"# caf\xe9\nstate_dir = 'x'\n")
+    result = trigsync("run", "--config", str(bad))
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "UTF-8" in result.stderr, result.stderr
+
+    config = write_config(
+        tmp_path / "t.toml", source=source, replicas=[replica], state_dir=tmp_path / "state"
+    )
+    ts = Trigsync(procs, config, "-v").start()
+    assert ts.proc is not None
+    good = config.read_bytes()
+    config.write_bytes(b"# caf\xe9\n" + good)
+    ts.proc.signal(signal.SIGHUP)
+    wait_for(lambda: "config not reloaded" in ts.log(), 10, what="the reload refused")
+    assert "Traceback" not in ts.log(), ts.log()
+    (source / "after.txt").write_text("still replicating\n")
+    wait_trees_equal(source, replica.path)
+    assert ts.stop() == 0
