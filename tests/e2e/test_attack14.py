@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -107,3 +108,45 @@ def test_a_config_that_is_not_utf8_is_one_line_at_start_and_refused_on_reload(
     (source / "after.txt").write_text("still replicating\n")
     wait_trees_equal(source, replica.path)
     assert ts.stop() == 0
+
+
+@pytest.mark.parametrize("name", ["n\nExecStartPre=/bin/touch /tmp/pwned\n", "bad\udcff"])
+def test_service_install_refuses_a_config_path_a_unit_cannot_hold(
+    tmp_path: Path, source: Path, name: str
+) -> None:
+    """A newline in the config's path ended Description= and ExecStart= and injected an
+    ExecStartPre= line into [Service]; bytes that are not UTF-8 were a traceback."""
+    where = Path(os.fsencode(tmp_path).decode() + "/" + name)  # surrogateescape'd bytes
+    os.makedirs(os.fsencode(where))
+    config = Path(os.fsdecode(os.fsencode(where) + b"/t.toml"))
+    write_config(config, source=source, replicas=[local(tmp_path)], state_dir=tmp_path / "s")
+    units = tmp_path / "units"
+    result = trigsync("service", "install", "--config", str(config), "--unit-dir", str(units))
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "systemd unit cannot hold" in result.stderr, result.stderr
+    assert not (units / "trigsync.service").exists()
+
+
+def test_service_install_escapes_specifiers_in_the_description(
+    tmp_path: Path, source: Path
+) -> None:
+    """systemd expands %-specifiers in Description= too: '%h' became the home directory."""
+    where = tmp_path / "p%h"
+    where.mkdir()
+    config = write_config(
+        where / "t.toml", source=source, replicas=[local(tmp_path)], state_dir=tmp_path / "s"
+    )
+    units = tmp_path / "units"
+    result = trigsync("service", "install", "--config", str(config), "--unit-dir", str(units))
+    assert result.returncode == 0, result
+    text = (units / "trigsync.service").read_text()
+    assert f"({str(config).replace('%', '%%')})" in text, text
+    if shutil.which("systemd-analyze"):
+        verify = subprocess.run(  # noqa: S603 - argv list, no shell
+            ["systemd-analyze", "verify", str(units / "trigsync.service")],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert verify.returncode == 0, verify.stderr
