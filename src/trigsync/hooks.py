@@ -15,9 +15,10 @@ import contextlib
 import json
 import logging
 import os
+import threading
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .config import SyncConfig
 from .status import RunReport
@@ -148,6 +149,9 @@ async def run_hook(argv: Sequence[str], report: RunReport, timeout: float) -> in
     return proc.returncode
 
 
+MAX_POSTING = 4  # webhook threads still stuck in a server past their time limit
+
+
 async def post_webhook(url: str, report: RunReport, timeout: float) -> int | None:
     """POST the report as JSON; returns the HTTP status, None on failure (logged)."""
     data = json.dumps(body(report)).encode()
@@ -159,11 +163,50 @@ async def post_webhook(url: str, report: RunReport, timeout: float) -> int | Non
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return int(response.status)
 
-    try:
-        return await asyncio.wait_for(asyncio.to_thread(post), timeout + 1)
-    except (OSError, TimeoutError, ValueError) as exc:
-        log.warning("webhook %s failed: %s", shown(url), exc)
+    # urlopen's timeout bounds each socket call, not the request: a server that trickles
+    # keeps its thread for good. So not asyncio's default executor (the journal's, and
+    # asyncio.run waits for it at exit) but a daemon thread, and few of them at once.
+    if not _POSTING.acquire(blocking=False):
+        log.warning("webhook %s: %d posts still hang; this one skipped", shown(url), MAX_POSTING)
         return None
+    try:
+        return await asyncio.wait_for(_in_daemon_thread(post), timeout + 1)
+    except (OSError, TimeoutError, ValueError) as exc:
+        log.warning("webhook %s failed: %s", shown(url), str(exc) or f"no answer in {timeout:g} s")
+        return None
+
+
+_POSTING = threading.Semaphore(MAX_POSTING)  # held by each webhook thread alive
+
+
+def _in_daemon_thread(call: Callable[[], int]) -> asyncio.Future[int]:
+    """``call()`` in a thread that never holds the process up at exit; the caller
+    holds ``_POSTING``, which the thread releases when ``call`` returns."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[int] = loop.create_future()
+
+    def settle(result: int | None, exc: BaseException | None) -> None:
+        if future.done():  # given up on at its time limit
+            return
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result or 0)
+
+    def run() -> None:
+        result: int | None = None
+        error: BaseException | None = None
+        try:
+            result = call()
+        except BaseException as exc:  # handed to the awaiting task
+            error = exc
+        finally:
+            _POSTING.release()
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name="webhook", daemon=True).start()
+    return future
 
 
 def shown(url: str) -> str:

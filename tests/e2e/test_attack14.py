@@ -6,8 +6,10 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,3 +152,73 @@ def test_service_install_escapes_specifiers_in_the_description(
             check=False,
         )
         assert verify.returncode == 0, verify.stderr
+
+
+@pytest.fixture
+def slow_loris() -> Iterator[str]:
+    """An HTTP server that answers one header byte every 0.2 s, forever: no socket
+    timeout ever fires on the client."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    closing = threading.Event()
+    clients: list[socket.socket] = []
+
+    def trickle(conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            while not closing.wait(0.2):
+                conn.sendall(b"a")
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = server.accept()
+                clients.append(conn)
+                threading.Thread(target=trickle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}/hook"
+    closing.set()
+    server.close()
+    for conn in clients:
+        with contextlib.suppress(OSError):
+            conn.close()
+
+
+def test_a_slow_webhook_never_blocks_replication_or_the_stop(
+    procs: ProcGroup, tmp_path: Path, source: Path, slow_loris: str
+) -> None:
+    """Each webhook POST ran in asyncio's default executor (6 threads on 2 cores); the
+    time limit abandons the await, not the thread, so a server that trickles keeps every
+    thread busy for good. The journal and the full sync's scan use the same executor:
+    past 6 runs, sync-now never ran and SIGTERM hung in the journal's final save."""
+    replica = local(tmp_path)
+    config = write_config(
+        tmp_path / "t.toml",
+        source=source,
+        replicas=[replica],
+        state_dir=tmp_path / "state",
+        initial_sync=False,
+        extra={"webhook": slow_loris, "hook_timeout": 0.5},
+    )
+    ts = Trigsync(procs, config, "-v").start()
+    assert ts.proc is not None
+    for i in range(10):  # one run and one webhook POST each
+        (source / f"f{i}").write_text(f"{i}\n")
+        wait_trees_equal(source, replica.path)
+        time.sleep(0.6)
+    wait_for(lambda: ts.log().count("webhook") >= 8, 20, what="8 webhook time-outs")
+    (replica.path / "f0").unlink()  # only a reconciling sync puts it back
+    state = str(tmp_path / "state")
+    assert trigsync("sync-now", "--state-dir", state).returncode == 0
+    wait_trees_equal(source, replica.path, timeout=10)
+    began = time.monotonic()
+    ts.proc.signal(signal.SIGTERM)
+    try:
+        code = ts.proc.wait(15)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"SIGTERM: no exit within 15 s; log:\n{ts.log()[-2000:]}")
+    assert code == 0, ts.log()
+    assert time.monotonic() - began < 10
