@@ -119,20 +119,26 @@ async def run_hook(argv: Sequence[str], report: RunReport, timeout: float) -> in
     """Run one hook with its time limit; returns its exit status, None if it was killed."""
     stdin = b"".join(p + b"\0" for p in report.paths)
     env = {k: v for k, v in os.environ.items() if k != "RSYNC_PASSWORD"}
+    # stderr is our own pipe, not asyncio's: only its last bytes are kept (a hook may
+    # write without end), and a killed hook's unread stderr cannot hold proc.wait() up
+    # (Python 3.11 waits for every asyncio pipe of the child to close).
+    stderr = _Tail()
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
+            stderr=stderr.write_end,
             env={**env, **environment(report)},
             start_new_session=True,  # its children die with it at the time limit
         )
     except OSError as exc:
+        stderr.close()
         log.error("hook %s cannot start: %s; fix the on_success/on_failure argv", argv[0], exc)
         return None
+    stderr.start()
     try:
-        _, stderr = await asyncio.wait_for(proc.communicate(stdin), timeout)
+        await asyncio.wait_for(_feed_and_wait(proc, stdin), timeout)
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, 9)
@@ -143,10 +149,65 @@ async def run_hook(argv: Sequence[str], report: RunReport, timeout: float) -> in
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, 9)
         raise
+    finally:
+        stderr.close()
     if proc.returncode:
-        last = stderr.decode(errors="replace").strip().splitlines()[-1:] or ["(no message)"]
+        last = stderr.text().strip().splitlines()[-1:] or ["(no message)"]
         log.warning("hook %s exited %d: %s", argv[0], proc.returncode, last[0])
     return proc.returncode
+
+
+async def _feed_and_wait(proc: asyncio.subprocess.Process, data: bytes) -> int:
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(data)
+        await proc.stdin.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # a hook that does not read its stdin
+    finally:
+        proc.stdin.close()
+    return await proc.wait()
+
+
+class _Tail:
+    """A pipe for a child's stderr whose reader keeps only the last ``KEEP`` bytes."""
+
+    KEEP = 4096
+
+    def __init__(self) -> None:
+        self._read_end, self.write_end = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(self._read_end, False)
+        self._data = b""
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        os.close(self.write_end)  # the child has its own copy
+        self.write_end = -1
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._read_end, self._read)
+
+    def _read(self) -> None:
+        try:
+            chunk = os.read(self._read_end, 65536)
+        except BlockingIOError:
+            return
+        if not chunk and self._loop is not None:
+            self._loop.remove_reader(self._read_end)  # EOF
+        self._data = (self._data + chunk)[-self.KEEP :]
+
+    def close(self) -> None:
+        if self._loop is not None:
+            with contextlib.suppress(OSError):
+                self._read()  # what the hook wrote last, before it ended
+            self._loop.remove_reader(self._read_end)
+            self._loop = None
+        for fd in (self._read_end, self.write_end):
+            if fd >= 0:
+                os.close(fd)
+        self._read_end = self.write_end = -1
+
+    def text(self) -> str:
+        return self._data.decode(errors="replace")
 
 
 MAX_POSTING = 4  # webhook threads still stuck in a server past their time limit

@@ -222,3 +222,40 @@ def test_a_slow_webhook_never_blocks_replication_or_the_stop(
         pytest.fail(f"SIGTERM: no exit within 15 s; log:\n{ts.log()[-2000:]}")
     assert code == 0, ts.log()
     assert time.monotonic() - began < 10
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_a_hook_that_floods_stderr_does_not_grow_the_daemon(
+    procs: ProcGroup, tmp_path: Path, source: Path
+) -> None:
+    """A hook's stderr was read whole into memory (communicate) to log its last line:
+    one that writes without end grew the daemon by 1.5 GB in 3 s. Then, at the time
+    limit, proc.wait() never returned (Python 3.11 waits for the child's pipes, and the
+    cancelled reader had paused stderr): that target's hooks were wedged for good."""
+    replica = local(tmp_path)
+    config = write_config(
+        tmp_path / "t.toml",
+        source=source,
+        replicas=[replica],
+        state_dir=tmp_path / "state",
+        initial_sync=False,
+        extra={"on_success": ["sh", "-c", "exec yes flood >&2"], "hook_timeout": 1},
+    )
+    ts = Trigsync(procs, config).start()
+    assert ts.proc is not None
+    before = peak_rss_mb(ts.proc.pid)
+    (source / "a").write_text("a\n")
+    wait_trees_equal(source, replica.path)
+    wait_for(lambda: "killed after its time limit" in ts.log(), 15, what="the hook killed")
+    grown = peak_rss_mb(ts.proc.pid) - before
+    assert grown < 50, f"the daemon grew by {grown:.0f} MB reading a hook's stderr"
+    (source / "b").write_text("b\n")
+    wait_trees_equal(source, replica.path)
+    wait_for(lambda: ts.log().count("killed after its time limit") == 2, 15, what="hook 2")
+    assert ts.stop() == 0
