@@ -259,3 +259,63 @@ def test_a_hook_that_floods_stderr_does_not_grow_the_daemon(
     wait_trees_equal(source, replica.path)
     wait_for(lambda: ts.log().count("killed after its time limit") == 2, 15, what="hook 2")
     assert ts.stop() == 0
+
+
+def test_the_canary_never_overwrites_a_file_of_the_same_name_in_the_source(
+    procs: ProcGroup, tmp_path: Path, source: Path
+) -> None:
+    """The probe was written with O_TRUNC and unlinked after: a file already in the
+    source under the canary's name (canary_name is configurable) was destroyed, in the
+    source and, through replication, on every target."""
+    replica = local(tmp_path)
+    (source / "index.html").write_text("the site's front page\n")
+    config = write_config(
+        tmp_path / "t.toml",
+        source=source,
+        replicas=[replica],
+        state_dir=tmp_path / "state",
+        top={"canary_name": "index.html", "canary_timeout": 5},
+    )
+    Trigsync(procs, config).start()
+    wait_trees_equal(source, replica.path)
+    result = trigsync("check", "--canary", "--state-dir", str(tmp_path / "state"))
+    assert (source / "index.html").read_text() == "the site's front page\n"
+    assert result.returncode == 2, result
+    assert "index.html" in result.stdout, result.stdout
+    time.sleep(0.5)
+    wait_trees_equal(source, replica.path)
+
+
+def test_two_daemons_on_one_source_run_their_canaries_at_once(
+    procs: ProcGroup, tmp_path: Path, source: Path
+) -> None:
+    """Two daemons (two state directories, two targets) on one source use the same
+    probe name: each overwrote the other's probe and removed it when done, so at least
+    one canary failed with 'the target holds other bytes' or 'it never arrived'."""
+    states = []
+    for name in ("one", "two"):
+        replica = local(tmp_path, f"replica-{name}")
+        state = tmp_path / f"state-{name}"
+        config = write_config(
+            tmp_path / f"{name}.toml",
+            source=source,
+            replicas=[replica],
+            state_dir=state,
+            top={"canary_timeout": 10},
+        )
+        ts = Trigsync(procs, config)
+        ts.start()
+        states.append(state)
+    checks = [
+        subprocess.Popen(  # noqa: S603 - argv list, no shell
+            [sys.executable, "-m", "trigsync", "check", "--canary", "--state-dir", str(s)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=ENV,
+        )
+        for s in states
+    ]
+    outputs = [p.communicate(timeout=30)[0] for p in checks]
+    assert [p.returncode for p in checks] == [0, 0], outputs
+    assert not [p for p in source.iterdir() if p.name.startswith(".trigsync-canary")]
