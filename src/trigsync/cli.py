@@ -345,6 +345,17 @@ def _state_dir(args: argparse.Namespace) -> Path:
 
 
 def _control(args: argparse.Namespace) -> int:
+    try:
+        return _talk(args)
+    except BrokenPipeError:  # `trigsync status | head -1`: the reader has gone
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())  # so the flush at exit does not fail again
+        os.close(null)
+        return 1
+
+
+def _talk(args: argparse.Namespace) -> int:
+    """status, check, pause, resume, sync-now: one request on the control socket."""
     from . import ctl
     from .health import parse_duration
 

@@ -419,3 +419,24 @@ def test_a_reload_whose_new_watcher_cannot_be_placed_is_refused_whole(
         return outcome
 
     assert asyncio.run(scenario()) is None  # refused: the old config runs on
+
+
+def test_a_reader_that_goes_away_is_no_traceback(tmp_path: Path) -> None:
+    """`trigsync check ... | head -c0` (or status | head -1): print() met EPIPE and the
+    command died with a BrokenPipeError traceback."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before anything is written
+    try:
+        result = subprocess.run(  # noqa: S603 - argv list, no shell
+            [sys.executable, "-m", "trigsync", "check", "--state-dir", str(tmp_path / "none")],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=ENV,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode in (1, 2), result
