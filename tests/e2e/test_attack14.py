@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -440,3 +441,37 @@ def test_a_reader_that_goes_away_is_no_traceback(tmp_path: Path) -> None:
         os.close(write_end)
     assert "Traceback" not in result.stderr, result.stderr
     assert result.returncode in (1, 2), result
+
+
+def raw_request(sock_path: Path, body: bytes) -> dict[str, object]:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(20)
+        sock.connect(str(sock_path))
+        sock.sendall(body)
+        sock.shutdown(socket.SHUT_WR)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    data: dict[str, object] = json.loads(reply)
+    return data
+
+
+def test_malformed_control_requests_are_refused_not_taken_for_all(
+    procs: ProcGroup, tmp_path: Path, source: Path
+) -> None:
+    """{"target": {}} (or [], 0, false) paused every target: select() read any falsy
+    target as 'all'. A canary_timeout of 1e999 (inf) or true was accepted."""
+    replica = local(tmp_path)
+    state = tmp_path / "state"
+    config = write_config(tmp_path / "t.toml", source=source, replicas=[replica], state_dir=state)
+    Trigsync(procs, config).start()
+    sock = state / "control.sock"
+    for target in (b"{}", b"[]", b"0", b"false"):
+        reply = raw_request(sock, b'{"command": "pause", "target": ' + target + b"}\n")
+        assert reply["ok"] is False, (target, reply)
+    for timeout in (b"1e999", b"true"):
+        reply = raw_request(sock, b'{"command": "canary", "canary_timeout": ' + timeout + b"}\n")
+        assert reply["ok"] is False, (timeout, reply)
+    status = raw_request(sock, b'{"command": "status"}\n')
+    targets = status["status"]["syncs"][0]["targets"]  # type: ignore[index]
+    assert [t["paused"] for t in targets] == [False]
