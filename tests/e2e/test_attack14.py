@@ -475,3 +475,34 @@ def test_malformed_control_requests_are_refused_not_taken_for_all(
     status = raw_request(sock, b'{"command": "status"}\n')
     targets = status["status"]["syncs"][0]["targets"]  # type: ignore[index]
     assert [t["paused"] for t in targets] == [False]
+
+
+def test_a_notify_socket_nobody_reads_never_stalls_the_daemon(
+    procs: ProcGroup, tmp_path: Path, source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sd_notify was a blocking sendto() from the event loop: once the listener's queue
+    was full (net.unix.max_dgram_qlen, 10 datagrams; a busy PID 1, a supervisor that
+    sets NOTIFY_SOCKET and never reads) the whole daemon froze: no replication, no
+    control socket, no exit on SIGTERM."""
+    replica = local(tmp_path)
+    notify = tmp_path / "notify"
+    state = tmp_path / "state"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(notify))  # and never read
+        monkeypatch.setenv("NOTIFY_SOCKET", str(notify))
+        monkeypatch.setenv("WATCHDOG_USEC", "200000")  # a ping every 0.1 s
+        config = write_config(
+            tmp_path / "t.toml", source=source, replicas=[replica], state_dir=state
+        )
+        ts = Trigsync(procs, config).start()
+        assert ts.proc is not None
+        time.sleep(2)  # 20 pings: the queue is full
+        (source / "later.txt").write_text("sent while nobody reads the notify socket\n")
+        wait_trees_equal(source, replica.path, timeout=10)
+        result = trigsync("status", "--state-dir", str(state), timeout=30)
+        assert result.returncode == 0, result.stderr
+        ts.proc.signal(signal.SIGTERM)
+        try:
+            assert ts.proc.wait(15) == 0
+        except subprocess.TimeoutExpired:
+            pytest.fail("SIGTERM: no exit within 15 s")
