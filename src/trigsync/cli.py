@@ -198,8 +198,9 @@ def _load_config(args: argparse.Namespace, top: argparse.ArgumentParser) -> conf
             rsync_path=args.rsync_path or "rsync",
         )
     # The targets that use RSYNC_PASSWORD hold it now (TargetSpec.password): no child
-    # started from here on (rsync, ssh, anything else) inherits it.
-    os.environ.pop("RSYNC_PASSWORD", None)
+    # started from here on (rsync, ssh, anything else) inherits it. A reload gets it back.
+    password = os.environ.pop("RSYNC_PASSWORD", None)
+    args.env_password = password or getattr(args, "env_password", None)
     return cfg
 
 
@@ -308,7 +309,7 @@ def _reload_source(args: argparse.Namespace) -> Callable[[], config.Config]:
     """How SIGHUP reads the config again, with the same command-line overrides."""
 
     def load() -> config.Config:
-        cfg = config.load(args.config)
+        cfg = config.with_env_password(config.load(args.config), args.env_password)
         return dataclasses.replace(cfg, state_dir=args.state_dir) if args.state_dir else cfg
 
     return load

@@ -20,6 +20,7 @@ import pytest
 
 from tests.e2e.harness import Replica, Trigsync, write_config
 from tests.support.proc import ProcGroup, wait_for
+from tests.support.rsyncd import RsyncDaemonFactory
 from tests.support.trees import wait_trees_equal
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -506,3 +507,34 @@ def test_a_notify_socket_nobody_reads_never_stalls_the_daemon(
             assert ts.proc.wait(15) == 0
         except subprocess.TimeoutExpired:
             pytest.fail("SIGTERM: no exit within 15 s")
+
+
+def test_sighup_keeps_rsync_password_for_the_daemon_targets_that_use_it(
+    procs: ProcGroup,
+    tmp_path: Path,
+    source: Path,
+    rsync_daemon_factory: RsyncDaemonFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RSYNC_PASSWORD leaves trigsync's environment at start, but a reload parsed the
+    config again from that environment: a daemon target whose worker is rebuilt (its
+    options or the sync's excludes changed) or added lost its password, and its check
+    failed ('has no password'): such a reload was always refused."""
+    daemon = rsync_daemon_factory(use_chroot=True)
+    monkeypatch.setenv("RSYNC_PASSWORD", daemon.password)
+    remote = Replica("rsyncd", daemon.url, daemon.module_path)  # no password_file
+    added = local(tmp_path, "added")
+    state = tmp_path / "state"
+    path = tmp_path / "t.toml"
+    write_config(path, source=source, replicas=[remote], state_dir=state)
+    ts = Trigsync(procs, path).start()
+    (source / "a.txt").write_text("a\n")
+    wait_trees_equal(source, daemon.module_path)
+    write_config(path, source=source, replicas=[remote, added], state_dir=state, excludes=["*.o"])
+    sighup(ts)
+    wait_for(lambda: "SIGHUP: config" in ts.log(), 10, what="the reload")
+    assert "config not reloaded" not in ts.log(), ts.log()
+    (source / "b.txt").write_text("b\n")
+    wait_trees_equal(source, added.path)
+    wait_trees_equal(source, daemon.module_path)
+    assert ts.stop() == 0
