@@ -271,10 +271,12 @@ def _in_daemon_thread(call: Callable[[], int]) -> asyncio.Future[int]:
 
 
 def shown(url: str) -> str:
-    """The URL without a user or password, for the log."""
+    """The URL without a user, a password, a path or a query, for the log: Slack's,
+    Discord's and Teams' webhook URLs carry their token in the path."""
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or ""
     netloc = f"[{host}]" if ":" in host else host
     with contextlib.suppress(ValueError):
         netloc += f":{parts.port}" if parts.port else ""
-    return parts._replace(netloc=netloc, query="").geturl()
+    path = "/..." if parts.path not in ("", "/") else parts.path
+    return parts._replace(netloc=netloc, path=path, query="", fragment="").geturl()

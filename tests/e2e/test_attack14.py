@@ -538,3 +538,33 @@ def test_sighup_keeps_rsync_password_for_the_daemon_targets_that_use_it(
     wait_trees_equal(source, added.path)
     wait_trees_equal(source, daemon.module_path)
     assert ts.stop() == 0
+
+
+def test_a_failing_webhook_never_logs_the_token_in_its_path(
+    procs: ProcGroup, tmp_path: Path, source: Path
+) -> None:
+    """Slack/Discord/Teams webhook URLs are credentials: the token is the path. A failed
+    post logged the URL with its path (only the user, password and query were hidden)."""
+    replica = local(tmp_path)
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))  # bound, never listening: connection refused
+    port = dead.getsockname()[1]
+    token = "T0AAAAAAA/B0BBBBBBB/s3cr3tT0k3nXXXXXXXXXXXX"
+    url = f"http://127.0.0.1:{port}/services/{token}?x=1"
+    config = write_config(
+        tmp_path / "t.toml",
+        source=source,
+        replicas=[replica],
+        state_dir=tmp_path / "state",
+        initial_sync=False,
+        extra={"webhook": url, "hook_timeout": 2},
+    )
+    try:
+        ts = Trigsync(procs, config, "-v").start()
+        (source / "a").write_text("a\n")
+        wait_trees_equal(source, replica.path)  # a dead webhook never blocks replication
+        wait_for(lambda: "webhook" in ts.log() and "failed" in ts.log(), 10, what="the failure")
+        assert "s3cr3t" not in ts.log(), ts.log()
+        assert ts.stop() == 0
+    finally:
+        dead.close()
