@@ -568,3 +568,43 @@ def test_a_failing_webhook_never_logs_the_token_in_its_path(
         assert ts.stop() == 0
     finally:
         dead.close()
+
+
+def test_status_during_a_reload_that_waits_for_a_long_full_sync(
+    procs: ProcGroup, tmp_path: Path, source: Path
+) -> None:
+    """A reload that rebuilds a target's worker waits for the run in flight (here the
+    initial full sync, at 1 MB/s). Meanwhile status showed only the successor, held
+    still for the handover: 'paused' (nobody paused it), 0 pending, lag 0.0, no
+    progress, so `check` warned 'paused' and hid the growing lag for as long as the
+    full sync lasts (hours on a big tree). Cause: reload.py _change pauses the new
+    worker and puts it alone in job.dispatchers; _retire pops the old one from
+    engine.workers, and status reads job.dispatchers only."""
+    (source / "big").write_bytes(os.urandom(6_000_000))
+    replica = local(tmp_path)
+    state = tmp_path / "state"
+    path = tmp_path / "t.toml"
+
+    def configure(limit: int) -> None:
+        opts: dict[str, object] = {"rsync_args": [f"--bwlimit={limit}"]}
+        write_config(
+            path,
+            source=source,
+            replicas=[Replica("local", replica.url, replica.path, opts)],
+            state_dir=state,
+        )
+
+    configure(1000)
+    ts = Trigsync(procs, path).start()
+    time.sleep(1)
+    (source / "during.txt").write_text("changed during the full sync\n")
+    configure(2000)
+    sighup(ts)
+    time.sleep(1.5)
+    data = json.loads(trigsync("status", "--json", "--state-dir", str(state)).stdout)
+    (target,) = data["syncs"][0]["targets"]
+    assert not target["paused"], target  # nobody asked for a pause
+    assert target["progress"] is not None or target["in_flight"] > 0, target
+    assert target["lag"] > 1.0, target  # during.txt has waited 1.5 s and more
+    wait_trees_equal(source, replica.path, timeout=20)
+    assert ts.stop() == 0
