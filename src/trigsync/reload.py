@@ -253,7 +253,8 @@ class Reloader:
                 d = fresh.workers[p.source, t.url]
                 d.observers.extend(engine.observers)
                 if t.action == REPLACE:
-                    d.pause(True)  # until the old worker has handed over
+                    d.hold()  # until the old worker has handed over
+                    d.pause(old[t.url].paused)  # `pause`/`resume` from now on reach d
                     retired.append((old[t.url], d))
                 else:
                     d.submit(Batch(full=True))  # a new replica: reconcile it
@@ -276,7 +277,6 @@ class Reloader:
     async def _retire(self, retired: Sequence[tuple[Dispatcher, Dispatcher | None]]) -> None:
         """Stop the old workers after their runs in flight; hand their pending sets over."""
         engine = self.engine
-        paused = {old: old.paused for old, _ in retired}
         for old, _ in retired:
             old.pause(True)  # no new run; the one in flight finishes
             old.close()
@@ -288,7 +288,7 @@ class Reloader:
             leftover = old.unconfirmed()
             if successor is not None:
                 successor.submit(leftover)
-                successor.pause(paused[old])  # a pause by `trigsync pause` outlives the reload
+                successor.hold(False)  # its pause is the user's, set in _change
             else:
                 if engine.store is not None:
                     engine.store.rewrite(engine.store.stage({old.key: Batch()}))

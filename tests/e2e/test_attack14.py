@@ -574,12 +574,12 @@ def test_status_during_a_reload_that_waits_for_a_long_full_sync(
     procs: ProcGroup, tmp_path: Path, source: Path
 ) -> None:
     """A reload that rebuilds a target's worker waits for the run in flight (here the
-    initial full sync, at 1 MB/s). Meanwhile status showed only the successor, held
-    still for the handover: 'paused' (nobody paused it), 0 pending, lag 0.0, no
-    progress, so `check` warned 'paused' and hid the growing lag for as long as the
-    full sync lasts (hours on a big tree). Cause: reload.py _change pauses the new
-    worker and puts it alone in job.dispatchers; _retire pops the old one from
-    engine.workers, and status reads job.dispatchers only."""
+    initial full sync, at 1 MB/s). Meanwhile status shows only the successor, held
+    still for the handover: 0 pending, lag 0.0, no progress (and, before the handover
+    hold existed, 'paused'), so `check` hides the growing lag for as long as the full
+    sync lasts (hours on a big tree). Cause: reload.py _change puts the successor alone
+    in job.dispatchers, and status (SyncJob.status) reads job.dispatchers only; the old
+    worker's in-flight run and pending set are invisible until the handover."""
     (source / "big").write_bytes(os.urandom(6_000_000))
     replica = local(tmp_path)
     state = tmp_path / "state"
@@ -606,5 +606,42 @@ def test_status_during_a_reload_that_waits_for_a_long_full_sync(
     assert not target["paused"], target  # nobody asked for a pause
     assert target["progress"] is not None or target["in_flight"] > 0, target
     assert target["lag"] > 1.0, target  # during.txt has waited 1.5 s and more
+    wait_trees_equal(source, replica.path, timeout=20)
+    assert ts.stop() == 0
+
+
+def test_a_pause_asked_for_during_a_reload_handover_is_kept(
+    procs: ProcGroup, tmp_path: Path, source: Path
+) -> None:
+    """`trigsync pause` while a reload waits for the old worker's run in flight reaches
+    the successor (held still already), and the handover then sets the successor's
+    pause to the old worker's (not paused): the user's pause was silently dropped.
+    Cause: reload.py _retire, successor.pause(paused[old]) with paused taken before."""
+    (source / "big").write_bytes(os.urandom(4_000_000))
+    replica = local(tmp_path)
+    state = tmp_path / "state"
+    path = tmp_path / "t.toml"
+
+    def configure(limit: int) -> None:
+        opts: dict[str, object] = {"rsync_args": [f"--bwlimit={limit}"]}
+        write_config(
+            path,
+            source=source,
+            replicas=[Replica("local", replica.url, replica.path, opts)],
+            state_dir=state,
+        )
+
+    configure(1000)
+    ts = Trigsync(procs, path).start()
+    time.sleep(1)
+    configure(2000)
+    sighup(ts)
+    time.sleep(0.5)
+    assert trigsync("pause", "--state-dir", str(state)).returncode == 0
+    wait_for(lambda: "SIGHUP: config reloaded" in ts.log(), 20, what="the handover")
+    (source / "after-pause.txt").write_text("must wait for resume\n")
+    time.sleep(2)
+    assert not (replica.path / "after-pause.txt").exists(), "the pause was dropped"
+    assert trigsync("resume", "--state-dir", str(state)).returncode == 0
     wait_trees_equal(source, replica.path, timeout=20)
     assert ts.stop() == 0
