@@ -98,7 +98,7 @@ class Canary:
             return list(
                 await asyncio.gather(
                     *(
-                        self._wait(d, content, started, deadline, job.config.rsync_path)
+                        self._wait(d, content, (started, deadline, timeout), job.config.rsync_path)
                         for d in dispatchers
                     )
                 )
@@ -112,11 +112,11 @@ class Canary:
         self,
         dispatcher: Dispatcher,
         content: bytes,
-        started: float,
-        deadline: float,
+        clock: tuple[float, float, float],  # started, deadline, the timeout asked for
         rsync_path: str,
     ) -> Outcome:
-        timeout = deadline - started
+        started, deadline, asked = clock
+        timeout = max(deadline - started, FIRST_POLL)  # less if another canary held the name
         if dispatcher.paused:
             return Outcome(dispatcher.key, "skipped", error="paused: it arrives after resume")
         pause = FIRST_POLL
@@ -135,7 +135,7 @@ class Canary:
             left = deadline - time.monotonic()
             if left <= 0:
                 error = dispatcher.status().last_error
-                why = f"not on the target within {round(timeout, 1):g} s: {seen}"
+                why = f"not on the target within {asked:g} s: {seen}"
                 return Outcome(
                     dispatcher.key, "failed", error=why + (f"; {error}" if error else "")
                 )

@@ -645,3 +645,19 @@ def test_a_pause_asked_for_during_a_reload_handover_is_kept(
     assert trigsync("resume", "--state-dir", str(state)).returncode == 0
     wait_trees_equal(source, replica.path, timeout=20)
     assert ts.stop() == 0
+
+
+def test_a_deeply_nested_request_gets_an_error_reply(
+    procs: ProcGroup, tmp_path: Path, source: Path
+) -> None:
+    """'[' * 60000 is under MAX_REQUEST, and json.loads raised RecursionError, which
+    _reply did not catch: no reply at all, a traceback in the log."""
+    state = tmp_path / "state"
+    config = write_config(
+        tmp_path / "t.toml", source=source, replicas=[local(tmp_path)], state_dir=state
+    )
+    ts = Trigsync(procs, config).start()
+    for body in (b"[" * 60000 + b"\n", b'{"command": "status", "x": ' + b"[" * 30000 + b"\n"):
+        reply = raw_request(state / "control.sock", body)
+        assert reply["ok"] is False, reply
+    assert "Traceback" not in ts.log(), ts.log()
