@@ -99,6 +99,16 @@ def detach() -> Detached:
     return Detached(write_end)
 
 
+def check_pid_file(path: Path) -> None:
+    """Before detaching: the pid file is written only once the daemon is ready, so a
+    directory that cannot take it must stop the start now, at the terminal."""
+    if not os.access(path.parent, os.W_OK | os.X_OK) or path.is_dir():
+        raise SetupError(
+            f"cannot write the pid file {path}: {path.parent} is missing or not writable; "
+            "create it or pass another --pid-file"
+        )
+
+
 def write_pid_file(path: Path) -> None:
     """Write our pid atomically (rename), so a reader never sees a half-written file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}")

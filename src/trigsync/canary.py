@@ -13,8 +13,10 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import secrets
 import socket
+import stat
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -85,33 +87,36 @@ class Canary:
             f"{time.time():.6f} {secrets.token_hex(8)}\n"
         ).encode()
         path = job.source + b"/" + name
+        deadline = time.monotonic() + timeout
         try:
-            _write(path, content)
+            await _claim(path, content, deadline)
         except OSError as exc:
             why = f"cannot write the canary file {os.fsdecode(path)}: {exc.strerror}"
             return [Outcome(d.key, "failed", error=why) for d in dispatchers]
-        started = time.monotonic()
+        started = time.monotonic()  # the round trip starts once the probe is ours
         try:
             return list(
                 await asyncio.gather(
                     *(
-                        self._wait(d, content, started, timeout, job.config.rsync_path)
+                        self._wait(d, content, (started, deadline, timeout), job.config.rsync_path)
                         for d in dispatchers
                     )
                 )
             )
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)  # its deletion replicates like any other change
+            with contextlib.suppress(OSError):
+                if _read_local(path) == content:  # still ours
+                    os.unlink(path)  # its deletion replicates like any other change
 
     async def _wait(
         self,
         dispatcher: Dispatcher,
         content: bytes,
-        started: float,
-        timeout: float,
+        clock: tuple[float, float, float],  # started, deadline, the timeout asked for
         rsync_path: str,
     ) -> Outcome:
+        started, deadline, asked = clock
+        timeout = max(deadline - started, FIRST_POLL)  # less if another canary held the name
         if dispatcher.paused:
             return Outcome(dispatcher.key, "skipped", error="paused: it arrives after resume")
         pause = FIRST_POLL
@@ -127,10 +132,10 @@ class Canary:
                 if held == content:
                     return Outcome(dispatcher.key, "ok", time.monotonic() - started)
                 seen = "it never arrived" if held is None else "the target holds other bytes"
-            left = started + timeout - time.monotonic()
+            left = deadline - time.monotonic()
             if left <= 0:
                 error = dispatcher.status().last_error
-                why = f"not on the target within {timeout:g} s: {seen}"
+                why = f"not on the target within {asked:g} s: {seen}"
                 return Outcome(
                     dispatcher.key, "failed", error=why + (f"; {error}" if error else "")
                 )
@@ -138,9 +143,54 @@ class Canary:
             pause = min(pause * 2, MAX_POLL)
 
 
+async def _claim(path: bytes, content: bytes, deadline: float) -> None:
+    """Create the probe, never over a file that is not a canary: another daemon's live
+    probe (two daemons on one source) is waited out, a dead one's is replaced."""
+    while True:
+        try:
+            _write(path, content)
+            return
+        except FileExistsError:
+            pass
+        try:
+            held = _read_local(path) if stat.S_ISREG(os.lstat(path).st_mode) else None
+        except FileNotFoundError:
+            continue  # removed meanwhile: try again
+        owner = _PROBE.match(held or b"")
+        if owner is None:
+            raise OSError(
+                errno.EEXIST,
+                "a file that is not a canary probe has its name; set canary_name to a "
+                "name no file in the source has",
+            )
+        host, pid = owner[1].decode(errors="replace"), int(owner[2])
+        if host == socket.gethostname() and (pid == os.getpid() or not _alive(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)  # left by a canary that died (ours run one at a time)
+            continue
+        if time.monotonic() >= deadline:
+            raise OSError(errno.EBUSY, f"another canary (pid {pid} on {host}) still holds it")
+        await asyncio.sleep(FIRST_POLL)
+
+
+_PROBE = re.compile(rb"trigsync canary (\S+) pid (\d+) ")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _write(path: bytes, content: bytes) -> None:
-    # O_NOFOLLOW: a symlink planted under the canary's name must not redirect the write.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    # O_EXCL: never over a file of the source. O_NOFOLLOW: a symlink planted under the
+    # canary's name must not redirect the write.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o644)
     try:
         os.write(fd, content)
     finally:
@@ -171,7 +221,7 @@ async def read_back(target: Target, name: str, *, rsync_path: str, timeout: floa
         return _read_local(os.path.join(tmp, name))
 
 
-def _read_local(path: str) -> bytes | None:
+def _read_local(path: str | bytes) -> bytes | None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:

@@ -198,8 +198,9 @@ def _load_config(args: argparse.Namespace, top: argparse.ArgumentParser) -> conf
             rsync_path=args.rsync_path or "rsync",
         )
     # The targets that use RSYNC_PASSWORD hold it now (TargetSpec.password): no child
-    # started from here on (rsync, ssh, anything else) inherits it.
-    os.environ.pop("RSYNC_PASSWORD", None)
+    # started from here on (rsync, ssh, anything else) inherits it. A reload gets it back.
+    password = os.environ.pop("RSYNC_PASSWORD", None)
+    args.env_password = password or getattr(args, "env_password", None)
     return cfg
 
 
@@ -281,11 +282,16 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             log_file or os.path.join(cfg.state_dir, "trigsync.log"), keep_stderr=args.daemon
         )
     pid_file = Path(args.pid_file).absolute() if args.pid_file else None
+    if pid_file is not None:
+        background.check_pid_file(pid_file)
     detached = background.detach() if args.daemon else None  # before any thread or loop
 
     def ready() -> None:
         if pid_file is not None:
-            background.write_pid_file(pid_file)
+            try:
+                background.write_pid_file(pid_file)
+            except OSError as exc:  # raised here it would kill the sidecar, not the start
+                log.error("cannot write the pid file %s: %s", pid_file, exc.strerror)
         if detached is not None:
             detached.ready()
             background.log_to_file(None, keep_stderr=False)
@@ -303,7 +309,7 @@ def _reload_source(args: argparse.Namespace) -> Callable[[], config.Config]:
     """How SIGHUP reads the config again, with the same command-line overrides."""
 
     def load() -> config.Config:
-        cfg = config.load(args.config)
+        cfg = config.with_env_password(config.load(args.config), args.env_password)
         return dataclasses.replace(cfg, state_dir=args.state_dir) if args.state_dir else cfg
 
     return load
@@ -340,6 +346,17 @@ def _state_dir(args: argparse.Namespace) -> Path:
 
 
 def _control(args: argparse.Namespace) -> int:
+    try:
+        return _talk(args)
+    except BrokenPipeError:  # `trigsync status | head -1`: the reader has gone
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())  # so the flush at exit does not fail again
+        os.close(null)
+        return 1
+
+
+def _talk(args: argparse.Namespace) -> int:
+    """status, check, pause, resume, sync-now: one request on the control socket."""
     from . import ctl
     from .health import parse_duration
 

@@ -19,6 +19,7 @@ Bad input raises ConfigError with one line naming the file, the key and the fix.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import logging
 import os
@@ -172,6 +173,10 @@ def load(path: str | Path) -> Config:
         raise ConfigError(f"{where}: cannot read config file: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:  # tomllib decodes the bytes itself, before parsing
+        raise ConfigError(
+            f"{where}: not UTF-8 (byte {exc.start}); save the file as UTF-8"
+        ) from None
     return from_mapping(data, origin=where)
 
 
@@ -400,6 +405,23 @@ def _target(table: Any, origin: str, where: str, default_password: str | None) -
 
 def _env_password(url: str) -> str | None:
     return os.environ.get("RSYNC_PASSWORD") if kind_of(url) is DaemonTarget else None
+
+
+def with_env_password(cfg: Config, password: str | None) -> Config:
+    """``cfg`` as ``load`` makes it while RSYNC_PASSWORD is ``password``: a SIGHUP reads
+    the file again after the variable has left our environment (see cli)."""
+    if not password:
+        return cfg
+
+    def give(spec: TargetSpec) -> TargetSpec:
+        if spec.password_file or spec.password or kind_of(spec.url) is not DaemonTarget:
+            return spec
+        return dataclasses.replace(spec, password=password)
+
+    syncs = tuple(
+        dataclasses.replace(s, targets=tuple(give(t) for t in s.targets)) for s in cfg.syncs
+    )
+    return dataclasses.replace(cfg, syncs=syncs)
 
 
 def _check_keys(

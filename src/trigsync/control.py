@@ -108,7 +108,7 @@ class Server:
             return {"ok": False, "error": f"request over {MAX_REQUEST} bytes"}
         try:
             request = json.loads(raw)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # '[[[[...' fits in MAX_REQUEST
             return {"ok": False, "error": f"request is not JSON: {exc}"}
         if not isinstance(request, dict) or not isinstance(request.get("command"), str):
             return {"ok": False, "error": 'request must be a JSON object with a "command"'}

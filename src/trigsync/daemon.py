@@ -160,7 +160,11 @@ class Sidecar:
 
     async def run_canary(self, timeout: object) -> dict[str, Any]:
         """``check --canary``: one canary now; the reply holds every target's outcome."""
-        if timeout is not None and not (isinstance(timeout, int | float) and timeout > 0):
+        if timeout is not None and not (
+            isinstance(timeout, int | float)
+            and not isinstance(timeout, bool)
+            and 0 < timeout < float("inf")
+        ):
             raise LookupError(f"canary timeout must be a positive number, not {timeout!r}")
         outcomes = await self.canary.run(self.engine.jobs, timeout)
         return {"ok": True, "canary": [o.as_json() for o in outcomes]}
@@ -168,8 +172,10 @@ class Sidecar:
     def select(self, target: object) -> list[Dispatcher]:
         """Every target when none is named; else those whose URL or key is ``target``."""
         every = [d for job in self.engine.jobs for d in job.dispatchers]
-        if not target:
+        if target is None or target == "":
             return every
+        if not isinstance(target, str):  # garbage such as {} must not mean "all"
+            raise LookupError(f"target must be a URL string, not {target!r}")
         chosen = [d for d in every if target in (d.target.name, d.key)]
         if not chosen:
             names = ", ".join(d.target.name for d in every)

@@ -72,6 +72,7 @@ class Dispatcher:
         self._closing = False
         self._closed = asyncio.Event()
         self.paused = False  # `trigsync pause`: changes accumulate, no run starts
+        self.held = False  # a reload's successor, until the old worker has handed over
         self._state = "idle"
         self._since: float | None = None  # monotonic time of the oldest unsent change
         # up to max_parallel runs with disjoint paths, by lane
@@ -117,6 +118,11 @@ class Dispatcher:
     def pause(self, paused: bool = True) -> None:
         """Stop or restart taking batches; a run in flight finishes either way."""
         self.paused = paused
+        self._wake.set()
+
+    def hold(self, held: bool = True) -> None:
+        """Like a pause, but the reload's own: `pause` and `resume` leave it alone."""
+        self.held = held
         self._wake.set()
 
     async def wait_idle(self) -> None:
@@ -182,7 +188,7 @@ class Dispatcher:
             flights = self._flights.values()
             batch = (
                 None
-                if self.paused
+                if self.paused or self.held
                 else lanes.take(
                     self.pending,
                     flights,
@@ -193,7 +199,7 @@ class Dispatcher:
             )
             if batch is None:
                 self._mark_idle()
-                if self._closing and (not self.pending or self.paused):
+                if self._closing and (not self.pending or self.paused or self.held):
                     self._state = "stopped"  # a paused target's pending set is saved for next start
                     return
                 self._wake.clear()

@@ -65,16 +65,20 @@ class SyncJob:
 
     def start_watching(self) -> None:
         """Place every watch before any sync runs, so nothing changed meanwhile is missed."""
-        self.watcher = Watcher(
-            self.source, excludes=self.excludes, watch_modify=self.config.watch_modify
-        )
+        self.watcher = self.place_watches(self.config, self.excludes)
+
+    def place_watches(self, config: SyncConfig, excludes: Excludes) -> Watcher:
+        """A started watcher on this source with ``config``'s settings (a reload places
+        one beside the running watcher before it switches)."""
+        watcher = Watcher(self.source, excludes=excludes, watch_modify=config.watch_modify)
         try:
-            self.watcher.start()
+            watcher.start()
         except WatchLimitError as exc:
-            if not (self.config.auto_raise_limits and exc.sysctl and raise_limit(exc)):
+            if not (config.auto_raise_limits and exc.sysctl and raise_limit(exc)):
                 raise
-            self.watcher.start()
-        log.info("watching %s (%d directories)", self.config.source, self.watcher.watch_count)
+            watcher.start()
+        log.info("watching %s (%d directories)", config.source, watcher.watch_count)
+        return watcher
 
     def submit(self, batch: Batch) -> None:
         for dispatcher in self.dispatchers:

@@ -15,9 +15,10 @@ import contextlib
 import json
 import logging
 import os
+import threading
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .config import CommandHook, SyncConfig
 from .excludes import Excludes
@@ -128,20 +129,26 @@ async def run_limited(
     (less RSYNC_PASSWORD); past ``timeout`` the whole session is killed and None returned."""
     base = {k: v for k, v in os.environ.items() if k != "RSYNC_PASSWORD"}
     name = os.fsdecode(argv[0])
+    # stderr is our own pipe, not asyncio's: only its last bytes are kept (a hook may
+    # write without end), and a killed hook's unread stderr cannot hold proc.wait() up
+    # (Python 3.11 waits for every asyncio pipe of the child to close).
+    stderr = _Tail()
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
+            stderr=stderr.write_end,
             env={**base, **env},
             start_new_session=True,  # its children die with it at the time limit
         )
     except OSError as exc:
+        stderr.close()
         log.error("%s %s cannot start: %s; fix its argv in the config", what, name, exc)
         return None
+    stderr.start()
     try:
-        _, stderr = await asyncio.wait_for(proc.communicate(stdin), timeout)
+        await asyncio.wait_for(_feed_and_wait(proc, stdin), timeout)
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, 9)
@@ -152,10 +159,68 @@ async def run_limited(
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, 9)
         raise
+    finally:
+        stderr.close()
     if proc.returncode:
-        last = stderr.decode(errors="replace").strip().splitlines()[-1:] or ["(no message)"]
+        last = stderr.text().strip().splitlines()[-1:] or ["(no message)"]
         log.warning("%s %s exited %d: %s", what, name, proc.returncode, last[0])
     return proc.returncode
+
+
+async def _feed_and_wait(proc: asyncio.subprocess.Process, data: bytes) -> int:
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(data)
+        await proc.stdin.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # a hook that does not read its stdin
+    finally:
+        proc.stdin.close()
+    return await proc.wait()
+
+
+class _Tail:
+    """A pipe for a child's stderr whose reader keeps only the last ``KEEP`` bytes."""
+
+    KEEP = 4096
+
+    def __init__(self) -> None:
+        self._read_end, self.write_end = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(self._read_end, False)
+        self._data = b""
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        os.close(self.write_end)  # the child has its own copy
+        self.write_end = -1
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._read_end, self._read)
+
+    def _read(self) -> None:
+        try:
+            chunk = os.read(self._read_end, 65536)
+        except BlockingIOError:
+            return
+        if not chunk and self._loop is not None:
+            self._loop.remove_reader(self._read_end)  # EOF
+        self._data = (self._data + chunk)[-self.KEEP :]
+
+    def close(self) -> None:
+        if self._loop is not None:
+            with contextlib.suppress(OSError):
+                self._read()  # what the hook wrote last, before it ended
+            self._loop.remove_reader(self._read_end)
+            self._loop = None
+        for fd in (self._read_end, self.write_end):
+            if fd >= 0:
+                os.close(fd)
+        self._read_end = self.write_end = -1
+
+    def text(self) -> str:
+        return self._data.decode(errors="replace")
+
+
+MAX_POSTING = 4  # webhook threads still stuck in a server past their time limit
 
 
 async def post_webhook(url: str, report: RunReport, timeout: float) -> int | None:
@@ -169,21 +234,62 @@ async def post_webhook(url: str, report: RunReport, timeout: float) -> int | Non
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return int(response.status)
 
+    # urlopen's timeout bounds each socket call, not the request: a server that trickles
+    # keeps its thread for good. So not asyncio's default executor (the journal's, and
+    # asyncio.run waits for it at exit) but a daemon thread, and few of them at once.
+    if not _POSTING.acquire(blocking=False):
+        log.warning("webhook %s: %d posts still hang; this one skipped", shown(url), MAX_POSTING)
+        return None
     try:
-        return await asyncio.wait_for(asyncio.to_thread(post), timeout + 1)
+        return await asyncio.wait_for(_in_daemon_thread(post), timeout + 1)
     except (OSError, TimeoutError, ValueError) as exc:
-        log.warning("webhook %s failed: %s", shown(url), exc)
+        log.warning("webhook %s failed: %s", shown(url), str(exc) or f"no answer in {timeout:g} s")
         return None
 
 
+_POSTING = threading.Semaphore(MAX_POSTING)  # held by each webhook thread alive
+
+
+def _in_daemon_thread(call: Callable[[], int]) -> asyncio.Future[int]:
+    """``call()`` in a thread that never holds the process up at exit; the caller
+    holds ``_POSTING``, which the thread releases when ``call`` returns."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[int] = loop.create_future()
+
+    def settle(result: int | None, exc: BaseException | None) -> None:
+        if future.done():  # given up on at its time limit
+            return
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result or 0)
+
+    def run() -> None:
+        result: int | None = None
+        error: BaseException | None = None
+        try:
+            result = call()
+        except BaseException as exc:  # handed to the awaiting task
+            error = exc
+        finally:
+            _POSTING.release()
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name="webhook", daemon=True).start()
+    return future
+
+
 def shown(url: str) -> str:
-    """The URL without a user or password, for the log."""
+    """The URL without a user, a password, a path or a query, for the log: Slack's,
+    Discord's and Teams' webhook URLs carry their token in the path."""
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or ""
     netloc = f"[{host}]" if ":" in host else host
     with contextlib.suppress(ValueError):
         netloc += f":{parts.port}" if parts.port else ""
-    return parts._replace(netloc=netloc, query="").geturl()
+    path = "/..." if parts.path not in ("", "/") else parts.path
+    return parts._replace(netloc=netloc, path=path, query="", fragment="").geturl()
 
 
 class CommandHooks:

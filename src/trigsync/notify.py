@@ -35,9 +35,16 @@ class Notifier:
         if self.address is None:
             return False
         if self._sock is None:
-            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            # Non-blocking: this runs in the event loop, and a listener whose queue is
+            # full (a busy PID 1) must cost a dropped message, never a frozen daemon.
+            self._sock = socket.socket(
+                socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+            )
         try:
             self._sock.sendto("\n".join(lines).encode(), self.address)
+        except BlockingIOError:
+            log.debug("sd_notify to %r: its queue is full; %s dropped", self.address, lines)
+            return False
         except OSError as exc:
             # systemd gone or the socket removed: the daemon's work matters more.
             log.debug("sd_notify to %r failed: %s", self.address, exc)
@@ -45,9 +52,8 @@ class Notifier:
         return True
 
     def status(self, text: str) -> None:
-        if text != self._status:
-            self._status = text
-            self.send(f"STATUS={text}")
+        if text != self._status and self.send(f"STATUS={text}"):
+            self._status = text  # a dropped one goes again at the next tick
 
     def close(self) -> None:
         if self._sock is not None:

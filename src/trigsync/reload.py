@@ -34,6 +34,7 @@ from .errors import ConfigError, TrigsyncError
 from .excludes import Excludes
 from .hooks import Hooks
 from .targets import TargetSpec
+from .watcher import Watcher
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class Fresh(NamedTuple):
 
     jobs: dict[str, SyncJob]  # by source
     workers: dict[tuple[str, str], Dispatcher]  # by (source, url)
+    watchers: dict[str, tuple[Watcher, Excludes]]  # placed beside the running ones
 
 
 class SyncPlan(NamedTuple):
@@ -102,7 +104,11 @@ def _changed(was: SyncConfig, sync: SyncConfig) -> SyncPlan:
         else:
             targets.append(TargetPlan(spec.url, REPLACE))
     targets += [TargetPlan(url, REMOVE) for url in old_specs]
-    rewatch = (was.excludes, was.watch_modify) != (sync.excludes, sync.watch_modify)
+    rewatch = (was.excludes, was.exclude_regex, was.watch_modify) != (
+        sync.excludes,
+        sync.exclude_regex,
+        sync.watch_modify,
+    )
     return SyncPlan(sync.source, CHANGE, tuple(targets), rewatch)
 
 
@@ -157,22 +163,38 @@ class Reloader:
         if changed:
             log.warning("SIGHUP: %s apply at the next start", ", ".join(changed))
         syncs = {s.source: s for s in new.syncs}
-        fresh = Fresh({}, {})
-        for p in plans:
-            if p.action == ADD:
-                job = SyncJob(syncs[p.source], state_dir=engine.state_dir, store=engine.store)
-                job.check()
-                fresh.jobs[p.source] = job
-            elif p.action == CHANGE:
-                rsync.check_binary(syncs[p.source].rsync_path)
-            for t in p.targets:
-                if t.action in (ADD, REPLACE):
-                    sync = syncs[p.source]
-                    spec = next(s for s in sync.targets if s.url == t.url)
-                    d = make_dispatcher(sync, spec, state_dir=engine.state_dir, store=engine.store)
-                    d.target.check()
-                    fresh.workers[p.source, t.url] = d
+        running = {job.config.source: job for job in engine.jobs}
+        fresh = Fresh({}, {}, {})
+        try:
+            for p in plans:
+                self._build_sync(p, syncs.get(p.source), running.get(p.source), fresh)
+        except BaseException:
+            for watcher, _ in fresh.watchers.values():
+                watcher.close()  # its watches count against the kernel's limit
+            raise
         return fresh
+
+    def _build_sync(
+        self, p: SyncPlan, sync: SyncConfig | None, job: SyncJob | None, fresh: Fresh
+    ) -> None:
+        engine = self.engine
+        if p.action == ADD and sync is not None:
+            added = SyncJob(sync, state_dir=engine.state_dir, store=engine.store)
+            added.check()
+            fresh.jobs[p.source] = added
+        elif p.action == CHANGE and sync is not None and job is not None:
+            rsync.check_binary(sync.rsync_path)
+            if p.rewatch:
+                # Placed here, not while switching: a watch limit (the old watcher still
+                # holds its watches) refuses the reload before anything has changed.
+                excludes = Excludes(sync.excludes, sync.exclude_regex)
+                fresh.watchers[p.source] = (job.place_watches(sync, excludes), excludes)
+        for t in p.targets:
+            if t.action in (ADD, REPLACE) and sync is not None:
+                spec = next(s for s in sync.targets if s.url == t.url)
+                d = make_dispatcher(sync, spec, state_dir=engine.state_dir, store=engine.store)
+                d.target.check()
+                fresh.workers[p.source, t.url] = d
 
     async def _apply(self, new: Config, plans: Sequence[SyncPlan], fresh: Fresh) -> None:
         engine = self.engine
@@ -231,7 +253,8 @@ class Reloader:
                 d = fresh.workers[p.source, t.url]
                 d.observers.extend(engine.observers)
                 if t.action == REPLACE:
-                    d.pause(True)  # until the old worker has handed over
+                    d.hold()  # until the old worker has handed over
+                    d.pause(old[t.url].paused)  # `pause`/`resume` from now on reach d
                     retired.append((old[t.url], d))
                 else:
                     d.submit(Batch(full=True))  # a new replica: reconcile it
@@ -241,8 +264,7 @@ class Reloader:
         job.dispatchers = kept
         if p.rewatch:
             previous = job.watcher
-            job.excludes = Excludes(sync.excludes)
-            job.start_watching()  # the new watches are in place before the old go
+            job.watcher, job.excludes = fresh.watchers[p.source]  # placed in _build
             old_pump = engine.pumps.pop(job, None)
             engine.start_pump(job)
             if old_pump is not None:
@@ -255,7 +277,6 @@ class Reloader:
     async def _retire(self, retired: Sequence[tuple[Dispatcher, Dispatcher | None]]) -> None:
         """Stop the old workers after their runs in flight; hand their pending sets over."""
         engine = self.engine
-        paused = {old: old.paused for old, _ in retired}
         for old, _ in retired:
             old.pause(True)  # no new run; the one in flight finishes
             old.close()
@@ -267,7 +288,7 @@ class Reloader:
             leftover = old.unconfirmed()
             if successor is not None:
                 successor.submit(leftover)
-                successor.pause(paused[old])  # a pause by `trigsync pause` outlives the reload
+                successor.hold(False)  # its pause is the user's, set in _change
             else:
                 if engine.store is not None:
                     engine.store.rewrite(engine.store.stage({old.key: Batch()}))

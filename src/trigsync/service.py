@@ -12,7 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .errors import SetupError
+from .errors import ConfigError, SetupError
 
 STABLE_BINARY = "/opt/trigsync/bin/trigsync"  # the production install's fixed path
 UNIT_NAME = "trigsync.service"
@@ -42,10 +42,18 @@ def quote(arg: str) -> str:
 
 def unit(config: Path, *, user: bool, argv: list[str], watchdog: int = 30) -> str:
     """The unit file's text."""
+    for word in (*argv, str(config)):
+        # A unit file is UTF-8 lines: a newline in a path would end the setting and
+        # start another; bytes that are not UTF-8 cannot be written at all.
+        if not word.isprintable():
+            raise ConfigError(
+                f"{word!r} holds a newline, a control character or bytes that are not "
+                "UTF-8, which a systemd unit cannot hold; use a path without them"
+            )
     exec_start = " ".join(quote(a) for a in [*argv, "run", "--config", str(config)])
     return f"""\
 [Unit]
-Description=trigsync: real-time replication with rsync ({config})
+Description=trigsync: real-time replication with rsync ({str(config).replace("%", "%%")})
 After=network-online.target
 Wants=network-online.target
 
