@@ -23,7 +23,7 @@ from .journal import save, write_behind
 from .progress import FullSync
 from .progress import describe as describe_progress
 from .state import LastRun, StateStore
-from .status import EngineStatus, RunReport, SyncStatus, TargetStatus
+from .status import EngineStatus, RunReport, SyncStatus, TargetStatus, handing_over
 from .watcher import Watcher
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,8 @@ class SyncJob:
             make_dispatcher(config, spec, state_dir=state_dir, store=store)
             for spec in config.targets
         ]
+        # A reload's new worker -> the old one it waits for (its run in flight, its pending).
+        self.predecessors: dict[Dispatcher, Dispatcher] = {}
         if config.command_hooks and self.dispatchers:
             commands = CommandHooks(self.source, config.command_hooks, config.hook_timeout)
             self.dispatchers[0].observers.append(commands.observe)
@@ -145,9 +147,14 @@ class SyncJob:
         return SyncStatus(
             self.config.source,
             stats.watches if stats else 0,
-            tuple(_with_progress(d) for d in self.dispatchers),
+            tuple(self._target_status(d) for d in self.dispatchers),
             overflows=stats.overflows if stats else 0,
         )
+
+    def _target_status(self, dispatcher: Dispatcher) -> TargetStatus:
+        status = _with_progress(dispatcher)
+        old = self.predecessors.get(dispatcher)
+        return status if old is None else handing_over(_with_progress(old), status)
 
     def close(self) -> None:
         if self.watcher is not None:

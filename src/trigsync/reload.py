@@ -256,6 +256,7 @@ class Reloader:
                     d.hold()  # until the old worker has handed over
                     d.pause(old[t.url].paused)  # `pause`/`resume` from now on reach d
                     retired.append((old[t.url], d))
+                    job.predecessors[d] = old[t.url]  # status shows both until handed over
                 else:
                     d.submit(Batch(full=True))  # a new replica: reconcile it
                 engine.start_worker(d)
@@ -289,6 +290,8 @@ class Reloader:
             if successor is not None:
                 successor.submit(leftover)
                 successor.hold(False)  # its pause is the user's, set in _change
+                for job in engine.jobs:
+                    job.predecessors.pop(successor, None)
             else:
                 if engine.store is not None:
                     engine.store.rewrite(engine.store.stage({old.key: Batch()}))

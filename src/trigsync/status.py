@@ -66,6 +66,18 @@ class Tally:
         self.logged = None  # the same error after a success is news again
 
 
+def handing_over(old: TargetStatus, new: TargetStatus) -> TargetStatus:
+    """One target while a reload's new worker waits for the old one's run in flight: the
+    old run and its backlog, the new worker's waiting changes, and the user's pause."""
+    return old._replace(
+        target=new.target,
+        pending=old.pending + new.pending,
+        full_pending=old.full_pending or new.full_pending,
+        lag=max(old.lag, new.lag),
+        paused=new.paused,
+    )
+
+
 class SyncStatus(NamedTuple):
     source: str
     watches: int
