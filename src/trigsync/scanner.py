@@ -24,6 +24,12 @@ _VANISHED = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
 # Called for each entry found below a new directory: (its directory's node, or None if
 # that one has no watch; name; path; whether it is a directory).
 Found = Callable[[Node | None, bytes, bytes, bool], None]
+# Two non-directories of one listing walk with the same inode number (d_ino, which the
+# listing gives for free): (the second one's directory node, name, path; the first's path).
+# Only an lstat of both tells whether they are one file (a mount below may reuse numbers).
+Twin = tuple[Node | None, bytes, bytes, bytes]
+# Inode numbers a walk remembers to find twins: about 100 bytes each, for the walk only.
+MAX_INODES = 1 << 20
 
 
 class TreeScanner:
@@ -42,13 +48,13 @@ class TreeScanner:
         with contextlib.suppress(OSError):
             self.fs.rm_watch(wd)
 
-    def rewalk(self) -> None:
+    def rewalk(self, twins: list[Twin] | None = None) -> None:
         """Watch what is missing and forget what is gone, from the root down."""
         root = self.tree.root
         if root is None:
             return
         seen = {root.wd}
-        _, nospace = self.scan(root, b"", None, seen)
+        _, nospace = self.scan(root, b"", None, seen, twins)
         for wd in [wd for wd in self.tree.wds() if wd not in seen]:
             self.tree.drop(wd)
             self.remove_watch(wd)
@@ -98,13 +104,16 @@ class TreeScanner:
         top_path: bytes,
         found: Found | None,
         seen: set[int] | None = None,
+        twins: list[Twin] | None = None,
     ) -> tuple[int, int]:
-        """Watch every directory below ``top``, passing each entry to ``found``.
+        """Watch every directory below ``top``, passing each entry to ``found``, and
+        each file whose inode number was listed before to ``twins``.
 
         Returns (directories found, directories left unwatched for lack of watches).
         Below a directory that has no watch, entries are still listed but not watched.
         """
         dirs = nospace = 0
+        inodes: dict[int, bytes] = {}
         excludes = self.excludes
         stack: list[tuple[Node | None, bytes]] = [(top, top_path)]
         while stack:
@@ -115,13 +124,23 @@ class TreeScanner:
                 if exc.errno not in _VANISHED:
                     log.warning("cannot list directory %r: %s", base or b".", exc.strerror)
                 continue
-            for name, is_dir in entries:
+            if twins is not None and len(inodes) >= MAX_INODES:
+                twins = None
+                log.warning(
+                    "more than %d files below %r: hard links past them are not looked for; "
+                    "a change written through one name reaches the others at the next full sync",
+                    MAX_INODES,
+                    self.root,
+                )
+            for name, is_dir, number in entries:
                 path = base + b"/" + name if base else name
                 if excludes and excludes.excludes(path, is_dir=is_dir):
                     continue
                 if found is not None:
                     found(node, name, path, is_dir)
                 if not is_dir:
+                    if twins is not None and (first := inodes.setdefault(number, path)) is not path:
+                        twins.append((node, name, path, first))
                     continue
                 dirs += 1
                 child = None
@@ -137,6 +156,27 @@ class TreeScanner:
                             seen.add(child.wd)
                 stack.append((child, path))
         return dirs, nospace
+
+    def find(self, numbers: set[int]) -> list[tuple[Node, bytes, bytes]]:
+        """The files in watched directories whose inode number (d_ino) is in ``numbers``,
+        as (directory node, name, path): a walk of listings only, nothing watched."""
+        out = []
+        excludes = self.excludes
+        stack = [] if self.tree.root is None else [(self.tree.root, b"")]
+        while stack:
+            node, base = stack.pop()
+            try:
+                entries = self.fs.listdir(self.prefix + base if base else self.root)
+            except OSError:
+                continue  # gone or unreadable: its events say more
+            for name, is_dir, number in entries:
+                path = base + b"/" + name if base else name
+                if is_dir:
+                    if (child := node.children.get(name)) is not None:
+                        stack.append((child, path))
+                elif number in numbers and not (excludes and excludes.excludes(path, is_dir=False)):
+                    out.append((node, name, path))
+        return out
 
     def log_no_space(self, unwatched: int) -> None:
         fmt, args = ino.watch_limit_advice(self.root, len(self.tree) + unwatched)
