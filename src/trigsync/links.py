@@ -142,7 +142,6 @@ class HardLinks:
         self.overflowed = False
 
 
-
 class LinkNames:
     """Which other paths a write through one name changed, and finding the names not known.
 
@@ -230,6 +229,13 @@ class LinkNames:
                 found.append(path)
         log.debug("looked for %d hard-linked files' other names: found %d", len(wanted), len(found))
         return found
+
+    def rewalk(self) -> None:
+        """After lost events: walk the tree again (see ``TreeScanner.rewalk``), relearn."""
+        self.clear()
+        twins: list[Twin] = []
+        self._scanner.rewalk(twins)
+        self.learn_twins(twins)
 
     def learn_twins(self, twins: list[Twin]) -> None:
         """Confirm each pair of names a walk listed with one inode number (a regular

@@ -242,13 +242,9 @@ class Translator:
 
     def _report_write(self, key: Key, path: bytes | None = None) -> None:
         """Report a written file: NEW if it was never reported, else CHANGED."""
-        if path is None:
-            node = self.tree.get(key[0])
-            base = None if node is None else self.tree.path(node)
-            if base is None:
-                self._files.forget(key)
-                return
-            path = base + b"/" + key[1] if base else key[1]
+        if path is None and (path := self._linked.path_of(key)) is None:
+            self._files.forget(key)
+            return
         new = self._files.reported(key, self._now)
         self._out.append(Change(path, Kind.NEW if new else Kind.CHANGED))
         self._report_links(key)
@@ -358,9 +354,8 @@ class Translator:
             at = len(self._out)
             self._out.append(Change(path, Kind.DELETED))
         deadline = self._now + self._move_timeout
-        self._moves[cookie] = _Move(
-            path, node, excluded, deadline, parent, hint, at, self._batch, link
-        )
+        move = _Move(path, node, excluded, deadline, parent, hint, at, self._batch, link)
+        self._moves[cookie] = move
 
     def _moved_to(self, parent: Node, name: bytes, path: bytes, is_dir: bool, cookie: int) -> None:
         src = self._moves.pop(cookie, None)
@@ -417,7 +412,4 @@ class Translator:
                 move.node.moving = False
         self._moves.clear()
         self._files.clear()
-        self._linked.clear()
-        twins: list[Twin] = []
-        self._scanner.rewalk(twins)
-        self._linked.learn_twins(twins)
+        self._linked.rewalk()
