@@ -99,6 +99,12 @@ class HardLinks:
                 return ident
             if unlinked:
                 self._nlink[ident] -= 1
+                if self._nlink[ident] < 2:  # the name left has no other link now
+                    for other in names:
+                        del self._ident[other]
+                    del self._names[ident], self._nlink[ident]
+                    self._short.discard(ident)
+                    return ident
             self._count(ident)
         return ident
 
@@ -132,7 +138,7 @@ class HardLinks:
         """Forget names in directories no longer watched."""
         gone = set(wds)
         for key in [k for k in self._ident if k[0] in gone]:
-            self.forget(key)
+            self.forget(key, unlinked=False)
 
     def clear(self) -> None:
         self._names.clear()
@@ -196,7 +202,7 @@ class LinkNames:
         for other in links.others(key):
             path = self.path_of(other)
             if path is None:
-                links.forget(other)  # its directory left the tree
+                links.forget(other, unlinked=False)  # its directory left the tree
             else:
                 out.append(path)
         return out
