@@ -13,10 +13,11 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from collections import Counter
 from collections.abc import Iterable
 
 from .fsops import Fs
-from .scanner import TreeScanner, Twin
+from .scanner import TreeScanner
 from .watchtree import WatchTree
 
 log = logging.getLogger(__name__)
@@ -239,33 +240,29 @@ class LinkNames:
     def rewalk(self) -> None:
         """After lost events: walk the tree again (see ``TreeScanner.rewalk``), relearn."""
         self.clear()
-        twins: list[Twin] = []
-        self._scanner.rewalk(twins)
-        self.learn_twins(twins)
+        inodes: list[int] = []
+        self._scanner.rewalk(inodes)
+        self.learn_walk(inodes)
 
-    def learn_twins(self, twins: list[Twin]) -> None:
-        """Confirm each pair of names a walk listed with one inode number (a regular
-        file, the same dev) by an lstat of both, and learn them."""
-        for node, name, path, first in twins:
-            first_key = self._key_of(first)
-            if node is None or first_key is None:
-                continue
+    def learn_walk(self, inodes: list[int]) -> None:
+        """Learn the linked files a walk of the tree listed under ``inodes``: a number
+        listed twice may be one file with two names (or two filesystems' files), so a
+        second walk finds those names and an lstat of each tells."""
+        if len(set(inodes)) == len(inodes):
+            return  # no hard links in the tree: nothing more to pay
+        twice = {n for n, count in Counter(inodes).items() if count > 1}
+        names: dict[Ident, list[tuple[Key, os.stat_result]]] = {}
+        for node, name, path in self._scanner.find(twice):
             try:
                 st = self._fs.lstat(self._prefix + path)
-                first_st = self._fs.lstat(self._prefix + first)
             except OSError:
                 continue  # gone since: its deletion or rename comes as an event
-            if (st.st_dev, st.st_ino) == (first_st.st_dev, first_st.st_ino):
-                self.map.learn(first_key, first_st)
-                self.map.learn((node.wd, name), st)
-
-    def _key_of(self, path: bytes) -> Key | None:
-        """The key of ``path``, if its directory is watched."""
-        node = self._tree.root
-        parts = path.split(b"/")
-        for part in parts[:-1]:
-            node = None if node is None else node.children.get(part)
-        return None if node is None else (node.wd, parts[-1])
+            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                names.setdefault((st.st_dev, st.st_ino), []).append(((node.wd, name), st))
+        for found in names.values():
+            if len(found) > 1:
+                for key, st in found:
+                    self.map.learn(key, st)
 
     def clear(self) -> None:
         self.map.clear()

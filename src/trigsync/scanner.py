@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import operator
 from collections.abc import Callable
 
 from . import inotify as ino
@@ -24,12 +25,9 @@ _VANISHED = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
 # Called for each entry found below a new directory: (its directory's node, or None if
 # that one has no watch; name; path; whether it is a directory).
 Found = Callable[[Node | None, bytes, bytes, bool], None]
-# Two non-directories of one listing walk with the same inode number (d_ino, which the
-# listing gives for free): (the second one's directory node, name, path; the first's path).
-# Only an lstat of both tells whether they are one file (a mount below may reuse numbers).
-Twin = tuple[Node | None, bytes, bytes, bytes]
-# Inode numbers a walk remembers to find twins: about 100 bytes each, for the walk only.
+# Inode numbers a walk collects to find hard links: about 40 bytes each, for the walk only.
 MAX_INODES = 1 << 20
+_INODE = operator.itemgetter(2)
 
 
 class TreeScanner:
@@ -48,13 +46,13 @@ class TreeScanner:
         with contextlib.suppress(OSError):
             self.fs.rm_watch(wd)
 
-    def rewalk(self, twins: list[Twin] | None = None) -> None:
+    def rewalk(self, inodes: list[int] | None = None) -> None:
         """Watch what is missing and forget what is gone, from the root down."""
         root = self.tree.root
         if root is None:
             return
         seen = {root.wd}
-        _, nospace = self.scan(root, b"", None, seen, twins)
+        _, nospace = self.scan(root, b"", None, seen, inodes)
         for wd in [wd for wd in self.tree.wds() if wd not in seen]:
             self.tree.drop(wd)
             self.remove_watch(wd)
@@ -104,16 +102,15 @@ class TreeScanner:
         top_path: bytes,
         found: Found | None,
         seen: set[int] | None = None,
-        twins: list[Twin] | None = None,
+        inodes: list[int] | None = None,
     ) -> tuple[int, int]:
-        """Watch every directory below ``top``, passing each entry to ``found``, and
-        each file whose inode number was listed before to ``twins``.
+        """Watch every directory below ``top``, passing each entry to ``found``, and its
+        inode number (d_ino, which the listing gives for free) to ``inodes``.
 
         Returns (directories found, directories left unwatched for lack of watches).
         Below a directory that has no watch, entries are still listed but not watched.
         """
         dirs = nospace = 0
-        inodes: dict[int, bytes] = {}
         excludes = self.excludes
         stack: list[tuple[Node | None, bytes]] = [(top, top_path)]
         while stack:
@@ -124,23 +121,23 @@ class TreeScanner:
                 if exc.errno not in _VANISHED:
                     log.warning("cannot list directory %r: %s", base or b".", exc.strerror)
                 continue
-            if twins is not None and len(inodes) >= MAX_INODES:
-                twins = None
+            if inodes is not None and len(inodes) >= MAX_INODES:
+                inodes = None
                 log.warning(
                     "more than %d files below %r: hard links past them are not looked for; "
                     "a change written through one name reaches the others at the next full sync",
                     MAX_INODES,
                     self.root,
                 )
-            for name, is_dir, number in entries:
+            if inodes is not None:
+                inodes.extend(map(_INODE, entries))  # at C speed: a tree without links pays this
+            for name, is_dir, _ in entries:
                 path = base + b"/" + name if base else name
                 if excludes and excludes.excludes(path, is_dir=is_dir):
                     continue
                 if found is not None:
                     found(node, name, path, is_dir)
                 if not is_dir:
-                    if twins is not None and (first := inodes.setdefault(number, path)) is not path:
-                        twins.append((node, name, path, first))
                     continue
                 dirs += 1
                 child = None

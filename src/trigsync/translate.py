@@ -26,7 +26,7 @@ from .errors import WatchError, WatchLimitError
 from .excludes import Excludes
 from .fsops import Fs
 from .links import Ident, LinkNames
-from .scanner import TreeScanner, Twin
+from .scanner import TreeScanner
 from .unclosed import FileStates
 from .watchtree import Node, WatchTree
 
@@ -118,9 +118,9 @@ class Translator:
             ) from exc
         else:
             top = self.tree.set_root(wd)
-        twins: list[Twin] = []
-        dirs, nospace = self._scanner.scan(top, b"", None, None, twins)
-        self._linked.learn_twins(twins)
+        inodes: list[int] = []
+        dirs, nospace = self._scanner.scan(top, b"", None, None, inodes)
+        self._linked.learn_walk(inodes)
         if top is None or nospace:
             fmt, args = ino.watch_limit_advice(self.root, dirs + 1)
             raise WatchLimitError(
