@@ -109,6 +109,24 @@ class HardLinks:
             self._count(ident)
         return ident
 
+    def add_names(self, ident: Ident, keys: list[Key]) -> None:
+        """All the names of ``ident``, none of them known yet (a walk after ``clear``)."""
+        if len(self._ident) + len(keys) > self.limit:
+            self._full()
+            return
+        self._ident.update(dict.fromkeys(keys, ident))
+        self._names[ident] = set(keys)
+        self._nlink[ident] = len(keys)
+
+    def _full(self) -> None:
+        if not self.overflowed:
+            log.warning(
+                "more than %d hard-linked names below the source: a change written "
+                "through one of them reaches its other names only at the next full sync",
+                self.limit,
+            )
+        self.overflowed = True
+
     def moved(self, key: Key) -> tuple[Ident, int] | None:
         """``key`` was renamed away: what to pass to ``add`` for its new name, if any."""
         ident = self._ident.get(key)
@@ -122,13 +140,7 @@ class HardLinks:
         """``key`` is a name of ``ident``, which has ``nlink`` links."""
         self.forget(key)
         if len(self._ident) >= self.limit:
-            if not self.overflowed:
-                log.warning(
-                    "more than %d hard-linked names below the source: a change written "
-                    "through one of them reaches its other names only at the next full sync",
-                    self.limit,
-                )
-            self.overflowed = True
+            self._full()
             return
         self._ident[key] = ident
         self._names.setdefault(ident, set()).add(key)
@@ -164,6 +176,7 @@ class LinkNames:
     def __init__(self, prefix: bytes, tree: WatchTree, fs: Fs, scanner: TreeScanner) -> None:
         self.map = HardLinks()
         self._prefix = prefix
+        self._root = scanner.root
         self._tree = tree
         self._fs = fs
         self._scanner = scanner
@@ -223,7 +236,7 @@ class LinkNames:
             self._searched[ident] = self.map.nlink(ident)
         found = []
         numbers = {ident[1] for ident in wanted}
-        for node, name, path in self._scanner.find(numbers):
+        for node, name, path, _ in self._scanner.find(numbers):
             key = (node.wd, name)
             if self.map.known(key):
                 continue
@@ -245,24 +258,32 @@ class LinkNames:
         self.learn_walk(inodes)
 
     def learn_walk(self, inodes: list[int]) -> None:
-        """Learn the linked files a walk of the tree listed under ``inodes``: a number
-        listed twice may be one file with two names (or two filesystems' files), so a
-        second walk finds those names and an lstat of each tells."""
+        """Learn the linked files a walk of the tree listed under ``inodes``.
+
+        A number listed twice is one file with two names if both directories are on one
+        filesystem (the directory's st_dev stands for its files': one lstat per directory,
+        none per file). A rare miss (a file bind-mounted over another) costs only a
+        needless transfer of a name rsync then finds equal.
+        """
         if len(set(inodes)) == len(inodes):
             return  # no hard links in the tree: nothing more to pay
         twice = {n for n, count in Counter(inodes).items() if count > 1}
-        names: dict[Ident, list[tuple[Key, os.stat_result]]] = {}
-        for node, name, path in self._scanner.find(twice):
-            try:
-                st = self._fs.lstat(self._prefix + path)
-            except OSError:
-                continue  # gone since: its deletion or rename comes as an event
-            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
-                names.setdefault((st.st_dev, st.st_ino), []).append(((node.wd, name), st))
-        for found in names.values():
-            if len(found) > 1:
-                for key, st in found:
-                    self.map.learn(key, st)
+        dev: dict[int, int | None] = {}  # by directory wd
+        names: dict[Ident, list[Key]] = {}
+        for node, name, path, number in self._scanner.find(twice):
+            if node.wd not in dev:
+                base = path.rpartition(b"/")[0]
+                try:
+                    dev[node.wd] = self._fs.lstat(
+                        self._prefix + base if base else self._root
+                    ).st_dev
+                except OSError:
+                    dev[node.wd] = None  # gone since: its events say more
+            if (d := dev[node.wd]) is not None:
+                names.setdefault((d, number), []).append((node.wd, name))
+        for ident, keys in names.items():
+            if len(keys) > 1:
+                self.map.add_names(ident, keys)
 
     def clear(self) -> None:
         self.map.clear()

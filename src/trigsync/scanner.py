@@ -154,9 +154,9 @@ class TreeScanner:
                 stack.append((child, path))
         return dirs, nospace
 
-    def find(self, numbers: set[int]) -> list[tuple[Node, bytes, bytes]]:
+    def find(self, numbers: set[int]) -> list[tuple[Node, bytes, bytes, int]]:
         """The files in watched directories whose inode number (d_ino) is in ``numbers``,
-        as (directory node, name, path): a walk of listings only, nothing watched."""
+        as (directory node, name, path, number): a walk of listings only."""
         out = []
         excludes = self.excludes
         stack = [] if self.tree.root is None else [(self.tree.root, b"")]
@@ -172,7 +172,7 @@ class TreeScanner:
                     if (child := node.children.get(name)) is not None:
                         stack.append((child, path))
                 elif number in numbers and not (excludes and excludes.excludes(path, is_dir=False)):
-                    out.append((node, name, path))
+                    out.append((node, name, path, number))
         return out
 
     def log_no_space(self, unwatched: int) -> None:
