@@ -165,9 +165,9 @@ class LinkNames:
     """Which other paths a write through one name changed, and finding the names not known.
 
     Names are learned from the lstat calls the translator makes anyway (creates, files in
-    new directories), from twins in the walks of the whole tree (start, after lost
-    events), and by an lstat of a written name while some linked file has names not
-    known. A write through a file whose names are not all known asks for a walk of the
+    new directories), from inode numbers listed twice by the walks of the whole tree
+    (start, after lost events), and by an lstat of a written name while some linked
+    file has names not known. A write through a file whose names are not all known asks for a walk of the
     tree's listings for its inode number, at most one walk every ``gap`` seconds, and
     none again for that file until its link count changes (its other names may be
     outside the tree).
