@@ -5,7 +5,7 @@ every name of the same inode changed, and rsync without -H sends each name as it
 file. So for regular files with more than one link, the translator keeps which names
 in the tree share one (dev, ino), learned from the lstat calls and listings it makes
 anyway, and reports them all. Only such files are kept, up to ``limit`` names; past
-that, a write to a name it does not know asks for a full sync instead.
+that, the names left out are logged once and reach the replica at the next full sync.
 """
 
 from __future__ import annotations
