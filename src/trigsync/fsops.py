@@ -23,8 +23,9 @@ class Fs(Protocol):
 
     def rm_watch(self, wd: int) -> None: ...
 
-    def listdir(self, path: bytes) -> list[tuple[bytes, bool]]:
-        """(name, is a directory, not following symlinks) for each entry."""
+    def listdir(self, path: bytes) -> list[tuple[bytes, bool, int]]:
+        """(name, is a directory (not following symlinks), inode number) for each entry;
+        both come with the listing itself (d_type, d_ino), at no extra system call."""
         ...
 
 
@@ -43,12 +44,12 @@ class InotifyFs:
     def rm_watch(self, wd: int) -> None:
         ino.rm_watch(self.fd, wd)
 
-    def listdir(self, path: bytes) -> list[tuple[bytes, bool]]:
+    def listdir(self, path: bytes) -> list[tuple[bytes, bool, int]]:
         out = []
         with os.scandir(path) as it:
             for entry in it:
                 try:
-                    out.append((entry.name, entry.is_dir(follow_symlinks=False)))
+                    out.append((entry.name, entry.is_dir(follow_symlinks=False), entry.inode()))
                 except OSError:
                     continue  # gone between readdir and its stat
         return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import operator
 from collections.abc import Callable
 
 from . import inotify as ino
@@ -24,6 +25,9 @@ _VANISHED = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
 # Called for each entry found below a new directory: (its directory's node, or None if
 # that one has no watch; name; path; whether it is a directory).
 Found = Callable[[Node | None, bytes, bytes, bool], None]
+# Inode numbers a walk collects to find hard links: about 40 bytes each, for the walk only.
+MAX_INODES = 1 << 20
+_INODE = operator.itemgetter(2)
 
 
 class TreeScanner:
@@ -42,13 +46,13 @@ class TreeScanner:
         with contextlib.suppress(OSError):
             self.fs.rm_watch(wd)
 
-    def rewalk(self) -> None:
+    def rewalk(self, inodes: list[int] | None = None) -> None:
         """Watch what is missing and forget what is gone, from the root down."""
         root = self.tree.root
         if root is None:
             return
         seen = {root.wd}
-        _, nospace = self.scan(root, b"", None, seen)
+        _, nospace = self.scan(root, b"", None, seen, inodes)
         for wd in [wd for wd in self.tree.wds() if wd not in seen]:
             self.tree.drop(wd)
             self.remove_watch(wd)
@@ -98,8 +102,10 @@ class TreeScanner:
         top_path: bytes,
         found: Found | None,
         seen: set[int] | None = None,
+        inodes: list[int] | None = None,
     ) -> tuple[int, int]:
-        """Watch every directory below ``top``, passing each entry to ``found``.
+        """Watch every directory below ``top``, passing each entry to ``found``, and its
+        inode number (d_ino, which the listing gives for free) to ``inodes``.
 
         Returns (directories found, directories left unwatched for lack of watches).
         Below a directory that has no watch, entries are still listed but not watched.
@@ -115,7 +121,17 @@ class TreeScanner:
                 if exc.errno not in _VANISHED:
                     log.warning("cannot list directory %r: %s", base or b".", exc.strerror)
                 continue
-            for name, is_dir in entries:
+            if inodes is not None and len(inodes) >= MAX_INODES:
+                inodes = None
+                log.warning(
+                    "more than %d files below %r: hard links past them are not looked for; "
+                    "a change written through one name reaches the others at the next full sync",
+                    MAX_INODES,
+                    self.root,
+                )
+            if inodes is not None:
+                inodes.extend(map(_INODE, entries))  # at C speed: a tree without links pays this
+            for name, is_dir, _ in entries:
                 path = base + b"/" + name if base else name
                 if excludes and excludes.excludes(path, is_dir=is_dir):
                     continue
@@ -137,6 +153,27 @@ class TreeScanner:
                             seen.add(child.wd)
                 stack.append((child, path))
         return dirs, nospace
+
+    def find(self, numbers: set[int]) -> list[tuple[Node, bytes, bytes, int]]:
+        """The files in watched directories whose inode number (d_ino) is in ``numbers``,
+        as (directory node, name, path, number): a walk of listings only."""
+        out = []
+        excludes = self.excludes
+        stack = [] if self.tree.root is None else [(self.tree.root, b"")]
+        while stack:
+            node, base = stack.pop()
+            try:
+                entries = self.fs.listdir(self.prefix + base if base else self.root)
+            except OSError:
+                continue  # gone or unreadable: its events say more
+            for name, is_dir, number in entries:
+                path = base + b"/" + name if base else name
+                if is_dir:
+                    if (child := node.children.get(name)) is not None:
+                        stack.append((child, path))
+                elif number in numbers and not (excludes and excludes.excludes(path, is_dir=False)):
+                    out.append((node, name, path, number))
+        return out
 
     def log_no_space(self, unwatched: int) -> None:
         fmt, args = ino.watch_limit_advice(self.root, len(self.tree) + unwatched)

@@ -25,6 +25,7 @@ from .changes import Batch, Change, Kind, Move
 from .errors import WatchError, WatchLimitError
 from .excludes import Excludes
 from .fsops import Fs
+from .links import Ident, LinkNames
 from .scanner import TreeScanner
 from .unclosed import FileStates
 from .watchtree import Node, WatchTree
@@ -56,6 +57,7 @@ class _Move:
     hint: bool = True  # False: a target is unlikely to have it, so moving it is not worth it
     at: int | None = None  # where its deletion is in batch number ``batch``, if it is there
     batch: int = 0
+    link: tuple[Ident, int] | None = None  # a hard-linked file's inode and link count
 
 
 class Translator:
@@ -88,6 +90,9 @@ class Translator:
         # A file created and not reported yet goes out NEW at its close, or once its
         # unclosed writes settle (which also covers a create with no write at all).
         self._files = FileStates(modify_settle, YOUNG)
+        # A write or chmod through one name of a hard-linked file changes every name.
+        self._linked = LinkNames(self._prefix, self.tree, fs, self._scanner)
+        self._links = self._linked.map
         self._moves: dict[int, _Move] = {}  # by cookie, oldest first
         self._out: list[Change] = []
         self._renames: list[Move] = []
@@ -113,7 +118,9 @@ class Translator:
             ) from exc
         else:
             top = self.tree.set_root(wd)
-        dirs, nospace = self._scanner.scan(top, b"", None)
+        inodes: list[int] = []
+        dirs, nospace = self._scanner.scan(top, b"", None, None, inodes)
+        self._linked.learn_walk(inodes)
         if top is None or nospace:
             fmt, args = ino.watch_limit_advice(self.root, dirs + 1)
             raise WatchLimitError(
@@ -123,6 +130,7 @@ class Translator:
     def close(self) -> None:
         self.tree.clear()
         self._files.clear()
+        self._linked.clear()
         self._moves.clear()
 
     # -- one wake-up: feed() the events read, then take() the batch ----------------------
@@ -144,6 +152,7 @@ class Translator:
         if self._files.unclosed:
             for key in self._files.unclosed.due(now):
                 self._report_write(key)
+        self._out.extend(Change(path, Kind.CHANGED) for path in self._linked.search(now))
         while self._moves:
             cookie, move = next(iter(self._moves.items()))
             if move.deadline > now:
@@ -162,6 +171,8 @@ class Translator:
     def next_due(self) -> float | None:
         """When take() has something to report without a new event, if ever."""
         due = [] if (settle := self._files.unclosed.next_due()) is None else [settle]
+        if (walk := self._linked.next_due()) is not None:
+            due.append(walk)
         if self._moves:
             due.append(next(iter(self._moves.values())).deadline)
         if self._overflow_last is not None:
@@ -219,7 +230,10 @@ class Translator:
             # A change to a file reported NEW in this same batch would merge into it.
             if not self._files.created_now(key):
                 self._report_write(key, path)
+            elif not is_dir:
+                self._report_links(key)
         elif mask & ino.IN_DELETE:
+            self._links.forget(key)
             # Even a file never reported: a run listing this path for another reason (an
             # earlier deletion of the name, say) may have delivered it. The pending set
             # knows; NEW then DELETED is nothing there.
@@ -228,15 +242,16 @@ class Translator:
 
     def _report_write(self, key: Key, path: bytes | None = None) -> None:
         """Report a written file: NEW if it was never reported, else CHANGED."""
-        if path is None:
-            node = self.tree.get(key[0])
-            base = None if node is None else self.tree.path(node)
-            if base is None:
-                self._files.forget(key)
-                return
-            path = base + b"/" + key[1] if base else key[1]
+        if path is None and (path := self._linked.path_of(key)) is None:
+            self._files.forget(key)
+            return
         new = self._files.reported(key, self._now)
         self._out.append(Change(path, Kind.NEW if new else Kind.CHANGED))
+        self._report_links(key)
+
+    def _report_links(self, key: Key) -> None:
+        """Report the other names of a hard-linked file that was written or chmodded."""
+        self._out.extend(Change(path, Kind.CHANGED) for path in self._linked.others(key))
 
     def _handle_self(self, node: Node, mask: int) -> None:
         if node is self.tree.root and mask & (
@@ -253,7 +268,7 @@ class Translator:
         elif mask & ino.IN_ATTRIB and node is self.tree.root:
             self._out.append(Change(b".", Kind.CHANGED))
 
-    def _lone_file(self, path: bytes) -> os.stat_result | None:
+    def _lone_file(self, key: Key, path: bytes) -> os.stat_result | None:
         """The lstat of ``path`` if it is a regular file with one link (one that may still
         be open for writing), else None; FileNotFoundError if it is gone."""
         try:
@@ -265,11 +280,12 @@ class Translator:
         except OSError as exc:
             log.warning("cannot stat %r: %s", path, exc.strerror)
             return None
+        self._links.learn(key, st)
         return st if stat.S_ISREG(st.st_mode) and st.st_nlink == 1 else None
 
     def _created_file(self, key: Key, path: bytes) -> None:
         try:
-            st = self._lone_file(path)
+            st = self._lone_file(key, path)
         except FileNotFoundError:
             # Gone already (a deploy tool's temp file is often renamed by now): it was
             # created all the same, and the IN_DELETE or IN_MOVED_FROM that follows for
@@ -295,7 +311,7 @@ class Translator:
             if not is_dir and node is not None:
                 key = (node.wd, name)
                 try:
-                    st = self._lone_file(path)
+                    st = self._lone_file(key, path)
                 except FileNotFoundError:
                     return
                 age = PROBE if st is None else self._wall() - st.st_mtime
@@ -326,6 +342,7 @@ class Translator:
         # Correctness never depends on one.
         hint = self._files.worth_a_hint(key, self._now)
         self._files.forget(key)
+        link = None if is_dir else self._links.moved(key)
         node = parent.children.get(name) if is_dir else None
         if node is not None:
             node.moving = True
@@ -337,7 +354,8 @@ class Translator:
             at = len(self._out)
             self._out.append(Change(path, Kind.DELETED))
         deadline = self._now + self._move_timeout
-        self._moves[cookie] = _Move(path, node, excluded, deadline, parent, hint, at, self._batch)
+        move = _Move(path, node, excluded, deadline, parent, hint, at, self._batch, link)
+        self._moves[cookie] = move
 
     def _moved_to(self, parent: Node, name: bytes, path: bytes, is_dir: bool, cookie: int) -> None:
         src = self._moves.pop(cookie, None)
@@ -346,10 +364,13 @@ class Translator:
         # The name now holds another file: what was known about the one it replaced
         # (fresh, unclosed) no longer applies.
         self._files.forget((parent.wd, name))
+        self._links.forget((parent.wd, name))
         if self._excludes.excludes(path, is_dir=is_dir):
             if src is not None:
                 self._moved_out(src)  # into an excluded place: as good as gone
             return
+        if src is not None and src.link is not None:
+            self._links.add((parent.wd, name), *src.link)
         # The new end may replace a name the target has, so it is CHANGED, never NEW.
         entries = Kind.NEW  # below a directory moved in, nothing can be on a target
         if src is not None and not src.excluded:
@@ -380,6 +401,8 @@ class Translator:
             for wd in wds:
                 self._scanner.remove_watch(wd)
             self._files.drop_dirs(wds)
+            if len(self._links):
+                self._links.drop_dirs(wds)
 
     def _rewalk_tree(self) -> None:
         """After lost events: watch what is missing, forget what is gone, drop stale state."""
@@ -389,4 +412,4 @@ class Translator:
                 move.node.moving = False
         self._moves.clear()
         self._files.clear()
-        self._scanner.rewalk()
+        self._linked.rewalk()

@@ -7,7 +7,8 @@ which is the race the real watcher lives with. Rules followed (inotify(7)): even
 the watch of the parent directory; a rename over an existing name raises no event for
 the name it replaced; an unlinked file raises nothing more (IN_EXCL_UNLINK); a removed
 directory's own watch gets IN_DELETE_SELF then IN_IGNORED; a watch follows its inode
-wherever it is moved, even out of the tree, until it is removed.
+wherever it is moved, even out of the tree, until it is removed; a file may have several
+names (hard links), and a write or chmod is reported only on the name it went through.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ class FakeKernel:
 
     def __init__(self) -> None:
         self.inodes: dict[int, Inode] = {ROOT_INO: Inode("d"), OUTSIDE_INO: Inode("d")}
-        self.where: dict[int, tuple[int, bytes]] = {}  # inode -> (parent inode, name)
+        # inode -> its names as (parent inode, name): one for a directory, 1+ for a file
+        self.where: dict[int, list[tuple[int, bytes]]] = {}
         self.open: set[int] = set()  # files open for writing
         self.queue: list[Event] = []
         self.now = 0.0
@@ -87,8 +89,9 @@ class FakeKernel:
         node = self.inodes[number]
         mode = {"f": stat.S_IFREG | 0o644, "l": stat.S_IFLNK | 0o777, "d": stat.S_IFDIR | 0o755}
         m = int(node.mtime)
+        nlink = len(self.where.get(number, ())) or 1
         return os.stat_result(
-            (mode[node.kind], number, 1, 1, 0, 0, 0, m, m, m),
+            (mode[node.kind], number, 1, nlink, 0, 0, 0, m, m, m),
             {"st_mtime": node.mtime, "st_atime": node.mtime, "st_ctime": node.mtime},
         )
 
@@ -108,11 +111,11 @@ class FakeKernel:
         self.inodes[number].wd = None
         self.queue.append((wd, ino.IN_IGNORED, 0, b""))
 
-    def listdir(self, path: bytes) -> list[tuple[bytes, bool]]:
+    def listdir(self, path: bytes) -> list[tuple[bytes, bool, int]]:
         node = self.inodes[self._lookup(path)]
         if node.kind != "d":
             raise _err(errno.ENOTDIR, path)
-        return [(name, self.inodes[i].kind == "d") for name, i in node.entries.items()]
+        return [(name, self.inodes[i].kind == "d", i) for name, i in node.entries.items()]
 
     # -- what processes do ------------------------------------------------------------------
 
@@ -136,7 +139,7 @@ class FakeKernel:
         number = next(self._ino)
         self.inodes[number] = Inode(kind, version, self.wall())
         self.inodes[parent].entries[name] = number
-        self.where[number] = (parent, name)
+        self.where[number] = [(parent, name)]
         return number
 
     def exists(self, rel: bytes) -> bool:
@@ -162,16 +165,18 @@ class FakeKernel:
         node = self.inodes[number]
         node.version += 1
         node.mtime = self.wall()
-        self._emit_at(number, ino.IN_MODIFY)
+        self._emit_at(rel, ino.IN_MODIFY)
 
-    def _emit_at(self, number: int, mask: int) -> None:
-        parent, name = self.where[number]
-        self._emit(parent, mask, name)
+    def _emit_at(self, rel: bytes, mask: int) -> None:
+        """An event on the name ``rel`` was reached through (one of a file's names)."""
+        place = self._parent_of(rel)
+        assert place is not None
+        self._emit(place[0], mask, place[1])
 
     def close(self, rel: bytes) -> None:
         if self.exists(rel) and self.resolve(rel) in self.open:
             self.open.discard(self.resolve(rel))
-            self._emit_at(self.resolve(rel), ino.IN_CLOSE_WRITE)
+            self._emit_at(rel, ino.IN_CLOSE_WRITE)
 
     def chmod(self, rel: bytes) -> None:
         if self.exists(rel):
@@ -179,7 +184,7 @@ class FakeKernel:
             node = self.inodes[number]
             node.version += 1
             isdir = ino.IN_ISDIR if node.kind == "d" else 0
-            self._emit_at(number, ino.IN_ATTRIB | isdir)
+            self._emit_at(rel, ino.IN_ATTRIB | isdir)
             if node.wd is not None:
                 self.queue.append((node.wd, ino.IN_ATTRIB | isdir, 0, b""))
 
@@ -195,20 +200,40 @@ class FakeKernel:
             self._new("l", *place, version=version)
             self._emit(place[0], ino.IN_CREATE, place[1])
 
+    def link(self, old: bytes, new: bytes) -> None:
+        """link(2): one more name for a regular file."""
+        place = self._place(new)
+        if place is None or not self.exists(old):
+            return
+        number = self.resolve(old)
+        if self.inodes[number].kind == "f":
+            self.inodes[place[0]].entries[place[1]] = number
+            self.where[number].append(place)
+            self._emit(place[0], ino.IN_CREATE, place[1])
+
     def delete(self, rel: bytes) -> None:
         """unlink(2), or rm -rf of a directory."""
-        if self.exists(rel):
-            self._remove(self.resolve(rel))
+        place = self._parent_of(rel)
+        if self.exists(rel) and place is not None:
+            self._remove(*place)
 
-    def _remove(self, number: int) -> None:
+    def _remove(self, parent: int, name: bytes) -> None:
+        number = self.inodes[parent].entries[name]
         node = self.inodes[number]
-        for child in list(node.entries.values()):
-            self._remove(child)
-        parent, name = self.where.pop(number)
+        for child in list(node.entries):
+            self._remove(number, child)
         del self.inodes[parent].entries[name]
-        self.open.discard(number)
         self._emit(parent, ino.IN_DELETE | (ino.IN_ISDIR if node.kind == "d" else 0), name)
-        self._gone(number)
+        self._unname(number, (parent, name))
+
+    def _unname(self, number: int, place: tuple[int, bytes]) -> None:
+        """``place`` no longer names ``number``; with no name left, the inode is gone."""
+        names = self.where[number]
+        names.remove(place)
+        if not names:
+            del self.where[number]
+            self.open.discard(number)
+            self._gone(number)
 
     def _gone(self, number: int) -> None:
         node = self.inodes[number]
@@ -218,8 +243,9 @@ class FakeKernel:
             del self.watches[node.wd]
             node.wd = None
 
-    def _rename(self, number: int, parent: int, name: bytes) -> bool:
-        """rename(2) of inode ``number`` to ``parent/name``, over what is there if allowed."""
+    def _rename(self, old: tuple[int, bytes], parent: int, name: bytes) -> bool:
+        """rename(2) of the name ``old`` to ``parent/name``, over what is there if allowed."""
+        number = self.inodes[old[0]].entries[old[1]]
         node = self.inodes[number]
         victim = self.inodes[parent].entries.get(name)
         if victim == number:
@@ -232,28 +258,26 @@ class FakeKernel:
         while up in self.where:  # not into itself
             if up == number:
                 return False
-            up = self.where[up][0]
+            up = self.where[up][0][0]
         if parent == number:
             return False
         cookie = next(self._cookie)
         isdir = ino.IN_ISDIR if node.kind == "d" else 0
-        old_parent, old_name = self.where[number]
+        old_parent, old_name = old
         del self.inodes[old_parent].entries[old_name]
         self._emit(old_parent, ino.IN_MOVED_FROM | isdir, old_name, cookie)
-        if victim is not None:
-            del self.where[victim]
-            self.open.discard(victim)
+        names = self.where[number]
+        names[names.index(old)] = (parent, name)
         self.inodes[parent].entries[name] = number
-        self.where[number] = (parent, name)
         self._emit(parent, ino.IN_MOVED_TO | isdir, name, cookie)
         if victim is not None:
-            self._gone(victim)
+            self._unname(victim, (parent, name))
         return True
 
     def rename(self, old: bytes, new: bytes) -> None:
-        place = self._parent_of(new)
-        if self.exists(old) and place is not None:
-            self._rename(self.resolve(old), *place)
+        place, src = self._parent_of(new), self._parent_of(old)
+        if self.exists(old) and place is not None and src is not None:
+            self._rename(src, *place)
 
     def _parent_of(self, rel: bytes) -> tuple[int, bytes] | None:
         up, _, name = rel.rpartition(b"/")
@@ -264,8 +288,9 @@ class FakeKernel:
         return (parent, name) if self.inodes[parent].kind == "d" else None
 
     def move_out(self, rel: bytes) -> None:
-        if self.exists(rel):
-            self._rename(self.resolve(rel), OUTSIDE_INO, b"out%d" % next(self._out))
+        src = self._parent_of(rel)
+        if self.exists(rel) and src is not None:
+            self._rename(src, OUTSIDE_INO, b"out%d" % next(self._out))
 
     def move_in(self, rel: bytes, seed: int) -> None:
         """Move in something that went out before, or a file or a small tree built outside."""
@@ -274,7 +299,7 @@ class FakeKernel:
             return
         away = self.inodes[OUTSIDE_INO].entries
         if away and seed % 3 == 0:
-            number = away[sorted(away)[seed % len(away)]]
+            old = (OUTSIDE_INO, sorted(away)[seed % len(away)])
         else:
             name = b"built%d" % next(self._out)
             if seed % 2:
@@ -285,7 +310,8 @@ class FakeKernel:
                 self._new("f", number, b"t.tmp", version=seed)
                 sub = self._new("d", number, b"a")
                 self._new("l", sub, b"f", version=seed)
-        self._rename(number, *place)
+            old = (OUTSIDE_INO, name)
+        self._rename(old, *place)
 
     def atomic_save(self, rel: bytes, version: int) -> None:
         """An editor's save: write an excluded temp file, then rename it over ``rel``."""

@@ -23,7 +23,7 @@ NAMES = [b"f", b"g", b"t.tmp", b"a", b"b", b"a/f", b"a/g", b"a/t.tmp", b"b/f", b
 TICKS = (0.001, 0.03, 0.06, 0.6, 31.0)
 OPS = (
     "create", "write", "close", "chmod", "mkdir", "symlink", "delete", "rename", "move_out",
-    "move_in", "atomic_save", "tick", "read", "begin", "finish", "fail",
+    "move_in", "atomic_save", "link", "tick", "read", "begin", "finish", "fail",
 )  # fmt: skip
 
 Script = list[tuple[str, int, int, int]]
@@ -32,8 +32,8 @@ Script = list[tuple[str, int, int, int]]
 class Model:
     """A source (the fake kernel), the translator, one target and its runs."""
 
-    def __init__(self) -> None:
-        self.kernel = FakeKernel()
+    def __init__(self, kernel: FakeKernel | None = None) -> None:
+        self.kernel = FakeKernel() if kernel is None else kernel
         k = self.kernel
         self.translator = Translator(
             ROOT, k, excludes=Excludes(["*.tmp"]), clock=k.clock, wall=k.wall
@@ -71,6 +71,8 @@ class Model:
             k.symlink(path, n)
         elif op == "rename":
             k.rename(path, other)
+        elif op == "link":
+            k.link(path, other)
         elif op == "move_in":
             k.move_in(path, n)
         elif op == "atomic_save":
@@ -148,6 +150,40 @@ scripts = st.lists(
 @example([("move_in", i(b"b"), 0, 0), ("move_out", i(b"b"), 0, 0), ("move_in", i(b"b"), 0, 0)])
 # Finding 2: a new file written and left open must still arrive.
 @example([("create", i(b"f"), 0, 0), ("write", i(b"f"), 0, 0), ("tick", 0, 0, 1)])
+# Hard links: a write or chmod through one name changes every name of the file; inotify
+# names only the one written through. Linked at run time, then written through either
+# name (the other one known from the link's lstat, or found by a walk), then one name
+# renamed and the file written through the other.
+@example(
+    [
+        ("create", i(b"f"), 0, 0),
+        ("close", i(b"f"), 0, 0),
+        ("begin", 0, 0, 0),
+        ("finish", 0, 0, 0),
+        ("link", i(b"f"), i(b"a/g"), 0),
+        ("link", i(b"f"), i(b"g"), 0),
+        ("begin", 0, 0, 0),
+        ("finish", 0, 0, 0),
+        ("chmod", i(b"g"), 0, 0),
+        ("read", 0, 0, 63),
+        ("rename", i(b"f"), i(b"b/f"), 0),
+        ("write", i(b"b/f"), 0, 0),
+        ("close", i(b"b/f"), 0, 0),
+    ]
+)
+@example(
+    [
+        ("mkdir", i(b"a"), 0, 0),
+        ("create", i(b"a/f"), 0, 0),
+        ("close", i(b"a/f"), 0, 0),
+        ("link", i(b"a/f"), i(b"g"), 0),
+        ("begin", 0, 0, 0),
+        ("finish", 0, 0, 0),
+        ("move_out", i(b"a"), 0, 0),
+        ("write", i(b"g"), 0, 0),
+        ("close", i(b"g"), 0, 0),
+    ]
+)
 def test_target_converges_to_source(script: Script) -> None:
     model = run(script)
     assert model.target == model.kernel.snapshot()
@@ -204,3 +240,38 @@ def test_temp_file_renamed_over_an_existing_name_gives_no_move_hint() -> None:
         taken = model.pending.take()
         assert taken.moves == (), split
         assert [(c.path, c.kind) for c in taken.changes if c.path == b"f"] == [(b"f", Kind.CHANGED)]
+
+
+def test_a_write_through_one_hard_link_reaches_every_name() -> None:
+    model = Model()
+    k = model.kernel
+    k.create(b"f")
+    k.close(b"f")
+    model.read()
+    model.pending.take()
+    k.link(b"f", b"g")
+    model.read()
+    model.pending.take()
+    k.write(b"g")  # the file's other name f is not known yet: a walk finds it
+    k.close(b"g")
+    model.read()
+    assert model.pending.get(b"g") is Kind.CHANGED
+    k.now += 1.0
+    model.read()
+    assert model.pending.get(b"f") is Kind.CHANGED
+    model.pending.take()
+    k.chmod(b"f")  # now known: no walk, the same batch
+    model.read()
+    assert model.pending.get(b"g") is Kind.CHANGED
+
+
+def test_hard_links_present_at_start_are_found_by_the_startup_walk() -> None:
+    k = FakeKernel()
+    k.mkdir(b"a")
+    k.create(b"a/f")
+    k.link(b"a/f", b"g")
+    k.queue.clear()
+    model = Model(k)
+    k.chmod(b"a/f")
+    model.read()
+    assert model.pending.take().paths == [b"a/f", b"g"]
