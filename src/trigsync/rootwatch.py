@@ -70,10 +70,10 @@ def below(mounts: Iterable[Mount], real_root: bytes) -> frozenset[Mount]:
 
 
 def symlink_dirs(root: bytes) -> list[bytes]:
-    """The directories that hold a symlink among the components of ``root`` (absolute)."""
+    """The directories that hold a symlink among the components of ``root``."""
     dirs = []
     path = b""
-    for part in root.strip(b"/").split(b"/"):
+    for part in os.path.abspath(root).strip(b"/").split(b"/"):
         parent, path = path or b"/", path + b"/" + part
         if part and os.path.islink(path):
             dirs.append(parent)
