@@ -127,6 +127,11 @@ class Translator:
                 fmt % args, sysctl="max_user_watches", suggested=int(str(args[-1]))
             )
 
+    def remounted(self) -> None:
+        """A filesystem was mounted or unmounted in the tree: no event says what it showed
+        or hid, so the next take() watches the tree again and asks for a full sync."""
+        self._full = self._rewalk = True
+
     def close(self) -> None:
         self.tree.clear()
         self._files.clear()
@@ -264,7 +269,7 @@ class Translator:
         if mask & (ino.IN_DELETE_SELF | ino.IN_IGNORED):
             self.tree.drop(node.wd)
         elif mask & ino.IN_UNMOUNT:
-            self._full = self._rewalk = True
+            self.remounted()
         elif mask & ino.IN_ATTRIB and node is self.tree.root:
             self._out.append(Change(b".", Kind.CHANGED))
 

@@ -2,12 +2,14 @@
 
 This is the asyncio shell: it owns the inotify fd, reads it when the loop says it is
 readable, and wakes up when a timer of the translator (``translate.py``) falls due.
-Everything the events mean is decided there, without I/O of its own.
+Everything the events mean is decided there, without I/O of its own. What inotify cannot
+see (a mount in the tree, the source symlink swapped) comes from ``rootwatch.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import os
@@ -19,6 +21,7 @@ from . import inotify as ino
 from .changes import Batch
 from .excludes import Excludes
 from .fsops import InotifyFs
+from .rootwatch import RootWatch, Verdict
 from .translate import Translator
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,8 @@ class Watcher:
         )
         self._fd = -1
         self._events: Translator | None = None
+        self._root_watch: RootWatch | None = None
+        self._root_woke = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -81,8 +86,9 @@ class Watcher:
         """Create the inotify instance and watch every directory of the tree."""
         if self._fd >= 0:
             return
-        self._fd = ino.init()
         try:
+            self._root_watch = RootWatch(self.root)
+            self._fd = ino.init()
             self._events = self._translator(InotifyFs(self._fd))
             self._events.start()
         except BaseException:
@@ -92,13 +98,34 @@ class Watcher:
     def close(self) -> None:
         """Stop watching; a running batches() iterator ends."""
         self._cancel_timer()
+        self._unregister()
         if self._fd >= 0:
-            if self._loop is not None:
-                self._loop.remove_reader(self._fd)
             os.close(self._fd)
             self._fd = -1
         if self._events is not None:
             self._events.close()
+        if self._root_watch is not None:
+            self._root_watch.close()
+            self._root_watch = None
+        if self._wake is not None:
+            self._wake.set()
+
+    def _register(self, loop: asyncio.AbstractEventLoop, wake: asyncio.Event) -> None:
+        self._loop = loop
+        loop.add_reader(self._fd, wake.set)
+        for fd in self._root_watch.fds() if self._root_watch else ():
+            loop.add_reader(fd, self._root_changed)
+
+    def _unregister(self) -> None:
+        if self._loop is None:
+            return
+        for fd in [self._fd, *(self._root_watch.fds() if self._root_watch else ())]:
+            if fd >= 0:
+                self._loop.remove_reader(fd)
+        self._loop = None
+
+    def _root_changed(self) -> None:
+        self._root_woke = True
         if self._wake is not None:
             self._wake.set()
 
@@ -107,9 +134,9 @@ class Watcher:
         self.start()
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
-        fd = self._fd
-        self._loop, self._wake = loop, wake
-        loop.add_reader(fd, wake.set)
+        self._wake = wake
+        self._register(loop, wake)
+        self._root_woke = True  # a change before we were iterated has woken no one
         wake.set()  # events may have queued before we were iterated
         try:
             while True:
@@ -117,14 +144,36 @@ class Watcher:
                 wake.clear()
                 if self._fd < 0 or self._events is None:
                     return
+                full = self._root_woke and self._check_root(loop, wake)
                 batch = self._collect(loop, self._events)
+                if full:
+                    batch = dataclasses.replace(batch, full=True)
                 if batch:
                     yield batch
         finally:
             self._cancel_timer()
-            if self._fd == fd:
-                loop.remove_reader(fd)
-            self._loop = self._wake = None
+            self._unregister()
+            self._wake = None
+
+    def _check_root(self, loop: asyncio.AbstractEventLoop, wake: asyncio.Event) -> bool:
+        """Follow the source to what it names now; True if every target needs a full sync."""
+        self._root_woke = False
+        assert self._root_watch is not None and self._events is not None
+        verdict = self._root_watch.check()
+        if verdict is Verdict.MOUNTS:
+            self._events.remounted()
+        elif verdict is Verdict.ROOT:
+            # Another directory altogether: nothing the old watches knew applies to it.
+            overflows = self._events.overflows
+            self.close()
+            self._wake = wake
+            self.start()
+            assert self._events is not None
+            self._events.overflows = overflows
+            self._register(loop, wake)
+            log.info("watching %s (%d directories)", os.fsdecode(self.root), self.watch_count)
+            return True
+        return False
 
     def _collect(self, loop: asyncio.AbstractEventLoop, events: Translator) -> Batch:
         for _ in range(MAX_READS_PER_WAKEUP):

@@ -48,3 +48,28 @@ def test_unmount_inside_the_tree_reconciles(
     wait_trees_equal(source, replica.path, timeout=10)
     assert (replica.path / "mnt" / "under-the-mount").exists()
     assert not (replica.path / "mnt" / "on-the-mount").exists()
+
+
+def test_a_bind_mount_unmounted_inside_the_tree_is_followed(
+    source: Path, tmp_path: Path, start_trigsync: Start
+) -> None:
+    # Unmounting a bind mount raises no IN_UNMOUNT (its filesystem stays mounted where it
+    # came from): only the mount table says that source/mnt shows another directory now.
+    if os.geteuid() != 0:
+        pytest.skip("needs root to bind-mount")
+    elsewhere, mnt = tmp_path / "elsewhere", source / "mnt"
+    elsewhere.mkdir()
+    (elsewhere / "from-the-bind").write_text("only while bound")
+    mnt.mkdir()
+    (mnt / "under-the-mount").write_text("hidden while bound")
+    subprocess.run(["mount", "--bind", str(elsewhere), str(mnt)], check=True)  # noqa: S603
+    try:
+        replica = Replica("local", str(tmp_path / "replica"), tmp_path / "replica")
+        replica.path.mkdir()
+        start_trigsync(replica)
+        wait_trees_equal(source, replica.path, timeout=10)
+        assert (replica.path / "mnt" / "from-the-bind").exists()
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)  # noqa: S603
+    wait_trees_equal(source, replica.path, timeout=10)
+    assert not (replica.path / "mnt" / "from-the-bind").exists()
