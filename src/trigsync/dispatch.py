@@ -21,7 +21,6 @@ from . import lanes, listing, partial, retry, rsync
 from .changes import Batch, PendingSet, uncovered
 from .errors import BusySyncError, SyncError
 from .journal import Journal, unconfirmed_kinds
-from .rsync import PARTIAL
 from .runner import FullSyncRunner, Runner
 from .state import StateStore
 from .status import RunReport, Tally, TargetStatus, run_report
@@ -85,7 +84,7 @@ class Dispatcher:
         self._idle.set()
         self._runner = Runner(source, target, options, standby=settings.standby)
         self._aside = partial.Aside(target.name, settings.permanent_retry, self.submit)
-        self._full_owed = False  # a full sync ended PARTIAL: owed until one completes
+        self._full_owed = False  # a full sync ended refused (23, 11): owed until one completes
         self.observers: list[Callable[[RunReport], None]] = []  # metrics, hooks: told each run
 
     def submit(self, batch: Batch) -> None:
@@ -271,7 +270,7 @@ class Dispatcher:
     def unconfirmed(self) -> Batch:
         """Everything the target has not confirmed: pending, in flight and set aside.
 
-        A full sync that ended PARTIAL stays owed, across a restart too."""
+        A full sync that ended refused (exit 23 or 11) stays owed, across a restart too."""
         extra = [f.batch for f in self._flights.values()]
         batch = unconfirmed_kinds(self.pending.peek(), [*extra, Batch(self._aside.changes())])
         return batch if not self._full_owed or batch.full else Batch(batch.changes, full=True)
@@ -290,12 +289,29 @@ class Dispatcher:
             if whole:  # before the first await: no other lane can take a batch meanwhile
                 self._flights[lane] = self._flights[lane]._replace(whole=frozenset(whole))
             result = await self._runner.run(batch, entries, bool(whole))
-            if result.code == PARTIAL and batch.changes:
-                if failing := await self._runner.isolate(batch.changes):
-                    self._last_error = self._aside.add(failing)
-            elif result.code == PARTIAL:
-                # A full sync moved everything it could; repeating it would not fix the rest.
-                self._last_error = f"target {self.target.name}: full sync incomplete: {rsync.reason(result.stderr)}"
+            if result.root_missing and not batch.full:
+                # Someone deleted the replica: rsync made its root again for this batch
+                # alone, or cannot make it (then this run fails and is retried). Only a
+                # full sync rebuilds the rest, once the root is there again.
+                log.warning(
+                    "%s: the replica's root directory was gone (%s); queueing a full sync "
+                    "to rebuild it",
+                    self.target.name,
+                    "rsync could not make it" if result.root_failed else "rsync made it again",
+                )
+                self.submit(Batch(full=True))
+            if result.refused and batch.changes:
+                refused = await self._runner.isolate(batch.changes, result)
+                if refused.changes:
+                    self._last_error = self._aside.add(refused)
+            elif result.refused:
+                # A full sync moved what it could (23) or stopped at a file the receiver
+                # cannot write (11); repeating it at once fixes neither: it is retried
+                # slowly, and the changes meanwhile flow (or are set aside) on their own.
+                self._last_error = (
+                    f"target {self.target.name}: full sync incomplete: rsync exit "
+                    f"{result.code} ({rsync.describe(result.code)}): {rsync.reason(result.stderr)}"
+                )
                 log.error("%s", self._last_error)
                 self._full_owed = True
                 if not self._closing:  # retried; save() keeps it owed in the state dir
@@ -316,18 +332,18 @@ class Dispatcher:
             self._wake.set()  # a lane waiting for these paths to be free may go now
         if result.left_temp:  # delivered, but a first try died mid-file on the receiver
             self.submit(Batch(full=True))
-        self.journal.confirm(seq, full=batch.full and result.code != PARTIAL)
+        self.journal.confirm(seq, full=batch.full and not result.refused)
         if batch.covered:
             self.submit(uncovered(batch, lambda p: os.path.lexists(self.source + b"/" + p)))
         self._tally.sent(len(batch.changes))
-        if batch.full and result.code != PARTIAL:
+        if batch.full and not result.refused:
             self._full_owed = False
-        if result.code != PARTIAL and not self._full_owed:
+        if not result.refused and not self._full_owed:
             self._last_error = None
         self._state = "idle"
         self._observe(batch, started, None, result.code)
         if batch.full:
-            done = "incomplete" if result.code == PARTIAL else "done"
+            done = "incomplete" if result.refused else "done"
             log.info("%s: full sync %s in %.3f s", self.target.name, done, result.seconds)
         else:
             log.info(
@@ -354,7 +370,7 @@ class Dispatcher:
         """Tell the observers how a run went; an observer's bug never stops the worker."""
         if not self.observers:
             return
-        partial = self._last_error if code == PARTIAL else None
+        partial = self._last_error if code in rsync.REFUSED else None
         report = run_report(
             self.source,
             self.target.name,

@@ -7,6 +7,10 @@
     anything else (a bug,     failing   backoff ± 20 %             doubled, cap   ERROR once
     rsync cannot start)
 
+Exits 23 and 11 that name paths (rsync.REFUSED) never come here: the paths are found by
+halves and set aside (partial.py), the rest of the batch counts as sent. Exit 11 for the
+replica's own root (rsync cannot make it again) is a TransientSyncError like any other.
+
 Anything that is not an rsync exit (rsync cannot be started for EAGAIN or EMFILE, a bug
 in a target) is retried like a transient failure but reported as failing, and logged
 once per distinct message, so a loop that keeps hitting it does not flood the log.

@@ -73,14 +73,14 @@ EXIT_CODES: dict[int, tuple[Outcome, str]] = {
     5: (Outcome.FATAL, "error starting client-server protocol (auth or module)"),
     6: (Outcome.RETRY, "daemon unable to append to log file"),
     10: (Outcome.RETRY, "error in socket I/O (connection refused or reset)"),
-    11: (Outcome.RETRY, "error in file I/O (receiver disk full?)"),
+    11: (Outcome.RETRY, "error in file I/O (receiver disk full?)"),  # paths set aside: REFUSED
     12: (Outcome.RETRY, "error in rsync protocol data stream (peer died)"),
     13: (Outcome.RETRY, "errors with program diagnostics"),
     14: (Outcome.RETRY, "error in IPC code"),
     20: (Outcome.RETRY, "received SIGUSR1 or SIGINT"),
     21: (Outcome.RETRY, "some error returned by waitpid()"),
     22: (Outcome.RETRY, "error allocating core memory buffers"),
-    23: (Outcome.RETRY, "partial transfer due to error"),
+    23: (Outcome.RETRY, "partial transfer due to error"),  # paths set aside: REFUSED
     24: (Outcome.OK, "some source files vanished before they could be transferred"),
     25: (Outcome.FATAL, "the --max-delete limit stopped deletions"),
     30: (Outcome.RETRY, "timeout in data send/receive"),
@@ -89,6 +89,16 @@ EXIT_CODES: dict[int, tuple[Outcome, str]] = {
 }
 
 PARTIAL = 23  # "partial transfer due to error": some paths went, some did not
+FILE_IO = 11  # the receiver could not write: its disk or quota is full, a file too big for it
+# Exits that name paths rather than the target: the paths that cause them are found by
+# halves and set aside (partial.py), a full sync stays owed, and the rest keeps flowing.
+REFUSED = frozenset({PARTIAL, FILE_IO})
+
+# The destination directory was gone (someone deleted the replica): the receiver made
+# it again, and says so on stdout at --info=name1 (see rsync_argv.batch_argv), over ssh
+# too; or it could not make it (its parent is gone or not its user's) and exited 11.
+_CREATED_ROOT = re.compile(rb"(?m)^created directory ")
+_ROOT_MKDIR_FAILED = re.compile(rb'(?mi)^rsync: \[receiver\] mkdir ".*" failed: ')
 
 _BUSY = re.compile(rb"max connections \(\d+\) reached")
 
@@ -127,6 +137,21 @@ class Result:
     @property
     def outcome(self) -> Outcome:
         return classify(self.code, self.stderr)
+
+    @property
+    def refused(self) -> bool:
+        """Whether rsync refused some paths (REFUSED), not the target as a whole."""
+        return self.code in REFUSED and not self.root_failed
+
+    @property
+    def root_missing(self) -> bool:
+        """Whether the destination directory was gone: made again, or failing to be."""
+        return self.root_failed or _CREATED_ROOT.search(self.stdout) is not None
+
+    @property
+    def root_failed(self) -> bool:
+        """Whether the receiver could not make the missing destination directory."""
+        return self.code == FILE_IO and _ROOT_MKDIR_FAILED.search(self.stderr) is not None
 
 
 def check_binary(rsync_path: str) -> None:
@@ -306,6 +331,9 @@ def cut_short(result: Result) -> bool:
     return result.code in _MID_RUN and not _NEVER_CONNECTED.search(result.stderr)
 
 
+_CONSEQUENCE = re.compile(r"Broken pipe|Connection reset by peer|connection unexpectedly closed")
+
+
 def reason(stderr: bytes) -> str:
     """rsync's most telling message, for a log line."""
     return _last_line(stderr)
@@ -317,8 +345,11 @@ def _last_line(stderr: bytes) -> str:
     lines = [ln for ln in lines if ln]
     # "ERROR: module is read only" is the receiver's own word; rsync's "read error:
     # Connection reset" that follows it is only the consequence.
+    # A receiver that failed (disk full) closes its end: the sender's "Broken pipe" that
+    # follows names the consequence, not the cause.
     for wanted in ("@ERROR", "ERROR: ", "rsync: ", "error", "failed"):
         found = [ln for ln in lines if wanted in ln]
+        causes = [ln for ln in found if not _CONSEQUENCE.search(ln)]
         if found:
-            return found[-1]
+            return (causes or found)[-1]
     return lines[-1] if lines else "(no message)"

@@ -66,10 +66,14 @@ def batch_argv(
     A plain list run has no ``--timeout``: against a daemon without ``socket options =
     TCP_NODELAY`` it costs a fresh run about 40 ms (Nagle), and it does not catch a silent
     peer anyway; the progress watchdog in ``finish`` does.
+
+    A plain list run prints "created directory DEST" on stdout when the receiver had to
+    make the destination itself (someone deleted the replica), and nothing else but one
+    empty line per item it sent (an empty ``--out-format``: no name can fake the line).
     """
     return [
         *_common(opts, transport, timeout=recursive),
-        *(("-r", "--delete") if recursive else ()),
+        *(("-r", "--delete") if recursive else ("--info=name1", "--out-format=")),
         "--files-from=-",
         "--from0",
         "--delete-missing-args",

@@ -1,5 +1,5 @@
 """Runs one batch against one target: moves in place, then rsync with the path list
-through the standby, or a full sync; and the exit-23 halving on fresh connections."""
+through the standby, or a full sync; and the exit-23/11 halving on fresh connections."""
 
 from __future__ import annotations
 
@@ -90,8 +90,8 @@ class Runner:
         except OSError:
             return None
 
-    async def isolate(self, changes: Sequence[Change]) -> list[Change]:
-        """Find the paths that make rsync exit 23; the rest are delivered on the way."""
+    async def isolate(self, changes: Sequence[Change], result: rsync.Result) -> partial.Refused:
+        """Find the paths that made ``result`` exit 23 or 11; the rest are delivered on the way."""
         argv = rsync.batch_argv(self.source, self.options, self._transport)
 
         async def send(half: Sequence[Change]) -> rsync.Result:
@@ -100,4 +100,4 @@ class Runner:
                 argv, stdin=paths, env=self._transport.env, stall=self.standby.stall
             )
 
-        return await partial.refused(changes, send, self.target.name)
+        return await partial.refused(changes, send, self.target.name, result)

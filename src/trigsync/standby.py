@@ -98,7 +98,7 @@ class Standby:
             left_temp = rsync.cut_short(result)
         else:
             left_temp = False
-        result = await rsync.run(argv, stdin=paths, env=self.env, stall=self.stall)
+        result = await rsync.run(argv, stdin=paths, env=self.env, stall=self.stall, stdout=True)
         if result.outcome is rsync.Outcome.OK:
             self._retry = RETRY_MIN
             self.fill()
@@ -141,7 +141,8 @@ class Standby:
         if not self.enabled or len(self._spares) >= self.depth:
             return
         try:
-            proc = await rsync.spawn(argv, stdin=True, env=self.env)
+            # stdout: a list run says there when it made the destination (Result.created_root)
+            proc = await rsync.spawn(argv, stdin=True, env=self.env, stdout=True)
         except SetupError as exc:  # the next run reports it, fresh
             log.debug("%s: no standby: %s", self.name, exc)
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -82,6 +83,22 @@ def test_a_file_too_big_for_a_full_target_holds_back_no_other_change(
     )
 
 
+def _below(replica: Replica, name: str) -> Replica:
+    """A replica one directory below ``replica``'s, owned by its user, who can make it again
+    (the ssh fixture's own replica directory sits in a directory only root may write)."""
+    path = replica.path / name
+    path.mkdir()
+    owner = replica.path.stat()
+    os.chown(path, owner.st_uid, owner.st_gid)
+    return dataclasses.replace(replica, url=f"{replica.url.rstrip('/')}/{name}", path=path)
+
+
+def _tree_with_depth(source: Path) -> None:
+    (source / "a" / "b").mkdir(parents=True)
+    (source / "a" / "b" / "f.txt").write_bytes(b"deep\n")
+    (source / "top.txt").write_bytes(b"top\n")
+
+
 @pytest.mark.parametrize("replica", ["local", "ssh"], indirect=True)
 def test_a_replica_deleted_under_trigsync_is_rebuilt_whole(
     source: Path, replica: Replica, start_trigsync: Start
@@ -89,18 +106,42 @@ def test_a_replica_deleted_under_trigsync_is_rebuilt_whole(
     # Someone removes the replica directory (a cleanup script, a wrong rm -rf). rsync
     # makes the last component again ("created directory") for the next change, so the
     # replica then holds that one file and nothing else until a reconcile, 10 min later.
-    (source / "a" / "b").mkdir(parents=True)
-    (source / "a" / "b" / "f.txt").write_bytes(b"deep\n")
-    (source / "top.txt").write_bytes(b"top\n")
+    replica = _below(replica, "site")
+    _tree_with_depth(source)
     start_trigsync(replica)
     wait_trees_equal(source, replica.path, timeout=20)
 
     shutil.rmtree(replica.path)
+    (source / "next.txt").write_bytes(b"the next change\n")
+    wait_trees_equal(source, replica.path, timeout=10)
+
+
+@pytest.mark.parametrize("replica", ["ssh"], indirect=True)
+def test_a_deleted_replica_its_user_cannot_make_again_is_rebuilt_whole_once_it_is_back(
+    source: Path, replica: Replica, start_trigsync: Start
+) -> None:
+    # The ssh user may not write the replica's parent (deploy@web2:/var/www): rsync
+    # cannot make the replica again and exits 11 ("mkdir ... failed"). That is the
+    # target failing, loudly, not a path to set aside; once an admin puts the directory
+    # back, empty, the whole tree must follow, not only the changes made since.
+    _tree_with_depth(source)
+    trig = start_trigsync(replica)
+    wait_trees_equal(source, replica.path, timeout=20)
+    owner = replica.path.stat()
+
+    shutil.rmtree(replica.path)
     try:
         (source / "next.txt").write_bytes(b"the next change\n")
-        wait_trees_equal(source, replica.path, timeout=10)
+        wait_for(
+            lambda: "mkdir" in trig.log() and "Permission denied" in trig.log(),
+            timeout=10,
+            what="the failing mkdir to be reported",
+        )
+        assert "set aside" not in trig.log() and "retrying them every" not in trig.log()
     finally:
-        replica.path.mkdir(exist_ok=True)  # the ssh fixture cleans up inside it
+        replica.path.mkdir(exist_ok=True)  # the admin puts it back (the fixture needs it too)
+        os.chown(replica.path, owner.st_uid, owner.st_gid)
+    wait_trees_equal(source, replica.path, timeout=20)
 
 
 NAMES = [b"x.d]", b"x.1", b"x.a", b"foo\\x", b"foo*", b"foox", b"a[b", b"ab", b"-x", b"b-", b"]z"]

@@ -72,7 +72,7 @@ class Target(abc.ABC):
             transport = self.transport()
             argv = rsync.batch_argv(source, options, transport, recursive=True)
             result = await rsync.run(argv, stdin=rsync.path_list(dirs), env=transport.env)
-            if result.code != rsync.PARTIAL:  # a refused path is the main batch's to report
+            if not result.refused:  # a refused path (23, 11) is the main batch's to report
                 rsync.raise_for(result, f"target {self.name}")
         return len(moved)
 
