@@ -63,6 +63,7 @@ class SyncConfig:
     rsync_path: str = "rsync"
     rsync_args: tuple[str, ...] = ()
     watch_modify: bool = False
+    watch_backend: str = "auto"  # "auto", "fanotify" or "inotify" (see fanwatch.choose)
     reconcile_every: float = 0.0  # seconds between full syncs; 0: never
     standby: bool = True  # keep one rsync per target connected, waiting for the next batch
     auto_raise_limits: bool = False  # as root, raise fs.inotify.max_user_watches when short
@@ -127,6 +128,7 @@ _SYNC_KEYS: dict[str, Any] = {
     "rsync_path": str,
     "rsync_args": list,
     "watch_modify": bool,
+    "watch_backend": str,
     "password_file": str,
     "reconcile_every": (int, float),
     "standby": bool,
@@ -299,6 +301,11 @@ def _sync(block: Any, origin: str, where: str) -> SyncConfig:
         raise ConfigError(
             f"{origin}: {where}.delay is {delay}; use 0 or a positive number of seconds"
         )
+    backend = block.get("watch_backend", "auto")
+    if backend not in ("auto", "fanotify", "inotify"):
+        raise ConfigError(
+            f'{origin}: {where}.watch_backend is {backend!r}; use "auto", "fanotify" or "inotify"'
+        )
     for key in ("timeout", "contimeout", "retry_max"):
         if key in block and block[key] <= 0:
             raise ConfigError(f"{origin}: {where}.{key} must be a positive number of seconds")
@@ -313,6 +320,7 @@ def _sync(block: Any, origin: str, where: str) -> SyncConfig:
         rsync_path=str(block.get("rsync_path", "rsync")),
         rsync_args=tuple(_strings(block, "rsync_args", origin, where)),
         watch_modify=bool(block.get("watch_modify", False)),
+        watch_backend=backend,
         reconcile_every=float(block.get("reconcile_every", 0)),
         standby=bool(block.get("standby", True)),
         auto_raise_limits=bool(block.get("auto_raise_limits", False)),

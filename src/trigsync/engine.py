@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import rsync, targets
+from . import fanwatch, rsync, targets
 from .catchup import changed_since
 from .changes import Batch
 from .config import Config, SyncConfig, private_dir
@@ -68,8 +68,12 @@ class SyncJob:
 
     def start_watching(self) -> None:
         """Place every watch before any sync runs, so nothing changed meanwhile is missed."""
+        backend, why = fanwatch.choose(self.config.watch_backend, self.source)
         self.watcher = Watcher(
-            self.source, excludes=self.excludes, watch_modify=self.config.watch_modify
+            self.source,
+            excludes=self.excludes,
+            watch_modify=self.config.watch_modify,
+            backend=backend,
         )
         try:
             self.watcher.start()
@@ -77,7 +81,13 @@ class SyncJob:
             if not (self.config.auto_raise_limits and exc.sysctl and raise_limit(exc)):
                 raise
             self.watcher.start()
-        log.info("watching %s (%d directories)", self.config.source, self.watcher.watch_count)
+        log.info(
+            "watching %s (%d directories) with %s: %s",
+            self.config.source,
+            self.watcher.watch_count,
+            backend,
+            why,
+        )
 
     def submit(self, batch: Batch) -> None:
         for dispatcher in self.dispatchers:

@@ -102,7 +102,11 @@ def _changed(was: SyncConfig, sync: SyncConfig) -> SyncPlan:
         else:
             targets.append(TargetPlan(spec.url, REPLACE))
     targets += [TargetPlan(url, REMOVE) for url in old_specs]
-    rewatch = (was.excludes, was.watch_modify) != (sync.excludes, sync.watch_modify)
+    rewatch = (was.excludes, was.watch_modify, was.watch_backend) != (
+        sync.excludes,
+        sync.watch_modify,
+        sync.watch_backend,
+    )
     return SyncPlan(sync.source, CHANGE, tuple(targets), rewatch)
 
 

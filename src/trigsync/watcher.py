@@ -1,6 +1,6 @@
-"""Recursive inotify watching of one source tree, as an async iterator of change batches.
+"""Recursive watching of one source tree, as an async iterator of change batches.
 
-This is the asyncio shell: it owns the inotify fd, reads it when the loop says it is
+This is the asyncio shell: it owns the inotify or fanotify fd (``fanwatch.py``), reads it when the loop says it is
 readable, and wakes up when a timer of the translator (``translate.py``) falls due.
 Everything the events mean is decided there, without I/O of its own.
 """
@@ -15,10 +15,9 @@ import time
 from collections.abc import AsyncIterator
 from typing import NamedTuple
 
-from . import inotify as ino
 from .changes import Batch
 from .excludes import Excludes
-from .fsops import InotifyFs
+from .fanwatch import FanotifySource, InotifySource, Source
 from .translate import Translator
 
 log = logging.getLogger(__name__)
@@ -49,8 +48,10 @@ class Watcher:
         watch_modify: bool = False,
         modify_settle: float = 0.5,
         overflow_quiet: float = 0.5,
+        backend: str = "inotify",
     ) -> None:
         self.root = root.rstrip(b"/") or b"/"
+        self.backend = backend
         self._translator = functools.partial(
             Translator,
             self.root,
@@ -62,6 +63,7 @@ class Watcher:
             clock=time.monotonic,
         )
         self._fd = -1
+        self._source: Source | None = None
         self._events: Translator | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -78,12 +80,15 @@ class Watcher:
         return WatcherStatistics(len(t.tree), t.events_read, t.overflows)
 
     def start(self) -> None:
-        """Create the inotify instance and watch every directory of the tree."""
+        """Create the inotify instance (or fanotify group) and watch the whole tree."""
         if self._fd >= 0:
             return
-        self._fd = ino.init()
+        kind = FanotifySource if self.backend == "fanotify" else InotifySource
+        self._source = source = kind(self.root)
+        self._fd = source.fd
         try:
-            self._events = self._translator(InotifyFs(self._fd))
+            self._events = self._translator(source.fs, kernel=source.name)
+            source.bind(self._events.tree)
             self._events.start()
         except BaseException:
             self.close()
@@ -132,7 +137,8 @@ class Watcher:
                 data = os.read(self._fd, READ_SIZE)
             except BlockingIOError:
                 break
-            events.feed(ino.parse_events(data))
+            assert self._source is not None
+            events.feed(self._source.events(data))
             if not data:
                 break
         batch = events.take()
