@@ -100,6 +100,8 @@ def start_trigsync(procs: ProcGroup, tmp_path: Path, source: Path, watch_backend
             state_dir=tmp_path / "state",
             **kw,  # type: ignore[arg-type]
         )
-        return Trigsync(procs, config, "-v", *args).start()
+        trig = Trigsync(procs, config, "-v", *args).start()
+        assert f"with {watch_backend}: " in trig.log(), trig.log()[-2000:]
+        return trig
 
     return start
