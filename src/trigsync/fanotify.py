@@ -142,6 +142,8 @@ _INIT_REFUSED = {
     errno.ENOSYS: "the kernel has no fanotify",
 }
 _MARK_REFUSED = {
+    # Since Linux 5.13 anyone may create a group, but a filesystem mark needs the cap.
+    errno.EPERM: "fanotify needs CAP_SYS_ADMIN to watch a whole filesystem (run as root)",
     errno.ENODEV: "its filesystem cannot be watched whole by fanotify (no fsid)",
     errno.EOPNOTSUPP: "its filesystem cannot be watched whole by fanotify (no file handles)",
     errno.EXDEV: "its filesystem cannot be watched whole by fanotify (a subvolume)",
