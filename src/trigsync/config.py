@@ -248,6 +248,7 @@ def from_args(
     initial_sync: bool = False,
     state_dir: str | None = None,
     rsync_path: str = "rsync",
+    watch_backend: str = "auto",
 ) -> Config:
     """The ad-hoc ``trigsync run SRC TARGET...`` form."""
     sync: dict[str, Any] = {
@@ -257,6 +258,7 @@ def from_args(
         "delay": delay,
         "initial_sync": initial_sync,
         "rsync_path": rsync_path,
+        "watch_backend": watch_backend,
     }
     if password_file:
         sync["password_file"] = password_file
