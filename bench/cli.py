@@ -67,6 +67,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--idle-seconds", type=float, default=None, help="idle window (default 30)")
     p.add_argument("--latency-samples", type=int, default=None, help="writes timed (default 100)")
     p.add_argument("--no-lsyncd", action="store_true", help="leave lsyncd out")
+    p.add_argument(
+        "--big-dirs",
+        type=int,
+        default=None,
+        help="bigtree: directories (and files); default 100000",
+    )
+    p.add_argument(
+        "--lsyncd-limit", type=float, default=None, help="bigtree: seconds for lsyncd (300)"
+    )
+    p.add_argument(
+        "--neighbour-writes", type=int, default=None, help="neighbour: writes (default 50000)"
+    )
+    p.add_argument(
+        "--raise-watches",
+        action="store_true",
+        help="bigtree, as root: raise fs.inotify.max_user_watches for the inotify contenders "
+        "while they run (restored after)",
+    )
     p.add_argument("--cache-dir", type=Path, default=CACHE, help=f"kept trees (default {CACHE})")
     p.add_argument(
         "--root",
@@ -103,6 +121,9 @@ def _sizes(args: argparse.Namespace) -> Sizes:
         sizes = dataclasses.replace(sizes, idle_seconds=args.idle_seconds)
     if args.latency_samples is not None:
         sizes = dataclasses.replace(sizes, latency_samples=args.latency_samples)
+    for key in ("big_dirs", "lsyncd_limit", "neighbour_writes"):
+        if getattr(args, key) is not None:
+            sizes = dataclasses.replace(sizes, **{key: getattr(args, key)})
     return sizes
 
 
@@ -141,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     notes.append(f"trees under {root} ({filesystem_of(root)})")
     logs = SCRATCH / f"logs-{time.strftime('%Y%m%d-%H%M%S')}"
     logs.mkdir(exist_ok=True)
-    ctx = Context(sizes, tmp, args.cache_dir, logs, tools, notes)
+    ctx = Context(sizes, tmp, args.cache_dir, logs, tools, notes, args.raise_watches)
     ctx.say(f"sizes: {sizes.describe()}; trees under {root}; contender logs in {logs}")
 
     started = datetime.datetime.now().astimezone()
