@@ -26,7 +26,7 @@ from __future__ import annotations
 import itertools
 import os
 import stat
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 
 from . import fanotify as fan
 from . import inotify as ino
@@ -51,6 +51,11 @@ class HandleMap:
 
     def __len__(self) -> int:
         return len(self._wd)
+
+    @property
+    def known(self) -> Container[bytes]:
+        """The handles of the tree's directories, for ``fanotify.parse_events``."""
+        return self._wd
 
     def add(self, handle: bytes) -> int:
         """The number for ``handle``; the same directory always gets the same one."""

@@ -12,6 +12,7 @@ import ctypes
 import errno
 import os
 import struct
+from collections.abc import Container, Iterator
 from typing import NamedTuple
 
 FAN_CLOEXEC = 0x00000001
@@ -168,43 +169,55 @@ def probe(path: bytes) -> str | None:
     return None
 
 
-def parse_events(buf: bytes) -> list[Record]:
+def parse_events(buf: bytes, keep: Container[bytes] | None = None) -> Iterator[Record]:
     """Split a read() of a fanotify fd into records; a truncated trailing event is ignored.
 
     Handles are returned with their fsid in front (the info record's bytes after its
-    header, up to the name), so they compare equal to ``fsid_of + handle_of``.
+    header, up to the name), so they compare equal to ``fsid_of + handle_of``. With
+    ``keep``, an event whose directories are all outside it is skipped as early as can
+    be: on a busy filesystem most events are someone else's. Lazy, so that ``keep`` may
+    grow while the records are consumed (a directory just created is watched).
     """
     unpack_meta = METADATA.unpack_from
-    unpack_info = INFO_HEADER.unpack_from
+    unpack_handle = HANDLE_HEADER.unpack_from
     meta_size = METADATA.size
     end = len(buf)
     pos = 0
-    out: list[Record] = []
     while pos + meta_size <= end:
         event_len, _vers, _res, meta_len, mask, _fd, _pid = unpack_meta(buf, pos)
         if event_len < meta_size or pos + event_len > end:
             break
-        handle = name = new_handle = new_name = b""
-        p = pos + meta_len
         stop = pos + event_len
-        while p + 4 <= stop:
-            info_type, _pad, info_len = unpack_info(buf, p)
-            if info_len < 4:
-                break
-            # fsid (8 bytes), handle_bytes, handle_type, f_handle, then maybe a name.
-            hbytes = HANDLE_HEADER.unpack_from(buf, p + 12)[0]
-            hend = p + 20 + hbytes
-            key = buf[p + 4 : hend]
-            if info_type in (INFO_DFID_NAME, INFO_OLD_DFID_NAME, INFO_NEW_DFID_NAME):
-                nul = buf.find(b"\0", hend, p + info_len)
-                entry = buf[hend : nul if nul >= 0 else p + info_len]
-            else:
-                entry = b"."
-            if info_type == INFO_NEW_DFID_NAME:
-                new_handle, new_name = key, entry
-            elif info_type in (INFO_DFID_NAME, INFO_OLD_DFID_NAME, INFO_DFID):
-                handle, name = key, entry
-            p += info_len
-        out.append(Record(mask, handle, name, new_handle, new_name))
-        pos += event_len
-    return out
+        p = pos + meta_len
+        if keep is not None and not mask & (FAN_RENAME | FAN_Q_OVERFLOW) and p + 20 <= stop:
+            # One info record: fsid (8 bytes), handle_bytes, handle_type, f_handle, name.
+            hend = p + 20 + unpack_handle(buf, p + 12)[0]
+            if buf[p + 4 : hend] not in keep:
+                pos = stop
+                continue
+        record = _record(buf, mask, p, stop)
+        pos = stop
+        mine = keep is None or record.handle in keep or record.new_handle in keep
+        if mine or mask & FAN_Q_OVERFLOW:
+            yield record
+
+
+def _record(buf: bytes, mask: int, p: int, stop: int) -> Record:
+    handle = name = new_handle = new_name = b""
+    while p + 4 <= stop:
+        info_type, _pad, info_len = INFO_HEADER.unpack_from(buf, p)
+        if info_len < 4:
+            break
+        hend = p + 20 + HANDLE_HEADER.unpack_from(buf, p + 12)[0]
+        key = buf[p + 4 : hend]
+        if info_type in (INFO_DFID_NAME, INFO_OLD_DFID_NAME, INFO_NEW_DFID_NAME):
+            nul = buf.find(b"\0", hend, p + info_len)
+            entry = buf[hend : nul if nul >= 0 else p + info_len]
+        else:
+            entry = b"."
+        if info_type == INFO_NEW_DFID_NAME:
+            new_handle, new_name = key, entry
+        elif info_type in (INFO_DFID_NAME, INFO_OLD_DFID_NAME, INFO_DFID):
+            handle, name = key, entry
+        p += info_len
+    return Record(mask, handle, name, new_handle, new_name)

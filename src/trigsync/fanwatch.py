@@ -75,7 +75,7 @@ class FanotifySource:
 
     def events(self, data: bytes) -> Iterable[Event]:
         assert self._converter is not None
-        return self._converter.convert(fan.parse_events(data))
+        return self._converter.convert(fan.parse_events(data, self.handles.known))
 
 
 class InotifySource:

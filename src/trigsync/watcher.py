@@ -26,6 +26,10 @@ READ_SIZE = 256 * 1024
 # Bounds one wake-up under a storm so batches keep flowing; the fd stays readable, so the
 # loop wakes us again at once.
 MAX_READS_PER_WAKEUP = 64
+# After a read that held nothing for this tree (fanotify reports the whole filesystem),
+# the fd is left alone this long: a busy neighbour then costs one wake-up per pause,
+# not one per event, and a change of ours waits at most this much longer.
+NOISE_PAUSE = 0.002
 
 _NO_EXCLUDES = Excludes()
 
@@ -68,6 +72,7 @@ class Watcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._paused: asyncio.TimerHandle | None = None
 
     @property
     def watch_count(self) -> int:
@@ -97,6 +102,7 @@ class Watcher:
     def close(self) -> None:
         """Stop watching; a running batches() iterator ends."""
         self._cancel_timer()
+        self._cancel_pause()
         if self._fd >= 0:
             if self._loop is not None:
                 self._loop.remove_reader(self._fd)
@@ -127,11 +133,13 @@ class Watcher:
                     yield batch
         finally:
             self._cancel_timer()
+            self._cancel_pause()
             if self._fd == fd:
                 loop.remove_reader(fd)
             self._loop = self._wake = None
 
     def _collect(self, loop: asyncio.AbstractEventLoop, events: Translator) -> Batch:
+        seen, noise = events.events_read, False
         for _ in range(MAX_READS_PER_WAKEUP):
             try:
                 data = os.read(self._fd, READ_SIZE)
@@ -139,8 +147,12 @@ class Watcher:
                 break
             assert self._source is not None
             events.feed(self._source.events(data))
+            noise = noise or bool(data)
             if not data:
                 break
+        if noise and events.events_read == seen and self._paused is None:
+            loop.remove_reader(self._fd)
+            self._paused = loop.call_later(NOISE_PAUSE, self._resume)
         batch = events.take()
         self._cancel_timer()
         due = events.next_due()
@@ -152,6 +164,17 @@ class Watcher:
         self._timer = None
         if self._wake is not None:
             self._wake.set()
+
+    def _resume(self) -> None:
+        self._paused = None
+        if self._fd >= 0 and self._loop is not None and self._wake is not None:
+            self._loop.add_reader(self._fd, self._wake.set)
+            self._wake.set()
+
+    def _cancel_pause(self) -> None:
+        if self._paused is not None:
+            self._paused.cancel()
+            self._paused = None
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

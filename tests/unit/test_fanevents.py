@@ -52,7 +52,7 @@ def test_parse_name_rename_self_and_overflow_records() -> None:
             event(fan.FAN_Q_OVERFLOW),
         ]
     )
-    assert fan.parse_events(buf) == [
+    assert list(fan.parse_events(buf)) == [
         Record(fan.FAN_CREATE, handle(1), b"a\xffb"),
         Record(fan.FAN_RENAME | fan.FAN_ONDIR, handle(1), b"old", handle(2), b"new"),
         Record(fan.FAN_ATTRIB | fan.FAN_ONDIR, handle(2), b"."),
@@ -62,7 +62,7 @@ def test_parse_name_rename_self_and_overflow_records() -> None:
 
 def test_parse_ignores_a_truncated_trailing_event() -> None:
     one = event(fan.FAN_DELETE, info(fan.INFO_DFID_NAME, handle(3), b"gone"))
-    assert fan.parse_events(one + one[:30]) == [Record(fan.FAN_DELETE, handle(3), b"gone")]
+    assert list(fan.parse_events(one + one[:30])) == [Record(fan.FAN_DELETE, handle(3), b"gone")]
 
 
 def test_parse_handle_equals_what_name_to_handle_at_gives(tmp_path: os.PathLike[str]) -> None:
@@ -72,8 +72,32 @@ def test_parse_handle_equals_what_name_to_handle_at_gives(tmp_path: os.PathLike[
     except OSError as exc:  # pragma: no cover - a filesystem without handles
         pytest.skip(f"no file handles here: {exc.strerror}")
     key = fan.fsid_of(path) + raw
-    record = fan.parse_events(event(fan.FAN_CREATE, info(fan.INFO_DFID_NAME, key, b"x")))[0]
+    record = next(fan.parse_events(event(fan.FAN_CREATE, info(fan.INFO_DFID_NAME, key, b"x"))))
     assert record.handle == key
+
+
+def test_parse_keeps_only_the_tree_and_sees_it_grow() -> None:
+    mine, other, later = handle(1), handle(99), handle(7)
+    keep = {mine}
+    buf = b"".join(
+        [
+            event(fan.FAN_MODIFY, info(fan.INFO_DFID_NAME, other, b"noise")),
+            event(
+                fan.FAN_RENAME,
+                info(fan.INFO_OLD_DFID_NAME, other, b"in"),
+                info(fan.INFO_NEW_DFID_NAME, mine, b"in"),
+            ),
+            event(fan.FAN_CREATE | fan.FAN_ONDIR, info(fan.INFO_DFID_NAME, mine, b"new")),
+            event(fan.FAN_CREATE, info(fan.INFO_DFID_NAME, later, b"inside-new")),
+            event(fan.FAN_Q_OVERFLOW),
+        ]
+    )
+    got = []
+    for record in fan.parse_events(buf, keep):
+        got.append(record.name)
+        if record.name == b"new":
+            keep.add(later)  # watched while the read is consumed
+    assert got == [b"in", b"new", b"inside-new", b""]
 
 
 # -- the handle map -------------------------------------------------------------------------
