@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import select
 import stat
 from collections.abc import Iterable
 
@@ -58,6 +60,55 @@ class FanotifyFs(InotifyFs):
         self.handles.discard(wd)
 
 
+_OCTAL = re.compile(rb"\\([0-7]{3})")
+
+
+def mount_points(mountinfo: bytes, root: bytes) -> frozenset[bytes]:
+    """The mount points in ``mountinfo`` (/proc/self/mountinfo) at or below ``root``."""
+    prefix = root.rstrip(b"/") + b"/"
+    out = set()
+    for line in mountinfo.splitlines():
+        fields = line.split(b" ", 5)
+        if len(fields) > 4:
+            point = _OCTAL.sub(lambda m: bytes([int(m[1], 8)]), fields[4])
+            if point == root or point.startswith(prefix):
+                out.add(point)
+    return frozenset(out)
+
+
+class MountWatch:
+    """Tells when a filesystem is mounted or unmounted at or below the source.
+
+    inotify reports IN_UNMOUNT on the watches of an unmounted filesystem; a fanotify
+    filesystem mark reports nothing, so the mount table is polled (it signals POLLPRI
+    on every change in this mount namespace) and compared below the source.
+    """
+
+    def __init__(self, root: bytes) -> None:
+        self._root = os.path.realpath(root)
+        self._file = open("/proc/self/mountinfo", "rb")  # noqa: SIM115 - closed in close()
+        self._poll = select.epoll()
+        self._poll.register(self._file.fileno(), select.EPOLLPRI | select.EPOLLERR)
+        self._points = self._read()
+
+    def fileno(self) -> int:
+        return self._poll.fileno()
+
+    def changed(self) -> bool:
+        self._poll.poll(0)
+        points = self._read()
+        changed, self._points = points != self._points, points
+        return changed
+
+    def _read(self) -> frozenset[bytes]:
+        self._file.seek(0)
+        return mount_points(self._file.read(), self._root)
+
+    def close(self) -> None:
+        self._poll.close()
+        self._file.close()
+
+
 class FanotifySource:
     """The fanotify fd of one watcher, and how its reads become inotify events."""
 
@@ -65,23 +116,48 @@ class FanotifySource:
 
     def __init__(self, root: bytes) -> None:
         self.fd = fan.init()
+        try:
+            self.mounts: MountWatch | None = MountWatch(root)
+        except OSError:
+            os.close(self.fd)
+            raise
         self.handles = HandleMap()
         self.fs = FanotifyFs(self.fd, self.handles)
         self._root = root
         self._converter: EventConverter | None = None
+        self._tree: WatchTree | None = None
 
     def bind(self, tree: WatchTree) -> None:
         self._converter = EventConverter(self._root, self.handles, tree, os.lstat)
+        self._tree = tree
 
     def events(self, data: bytes) -> Iterable[Event]:
         assert self._converter is not None
         return self._converter.convert(fan.parse_events(data, self.handles.known))
+
+    def mount_events(self) -> list[Event]:
+        """What inotify would have said about a mount change below the source: IN_UNMOUNT,
+        on which the translator walks the tree again and asks for a full sync."""
+        if self.mounts is None or not self.mounts.changed():
+            return []
+        root = None if self._tree is None else self._tree.root
+        if root is None:
+            return []
+        log.info("a filesystem was mounted or unmounted below %s", os.fsdecode(self._root))
+        return [(root.wd, ino.IN_UNMOUNT, 0, b"")]
+
+    def close(self) -> None:
+        if self.mounts is not None:
+            self.mounts.close()
+            self.mounts = None
 
 
 class InotifySource:
     """The inotify fd of one watcher."""
 
     name = "inotify"
+
+    mounts: MountWatch | None = None  # inotify reports IN_UNMOUNT itself
 
     def __init__(self, root: bytes) -> None:
         self.fd = ino.init()
@@ -92,6 +168,12 @@ class InotifySource:
 
     def events(self, data: bytes) -> Iterable[Event]:
         return ino.parse_events(data)
+
+    def mount_events(self) -> list[Event]:
+        return []
+
+    def close(self) -> None:
+        pass
 
 
 Source = FanotifySource | InotifySource

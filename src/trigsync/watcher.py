@@ -108,6 +108,10 @@ class Watcher:
                 self._loop.remove_reader(self._fd)
             os.close(self._fd)
             self._fd = -1
+        if self._source is not None:
+            if self._loop is not None and self._source.mounts is not None:
+                self._loop.remove_reader(self._source.mounts.fileno())
+            self._source.close()
         if self._events is not None:
             self._events.close()
         if self._wake is not None:
@@ -121,6 +125,9 @@ class Watcher:
         fd = self._fd
         self._loop, self._wake = loop, wake
         loop.add_reader(fd, wake.set)
+        mounts = None if self._source is None else self._source.mounts
+        if mounts is not None:
+            loop.add_reader(mounts.fileno(), self._mounts_changed)
         wake.set()  # events may have queued before we were iterated
         try:
             while True:
@@ -136,6 +143,8 @@ class Watcher:
             self._cancel_pause()
             if self._fd == fd:
                 loop.remove_reader(fd)
+                if mounts is not None:
+                    loop.remove_reader(mounts.fileno())
             self._loop = self._wake = None
 
     def _collect(self, loop: asyncio.AbstractEventLoop, events: Translator) -> Batch:
@@ -164,6 +173,12 @@ class Watcher:
         self._timer = None
         if self._wake is not None:
             self._wake.set()
+
+    def _mounts_changed(self) -> None:
+        if self._source is not None and self._events is not None:
+            self._events.feed(self._source.mount_events())
+            if self._wake is not None:
+                self._wake.set()
 
     def _resume(self) -> None:
         self._paused = None

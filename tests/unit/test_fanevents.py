@@ -254,3 +254,26 @@ def test_conversion_is_lazy_so_a_directory_watched_meanwhile_is_known() -> None:
         if ev[3] == b"new":  # what the translator does on the mkdir: watch it
             t.tree.attach(t.handles.add(handle(7)), t.root, b"new")
     assert out[-1] == (t.handles.get(handle(7)), ino.IN_CREATE, 0, b"inside")
+
+
+# -- mounts below the source ------------------------------------------------------------------
+
+
+def test_mount_points_below_the_source_only() -> None:
+    from trigsync.fanwatch import mount_points
+
+    info = (
+        b"22 1 8:1 / / rw - ext4 /dev/vda rw\n"
+        b"40 22 0:5 / /srv/www rw - ext4 /dev/vdb rw\n"
+        b"41 40 0:6 / /srv/www/up\\040loads rw - tmpfs none rw\n"
+        b"42 22 0:7 / /srv/wwwx rw - tmpfs none rw\n"
+        b"43 22 0:8 / /srv rw - tmpfs none rw\n"
+    )
+    assert mount_points(info, b"/srv/www") == {b"/srv/www", b"/srv/www/up loads"}
+    assert mount_points(info, b"/") == {
+        b"/",
+        b"/srv/www",
+        b"/srv/www/up loads",
+        b"/srv/wwwx",
+        b"/srv",
+    }
