@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -195,7 +196,11 @@ def _run(
         proc.stop()
         with contextlib.suppress(OSError):
             (ctx.logs / f"bigtree-trigsync-{backend}.log").write_bytes(proc.log_path.read_bytes())
-        for p in paths:  # the next contender starts from the same tree
+        # The next contender starts from the same tree, with no state: a trigsync finding
+        # the state of the last one would see the tree changed while stopped and run a
+        # full sync of it.
+        shutil.rmtree(where.workdir / "state", ignore_errors=True)
+        for p in paths:
             with contextlib.suppress(OSError):
                 p.unlink()
             with contextlib.suppress(OSError):
