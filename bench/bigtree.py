@@ -242,6 +242,8 @@ def _lsyncd(ctx: Context, where: Site, dirs: int) -> float | str:
     try:
         while True:
             if proc.popen.poll() is not None:
+                ctx.say(f"bigtree/lsyncd: exited {proc.popen.returncode}: {proc.log_tail(3)}")
+                ctx.notes.append(f"bigtree/lsyncd exited: {proc.log_tail(3)[:300]}")
                 return f"exited {proc.popen.returncode}"
             placed = _watches_in_use(proc.pid)
             if placed >= dirs + 1:
@@ -254,6 +256,8 @@ def _lsyncd(ctx: Context, where: Site, dirs: int) -> float | str:
             time.sleep(0.25)
     finally:
         proc.stop()
+        with contextlib.suppress(OSError):
+            shutil.copyfile(proc.log_path, ctx.logs / "bigtree-lsyncd.log")
 
 
 # -- neighbour ------------------------------------------------------------------------------
