@@ -78,10 +78,11 @@ def inotify_room(ctx: Context, needed: int) -> Iterator[str | None]:
     if limit - used >= needed + 1000:
         yield None
         return
-    # 3x: the watches of a contender that just stopped are freed by the kernel a while
-    # after its close, and still count against the limit meanwhile (lsyncd ran out with
-    # 2x right after trigsync's inotify run).
-    wanted = used + 3 * needed
+    # 8x: the watches of a contender that stopped are freed by the kernel lazily, a
+    # million of them long after its exit, and count against the limit meanwhile:
+    # lsyncd ran out with 3x right after trigsync's inotify run, and placed all of them
+    # a minute later. A limit costs no memory by itself.
+    wanted = used + 8 * needed
     if not ctx.raise_watches:
         yield (
             f"needs {needed} inotify watches, {limit - used} of {limit} free; run: "
