@@ -71,6 +71,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--slow-samples", type=int, default=None, help="writes 40 s apart (default 5)")
     p.add_argument("--no-lsyncd", action="store_true", help="leave lsyncd out")
+    p.add_argument(
+        "--big-dirs",
+        type=int,
+        default=None,
+        help="bigtree: directories (and files); default 100000",
+    )
+    p.add_argument(
+        "--lsyncd-limit", type=float, default=None, help="bigtree: seconds for lsyncd (300)"
+    )
+    p.add_argument(
+        "--neighbour-writes", type=int, default=None, help="neighbour: writes (default 50000)"
+    )
+    p.add_argument(
+        "--raise-watches",
+        action="store_true",
+        help="bigtree, as root: raise fs.inotify.max_user_watches for the inotify contenders "
+        "while they run (restored after)",
+    )
     p.add_argument("--cache-dir", type=Path, default=CACHE, help=f"kept trees (default {CACHE})")
     p.add_argument(
         "--root",
@@ -115,6 +133,9 @@ def _sizes(args: argparse.Namespace) -> Sizes:
         sizes = dataclasses.replace(sizes, latency_samples=args.latency_samples)
     if args.slow_samples is not None:
         sizes = dataclasses.replace(sizes, latency_slow_samples=args.slow_samples)
+    for key in ("big_dirs", "lsyncd_limit", "neighbour_writes"):
+        if getattr(args, key) is not None:
+            sizes = dataclasses.replace(sizes, **{key: getattr(args, key)})
     return sizes
 
 
@@ -155,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     notes.append(f"trees under {root} ({filesystem_of(root)})")
     logs = SCRATCH / f"logs-{time.strftime('%Y%m%d-%H%M%S')}"
     logs.mkdir(exist_ok=True)
-    ctx = Context(sizes, tmp, args.cache_dir, logs, tools, notes)
+    ctx = Context(sizes, tmp, args.cache_dir, logs, tools, notes, args.raise_watches)
     ctx.say(f"sizes: {sizes.describe()}; trees under {root}; contender logs in {logs}")
 
     started = datetime.datetime.now().astimezone()

@@ -37,6 +37,9 @@ class Sizes:
     startup_dirs: int = 100_000
     startup_files: int = 300_000
     idle_seconds: float = 30.0
+    big_dirs: int = 100_000  # bigtree: directories, and as many files (the goal: 1M)
+    lsyncd_limit: float = 300.0  # bigtree: seconds lsyncd gets to place its watches
+    neighbour_writes: int = 50_000
 
     def scaled(self, factor: float) -> Sizes:
         def n(value: int, least: int) -> int:
@@ -50,6 +53,8 @@ class Sizes:
             bigfile_mib=n(self.bigfile_mib, 1),
             startup_dirs=n(self.startup_dirs, 10),
             startup_files=n(self.startup_files, 10),
+            big_dirs=n(self.big_dirs, 10),
+            neighbour_writes=n(self.neighbour_writes, 100),
         )
 
     def describe(self) -> str:
@@ -59,7 +64,8 @@ class Sizes:
             f"storm {self.storm_files} files in {self.storm_dirs} dirs; "
             f"churn {self.churn_ops} ops on the storm tree; bigfile {self.bigfile_mib} MiB; "
             f"startup {self.startup_dirs} dirs + {self.startup_files} files; "
-            f"idle {self.idle_seconds:g} s"
+            f"idle {self.idle_seconds:g} s; bigtree {self.big_dirs} dirs + as many files "
+            f"(lsyncd limit {self.lsyncd_limit:g} s); neighbour {self.neighbour_writes} writes"
         )
 
 
@@ -71,6 +77,7 @@ class Context:
     logs: Path  # every contender's log, kept for diagnosis
     tools: Sequence[Replicator]
     notes: list[str] = field(default_factory=list)
+    raise_watches: bool = False  # bigtree: raise max_user_watches for inotify contenders
 
     def say(self, message: str) -> None:
         print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)

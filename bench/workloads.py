@@ -17,6 +17,7 @@ from pathlib import Path
 
 from trigsync import inotify as ino
 
+from .bigtree import bigtree, neighbour
 from .context import Context, attempt, put, rotated, running, settle
 from .latency import latency
 from .procs import count_lines_of, cpu_seconds, rss_mib
@@ -324,4 +325,6 @@ WORKLOADS: dict[str, Callable[[Context], list[Row]]] = {
     "bigfile": bigfile,
     "startup": startup,
     "idle": idle,
+    "bigtree": bigtree,
+    "neighbour": neighbour,
 }

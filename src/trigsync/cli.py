@@ -101,6 +101,11 @@ def _sync_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--exclude", action="append", metavar="PATTERN", help="rsync-style exclude")
     run.add_argument("--state-dir", help="where trigsync keeps its state")
     run.add_argument("--rsync-path", help="the rsync binary to run (default rsync)")
+    run.add_argument(
+        "--watch-backend",
+        choices=("auto", "fanotify", "inotify"),
+        help="inotify (default); auto: fanotify where allowed (root, Linux 5.17+), else inotify",
+    )
 
 
 def _service_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -166,6 +171,7 @@ _PER_SYNC = {
     "exclude": "excludes",
     "delay": "delay",
     "rsync_path": "rsync_path",
+    "watch_backend": "watch_backend",
 }
 
 
@@ -196,6 +202,7 @@ def _load_config(args: argparse.Namespace, top: argparse.ArgumentParser) -> conf
             delay=getattr(args, "delay", None) or 0.0,
             state_dir=args.state_dir,
             rsync_path=args.rsync_path or "rsync",
+            watch_backend=getattr(args, "watch_backend", None) or "inotify",
         )
     # The targets that use RSYNC_PASSWORD hold it now (TargetSpec.password): no child
     # started from here on (rsync, ssh, anything else) inherits it. A reload gets it back.

@@ -64,6 +64,9 @@ class SyncConfig:
     rsync_path: str = "rsync"
     rsync_args: tuple[str, ...] = ()
     watch_modify: bool = False
+    # "inotify", "auto" or "fanotify" (see fanwatch.choose); inotify by default until
+    # the fanotify backend meets issue 16's scale goals.
+    watch_backend: str = "inotify"
     reconcile_every: float = 0.0  # seconds between full syncs; 0: never
     standby: bool = True  # keep one rsync per target connected, waiting for the next batch
     auto_raise_limits: bool = False  # as root, raise fs.inotify.max_user_watches when short
@@ -128,6 +131,7 @@ _SYNC_KEYS: dict[str, Any] = {
     "rsync_path": str,
     "rsync_args": list,
     "watch_modify": bool,
+    "watch_backend": str,
     "password_file": str,
     "reconcile_every": (int, float),
     "standby": bool,
@@ -251,6 +255,7 @@ def from_args(
     initial_sync: bool = False,
     state_dir: str | None = None,
     rsync_path: str = "rsync",
+    watch_backend: str = "inotify",
 ) -> Config:
     """The ad-hoc ``trigsync run SRC TARGET...`` form."""
     sync: dict[str, Any] = {
@@ -260,6 +265,7 @@ def from_args(
         "delay": delay,
         "initial_sync": initial_sync,
         "rsync_path": rsync_path,
+        "watch_backend": watch_backend,
     }
     if password_file:
         sync["password_file"] = password_file
@@ -304,6 +310,11 @@ def _sync(block: Any, origin: str, where: str) -> SyncConfig:
         raise ConfigError(
             f"{origin}: {where}.delay is {delay}; use 0 or a positive number of seconds"
         )
+    backend = block.get("watch_backend", "inotify")
+    if backend not in ("auto", "fanotify", "inotify"):
+        raise ConfigError(
+            f'{origin}: {where}.watch_backend is {backend!r}; use "auto", "fanotify" or "inotify"'
+        )
     for key in ("timeout", "contimeout", "retry_max"):
         if key in block and block[key] <= 0:
             raise ConfigError(f"{origin}: {where}.{key} must be a positive number of seconds")
@@ -318,6 +329,7 @@ def _sync(block: Any, origin: str, where: str) -> SyncConfig:
         rsync_path=str(block.get("rsync_path", "rsync")),
         rsync_args=tuple(_strings(block, "rsync_args", origin, where)),
         watch_modify=bool(block.get("watch_modify", False)),
+        watch_backend=backend,
         reconcile_every=float(block.get("reconcile_every", 0)),
         standby=bool(block.get("standby", True)),
         auto_raise_limits=bool(block.get("auto_raise_limits", False)),

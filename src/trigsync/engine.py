@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import rsync, targets
+from . import fanwatch, rsync, targets
 from .catchup import changed_since
 from .changes import Batch
 from .config import Config, SyncConfig, private_dir
@@ -72,14 +72,26 @@ class SyncJob:
     def place_watches(self, config: SyncConfig, excludes: Excludes) -> Watcher:
         """A started watcher on this source with ``config``'s settings (a reload places
         one beside the running watcher before it switches)."""
-        watcher = Watcher(self.source, excludes=excludes, watch_modify=config.watch_modify)
+        backend, why = fanwatch.choose(config.watch_backend, self.source)
+        watcher = Watcher(
+            self.source,
+            excludes=excludes,
+            watch_modify=config.watch_modify,
+            backend=backend,
+        )
         try:
             watcher.start()
         except WatchLimitError as exc:
             if not (config.auto_raise_limits and exc.sysctl and raise_limit(exc)):
                 raise
             watcher.start()
-        log.info("watching %s (%d directories)", config.source, watcher.watch_count)
+        log.info(
+            "watching %s (%d directories) with %s: %s",
+            config.source,
+            watcher.watch_count,
+            backend,
+            why,
+        )
         return watcher
 
     def submit(self, batch: Batch) -> None:

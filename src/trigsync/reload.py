@@ -104,10 +104,11 @@ def _changed(was: SyncConfig, sync: SyncConfig) -> SyncPlan:
         else:
             targets.append(TargetPlan(spec.url, REPLACE))
     targets += [TargetPlan(url, REMOVE) for url in old_specs]
-    rewatch = (was.excludes, was.exclude_regex, was.watch_modify) != (
+    rewatch = (was.excludes, was.exclude_regex, was.watch_modify, was.watch_backend) != (
         sync.excludes,
         sync.exclude_regex,
         sync.watch_modify,
+        sync.watch_backend,
     )
     return SyncPlan(sync.source, CHANGE, tuple(targets), rewatch)
 

@@ -75,7 +75,9 @@ class Translator:
         overflow_quiet: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        kernel: str = "inotify",
     ) -> None:
+        self._kernel = kernel  # whose queue overflows: "inotify" or "fanotify"
         self.root = root
         self._prefix = root if root == b"/" else root + b"/"
         self._fs = fs
@@ -190,10 +192,12 @@ class Translator:
         if mask & ino.IN_Q_OVERFLOW:
             if self._overflow_last is None:
                 log.warning(
-                    "inotify queue overflowed under %s: events were lost; every target gets "
+                    "%s queue overflowed under %s: events were lost; every target gets "
                     "one reconciling sync once the burst is over (raise "
-                    "fs.inotify.max_queued_events if this repeats)",
+                    "fs.%s.max_queued_events if this repeats)",
+                    self._kernel,
                     os.fsdecode(self.root),
+                    self._kernel,
                 )
             # One episode, however many overflows: a full sync started while the burst
             # still overflows would only need another one after it.

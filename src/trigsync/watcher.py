@@ -1,9 +1,10 @@
-"""Recursive inotify watching of one source tree, as an async iterator of change batches.
+"""Recursive watching of one source tree, as an async iterator of change batches.
 
-This is the asyncio shell: it owns the inotify fd, reads it when the loop says it is
-readable, and wakes up when a timer of the translator (``translate.py``) falls due.
-Everything the events mean is decided there, without I/O of its own. What inotify cannot
-see (a mount in the tree, the source symlink swapped) comes from ``rootwatch.py``.
+This is the asyncio shell: it owns the inotify or fanotify fd (``fanwatch.py``), reads
+it when the loop says it is readable, and wakes up when a timer of the translator
+(``translate.py``) falls due. Everything the events mean is decided there, without I/O of
+its own. What neither backend sees (a mount in the tree, the source symlink swapped)
+comes from ``rootwatch.py``, for both.
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ import time
 from collections.abc import AsyncIterator
 from typing import NamedTuple
 
-from . import inotify as ino
 from .changes import Batch
 from .excludes import Excludes
-from .fsops import InotifyFs
+from .fanwatch import FanotifySource, InotifySource, Source
 from .rootwatch import RootWatch, Verdict
 from .translate import Translator
 
@@ -30,6 +30,10 @@ READ_SIZE = 256 * 1024
 # Bounds one wake-up under a storm so batches keep flowing; the fd stays readable, so the
 # loop wakes us again at once.
 MAX_READS_PER_WAKEUP = 64
+# After a read that held nothing for this tree (fanotify reports the whole filesystem),
+# the fd is left alone this long: a busy neighbour then costs one wake-up per pause,
+# not one per event, and a change of ours waits at most this much longer.
+NOISE_PAUSE = 0.002
 
 _NO_EXCLUDES = Excludes()
 
@@ -52,8 +56,10 @@ class Watcher:
         watch_modify: bool = False,
         modify_settle: float = 0.5,
         overflow_quiet: float = 0.5,
+        backend: str = "inotify",
     ) -> None:
         self.root = root.rstrip(b"/") or b"/"
+        self.backend = backend
         self._translator = functools.partial(
             Translator,
             self.root,
@@ -65,12 +71,14 @@ class Watcher:
             clock=time.monotonic,
         )
         self._fd = -1
+        self._source: Source | None = None
         self._events: Translator | None = None
         self._root_watch: RootWatch | None = None
         self._root_woke = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._paused: asyncio.TimerHandle | None = None
 
     @property
     def watch_count(self) -> int:
@@ -83,13 +91,17 @@ class Watcher:
         return WatcherStatistics(len(t.tree), t.events_read, t.overflows)
 
     def start(self) -> None:
-        """Create the inotify instance and watch every directory of the tree."""
+        """Create the inotify instance (or fanotify group) and watch the whole tree."""
         if self._fd >= 0:
             return
         try:
+            # Opened first: a mount or a swapped symlink during the scan still wakes us.
             self._root_watch = RootWatch(self.root)
-            self._fd = ino.init()
-            self._events = self._translator(InotifyFs(self._fd))
+            kind = FanotifySource if self.backend == "fanotify" else InotifySource
+            self._source = source = kind(self.root)
+            self._fd = source.fd
+            self._events = self._translator(source.fs, kernel=source.name)
+            source.bind(self._events.tree)
             self._events.start()
         except BaseException:
             self.close()
@@ -98,10 +110,12 @@ class Watcher:
     def close(self) -> None:
         """Stop watching; a running batches() iterator ends."""
         self._cancel_timer()
+        self._cancel_pause()
         self._unregister()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+        self._source = None
         if self._events is not None:
             self._events.close()
         if self._root_watch is not None:
@@ -152,6 +166,7 @@ class Watcher:
                     yield batch
         finally:
             self._cancel_timer()
+            self._cancel_pause()
             self._unregister()
             self._wake = None
 
@@ -171,19 +186,30 @@ class Watcher:
             assert self._events is not None
             self._events.overflows = overflows
             self._register(loop, wake)
-            log.info("watching %s (%d directories)", os.fsdecode(self.root), self.watch_count)
+            log.info(
+                "watching %s (%d directories) with %s",
+                os.fsdecode(self.root),
+                self.watch_count,
+                self.backend,
+            )
             return True
         return False
 
     def _collect(self, loop: asyncio.AbstractEventLoop, events: Translator) -> Batch:
+        seen, noise = events.events_read, False
         for _ in range(MAX_READS_PER_WAKEUP):
             try:
                 data = os.read(self._fd, READ_SIZE)
             except BlockingIOError:
                 break
-            events.feed(ino.parse_events(data))
+            assert self._source is not None
+            events.feed(self._source.events(data))
+            noise = noise or bool(data)
             if not data:
                 break
+        if noise and events.events_read == seen and self._paused is None:
+            loop.remove_reader(self._fd)
+            self._paused = loop.call_later(NOISE_PAUSE, self._resume)
         batch = events.take()
         self._cancel_timer()
         due = events.next_due()
@@ -195,6 +221,17 @@ class Watcher:
         self._timer = None
         if self._wake is not None:
             self._wake.set()
+
+    def _resume(self) -> None:
+        self._paused = None
+        if self._fd >= 0 and self._loop is not None and self._wake is not None:
+            self._loop.add_reader(self._fd, self._wake.set)
+            self._wake.set()
+
+    def _cancel_pause(self) -> None:
+        if self._paused is not None:
+            self._paused.cancel()
+            self._paused = None
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

@@ -1,9 +1,12 @@
-"""The conformance fixtures: one parametrized ``replica`` per real target kind."""
+"""The conformance fixtures: one parametrized ``replica`` per real target kind, and the
+watch backend (inotify unless a test asks for both with ``BOTH_BACKENDS``)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -11,8 +14,36 @@ from tests.e2e.harness import Replica, Trigsync, write_config
 from tests.support.proc import ProcGroup
 from tests.support.rsyncd import RsyncDaemonFactory
 from tests.support.sshd import SshServer
+from trigsync import fanotify
 
 TARGET_KINDS = ["rsyncd", "ssh", "local"]
+# The watch backend is independent of the target kind: with a parametrized ``replica``,
+# fanotify runs against the local target only, which keeps the suite's time in check.
+BOTH_BACKENDS = pytest.mark.parametrize("watch_backend", ["inotify", "fanotify"], indirect=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        params = getattr(item, "callspec", None)
+        params = {} if params is None else params.params
+        redundant = params.get("watch_backend") == "fanotify" and params.get("replica") not in (
+            None,
+            "local",
+        )
+        (dropped if redundant else keep).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
+@pytest.fixture
+def watch_backend(request: pytest.FixtureRequest, source: Path) -> str:
+    backend = str(getattr(request, "param", "inotify"))
+    if backend == "fanotify" and (why := fanotify.probe(os.fsencode(source))) is not None:
+        pytest.skip(f"fanotify backend not usable here: {why}")
+    return backend
 
 
 @pytest.fixture
@@ -56,10 +87,12 @@ Start = Callable[..., Trigsync]
 
 
 @pytest.fixture
-def start_trigsync(procs: ProcGroup, tmp_path: Path, source: Path) -> Start:
+def start_trigsync(procs: ProcGroup, tmp_path: Path, source: Path, watch_backend: str) -> Start:
     """Start trigsync on ``source`` for the given replicas; it is stopped at teardown."""
 
     def start(*replicas: Replica, args: tuple[str, ...] = (), **kw: object) -> Trigsync:
+        extra = cast("dict[str, object] | None", kw.pop("extra", None))
+        kw["extra"] = extra = {"watch_backend": watch_backend, **(extra or {})}
         config = write_config(
             tmp_path / "trigsync.toml",
             source=source,
@@ -67,6 +100,9 @@ def start_trigsync(procs: ProcGroup, tmp_path: Path, source: Path) -> Start:
             state_dir=tmp_path / "state",
             **kw,  # type: ignore[arg-type]
         )
-        return Trigsync(procs, config, "-v", *args).start()
+        trig = Trigsync(procs, config, "-v", *args).start()
+        if extra["watch_backend"] != "auto":
+            assert f"with {extra['watch_backend']}: " in trig.log(), trig.log()[-2000:]
+        return trig
 
     return start

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.e2e.conftest import Start, daemon_replica
+from tests.e2e.conftest import BOTH_BACKENDS, Start, daemon_replica
 from tests.e2e.harness import Replica
 from tests.support.rsyncd import RsyncDaemonFactory
 from tests.support.trees import snapshot, wait_trees_equal
@@ -343,6 +343,7 @@ def live(
     return replica, outside
 
 
+@BOTH_BACKENDS
 @settings(
     max_examples=10,
     deadline=None,
@@ -383,6 +384,7 @@ def test_random_churn_converges(
         churner.close_all()
 
 
+@BOTH_BACKENDS
 def test_seeded_burst_of_3000_files(
     source: Path,
     tmp_path: Path,
@@ -425,6 +427,7 @@ def test_seeded_burst_of_3000_files(
     print(f"burst converged {waited:.2f} s after the last write")
 
 
+@BOTH_BACKENDS
 def test_dir_moved_out_and_back_keeps_its_watches(
     source: Path,
     tmp_path: Path,

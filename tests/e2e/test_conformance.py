@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Start
+from tests.e2e.conftest import BOTH_BACKENDS, Start
 from tests.e2e.harness import Replica
 from tests.support.trees import assert_trees_equal, wait_trees_equal
 from tests.support.workload import WEIRD_NAMES, make_tree
+
+pytestmark = BOTH_BACKENDS
 
 
 def settle(source: Path, replica: Replica, timeout: float = 15.0) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Start, daemon_replica
+from tests.e2e.conftest import BOTH_BACKENDS, Start, daemon_replica
 from tests.e2e.harness import Replica, Trigsync
 from tests.support.proc import wait_for
 from tests.support.rsyncd import RsyncDaemonFactory
@@ -103,6 +103,7 @@ def arrival_seconds(source: Path, replica: Path, name: str, data: bytes) -> floa
 
 
 @pytest.mark.timeout(120)
+@BOTH_BACKENDS
 def test_stalled_peer_times_out_is_retried_and_converges_after_heal(
     source: Path, rsync_daemon_factory: RsyncDaemonFactory, start_trigsync: Start
 ) -> None:
@@ -272,6 +273,7 @@ def test_one_target_down_for_minutes_holds_back_nothing_and_loses_nothing(
 
 
 @pytest.mark.timeout(90)
+@BOTH_BACKENDS
 def test_wrong_password_on_one_target_is_reported_and_the_other_replicates(
     source: Path,
     rsync_daemon_factory: RsyncDaemonFactory,
@@ -309,6 +311,7 @@ def test_wrong_password_on_one_target_is_reported_and_the_other_replicates(
 
 
 @pytest.mark.timeout(90)
+@BOTH_BACKENDS
 def test_receiver_killed_mid_file_leaves_no_temp_file(
     source: Path, rsync_daemon_factory: RsyncDaemonFactory, start_trigsync: Start
 ) -> None:

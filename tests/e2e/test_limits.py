@@ -13,6 +13,7 @@ import pytest
 from tests.e2e.conftest import Start
 from tests.e2e.harness import Replica
 from tests.support.trees import wait_trees_equal
+from trigsync import fanotify
 
 LIMIT = "/proc/sys/fs/inotify/max_user_watches"
 
@@ -42,7 +43,7 @@ def test_too_few_watches_stops_with_the_sysctl_fix(source: Path, tmp_path: Path)
     replica = tmp_path / "replica"
     replica.mkdir()
     argv = [sys.executable, "-m", "trigsync", "run", str(source), str(replica)]
-    argv += ["--state-dir", str(tmp_path / "state")]
+    argv += ["--state-dir", str(tmp_path / "state"), "--watch-backend", "inotify"]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)  # noqa: S603
     assert result.returncode == 3, result.stderr
     (line,) = [ln for ln in result.stderr.splitlines() if "ERROR" in ln]
@@ -59,4 +60,21 @@ def test_auto_raise_limits_as_root(
     assert "raised fs.inotify.max_user_watches" in trig.log()
     assert int(Path(LIMIT).read_text()) > low_watch_limit
     (source / "d299" / "late").write_text("seen by a watch that needed the raise")
+    wait_trees_equal(source, replica.path, timeout=20)
+
+
+@pytest.mark.usefixtures("low_watch_limit")
+def test_too_few_watches_are_no_matter_to_the_auto_backend(
+    source: Path, tmp_path: Path, start_trigsync: Start
+) -> None:
+    """With ``watch_backend = "auto"`` as root, the same tree is watched with fanotify,
+    which needs no watch per directory."""
+    if (why := fanotify.probe(os.fsencode(source))) is not None:
+        pytest.skip(f"fanotify backend not usable here: {why}")
+    big_tree(source)
+    replica = Replica("local", str(tmp_path / "replica"), tmp_path / "replica")
+    replica.path.mkdir()
+    trig = start_trigsync(replica, extra={"watch_backend": "auto"})
+    assert "with fanotify: auto: " in trig.log()
+    (source / "d299" / "late").write_text("seen without any inotify watch")
     wait_trees_equal(source, replica.path, timeout=20)

@@ -1,4 +1,5 @@
-"""A lost-events queue overflow (IN_Q_OVERFLOW) ends in a full resync, and nothing is lost."""
+"""A lost-events queue overflow (IN_Q_OVERFLOW, FAN_Q_OVERFLOW) ends in a full resync, and
+nothing is lost."""
 
 from __future__ import annotations
 
@@ -8,34 +9,39 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Start, daemon_replica
+from tests.e2e.conftest import BOTH_BACKENDS, Start, daemon_replica
 from tests.support.proc import wait_for
 from tests.support.rsyncd import RsyncDaemonFactory
 from tests.support.trees import wait_trees_equal
 
-QUEUE_SYSCTL = Path("/proc/sys/fs/inotify/max_queued_events")
 SMALL_QUEUE = 32
 
 pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0, reason="needs root to shrink fs.inotify.max_queued_events"
+    os.geteuid() != 0, reason="needs root to shrink the event queue's sysctl"
 )
 
 
+@BOTH_BACKENDS
 def test_overflow_triggers_full_sync_and_converges(
-    source: Path, rsync_daemon_factory: RsyncDaemonFactory, start_trigsync: Start
+    source: Path,
+    rsync_daemon_factory: RsyncDaemonFactory,
+    start_trigsync: Start,
+    watch_backend: str,
 ) -> None:
+    queue_sysctl = Path(f"/proc/sys/fs/{watch_backend}/max_queued_events")
+    overflowed = f"{watch_backend} queue overflowed"
     replica = daemon_replica(rsync_daemon_factory)
     (source / "before").write_text("present before the start")
-    old = QUEUE_SYSCTL.read_text()
+    old = queue_sysctl.read_text()
     try:
-        # The queue size is fixed when an inotify instance is created, so trigsync's
+        # The queue size is fixed when an inotify instance (fanotify group) is created, so trigsync's
         # instance keeps 32 slots after the old value is back (start_trigsync returns
         # once trigsync logs "watching").
-        QUEUE_SYSCTL.write_text(f"{SMALL_QUEUE}\n")
+        queue_sysctl.write_text(f"{SMALL_QUEUE}\n")
         trig = start_trigsync(replica)
     finally:
-        QUEUE_SYSCTL.write_text(old)
-    assert QUEUE_SYSCTL.read_text() == old
+        queue_sysctl.write_text(old)
+    assert queue_sysctl.read_text() == old
     wait_for(lambda: trig.log().count("full sync done") >= 1, timeout=20, what="initial sync")
     wait_trees_equal(source, replica.path, timeout=20)
     initial = trig.log().count("full sync done")
@@ -52,16 +58,13 @@ def test_overflow_triggers_full_sync_and_converges(
     # Exactly one reconciling sync per overflow episode (one warning each), not a reset
     # loop: one burst is usually one episode, two if the watcher caught up in between.
     wait_for(
-        lambda: (
-            (log := trig.log()).count("full sync done")
-            >= initial + log.count("inotify queue overflowed")
-        ),
+        lambda: (log := trig.log()).count("full sync done") >= initial + log.count(overflowed),
         timeout=20,
         what="one reconcile per episode",
     )
     time.sleep(1.0)  # room for an unwanted extra reconcile to show up
     log = trig.log()
-    episodes = log.count("inotify queue overflowed")
+    episodes = log.count(overflowed)
     assert 1 <= episodes <= 3, log[-3000:]
     assert log.count("full sync done") == initial + episodes, log[-3000:]
     assert trig.proc is not None and trig.proc.running, log[-3000:]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Start
+from tests.e2e.conftest import BOTH_BACKENDS, Start
 from tests.e2e.harness import Replica
 from tests.support.proc import wait_for
 from tests.support.trees import wait_trees_equal
@@ -32,6 +32,7 @@ def mountpoint(source: Path) -> Iterator[Path]:
         subprocess.run(["umount", str(path)], check=False, capture_output=True)  # noqa: S603
 
 
+@BOTH_BACKENDS
 def test_unmount_inside_the_tree_reconciles(
     source: Path, tmp_path: Path, mountpoint: Path, start_trigsync: Start
 ) -> None:

@@ -52,6 +52,10 @@ identity_file = "/root/.ssh/id"
         ("[[sync]]\nsource = '/tmp'\ntargets = ['rsync://h/']\n", r"targets\[0\]\.url.*module"),
         ("[[sync]]\nsource = '/tmp'\ntargets = ['/tmp/x']\ndelay = 'soon'\n", "delay must be"),
         ("[[sync]]\nsource = '/tmp'\ntargets = ['/tmp/inside']\n", "lies inside source"),
+        (
+            "[[sync]]\nsource = '/tmp'\ntargets = ['/tmp/x']\nwatch_backend = 'kqueue'\n",
+            r"sync\[0\]\.watch_backend is 'kqueue'; use \"auto\", \"fanotify\" or \"inotify\"",
+        ),
         ("sync = 3\n", "must be of type list"),
         ("[[sync\n", "not valid TOML"),
         ("", r"no \[\[sync\]\] block"),

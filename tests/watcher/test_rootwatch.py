@@ -1,5 +1,6 @@
 """What inotify cannot see: a filesystem mounted or unmounted in the tree, the source
-symlink swapped by a deploy. The watcher follows both and asks for one full sync."""
+symlink swapped by a deploy. The watcher follows both and asks for one full sync, on
+either backend (test_watcher's autouse ``backend`` fixture runs each test on both)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.watcher.test_watcher import Collector, run, sent, watching, write
+from tests.watcher.test_watcher import (
+    Collector,
+    backend,  # noqa: F401 - autouse: both backends
+    run,
+    sent,
+    watching,
+    write,
+)
 from trigsync.changes import Kind
 
 M = Kind.CHANGED

@@ -14,9 +14,12 @@ from typing import Any
 
 import pytest
 
+from trigsync import fanotify
+from trigsync import watcher as watcher_module
 from trigsync.changes import Batch, Change, Kind, PendingSet
 from trigsync.errors import WatchError, WatchLimitError
 from trigsync.excludes import Excludes
+from trigsync.fanwatch import FanotifySource
 from trigsync.watcher import Watcher
 
 C, M, D = Kind.NEW, Kind.CHANGED, Kind.DELETED
@@ -91,6 +94,26 @@ def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
 def write(path: bytes | Path, data: bytes = b"x", mode: str = "wb") -> None:
     with open(path, mode) as f:
         f.write(data)
+
+
+# Watch-limit tests: fanotify has no per-directory watches to run out of.
+INOTIFY_ONLY = {
+    "test_watch_limit_at_start_names_the_sysctl",
+    "test_watch_limit_at_runtime_logs_advice_and_still_reports",
+}
+
+
+@pytest.fixture(autouse=True, params=["inotify", "fanotify"])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """Every test here runs on both backends: a Watcher built without one uses this one."""
+    name = str(request.param)
+    if name == "fanotify":
+        if request.node.originalname in INOTIFY_ONLY:
+            pytest.skip("inotify's watch limit: fanotify has no per-directory watches")
+        if (why := fanotify.probe(os.fsencode(tmp_path))) is not None:
+            pytest.skip(f"fanotify backend not usable here: {why}")
+        monkeypatch.setattr(watcher_module, "InotifySource", FanotifySource)
+    return name
 
 
 @pytest.fixture
@@ -387,8 +410,8 @@ def test_missing_root_raises_watch_error(tmp_path: Path) -> None:
 
 
 @contextlib.contextmanager
-def inotify_limit(name: str, value: int) -> Any:
-    path = Path("/proc/sys/fs/inotify") / name
+def inotify_limit(name: str, value: int, kernel: str = "inotify") -> Any:
+    path = Path("/proc/sys/fs") / kernel / name
     old = path.read_text()
     path.write_text(str(value))
     try:
@@ -399,9 +422,9 @@ def inotify_limit(name: str, value: int) -> Any:
 
 @pytest.mark.root
 @needs_root
-def test_overflow_gives_full_batch_and_keeps_watching(src: Path) -> None:
+def test_overflow_gives_full_batch_and_keeps_watching(src: Path, backend: str) -> None:
     watcher = Watcher(os.fsencode(src))
-    with inotify_limit("max_queued_events", 64):
+    with inotify_limit("max_queued_events", 64, backend):
         watcher.start()  # the queue size is fixed when the instance is created
     root = os.fsencode(src)
     for i in range(2000):
