@@ -20,7 +20,6 @@ Bad input raises ConfigError with one line naming the file, the key and the fix.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
 import os
 import stat
@@ -30,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config_values import check_keys, hook_argv, metrics_address, positive, strings, webhook
 from .errors import ConfigError
 from .excludes import Excludes
 from .targets import DaemonTarget, TargetSpec, kind_of
@@ -185,7 +185,7 @@ def load(path: str | Path) -> Config:
 
 
 def from_mapping(data: Mapping[str, Any], *, origin: str) -> Config:
-    _check_keys(data, _TOP_KEYS, origin, "")
+    check_keys(data, _TOP_KEYS, origin, "")
     blocks = data.get("sync")
     if not blocks:
         raise ConfigError(f"{origin}: no [[sync]] block; add one with a source and a target")
@@ -226,25 +226,6 @@ def _service_settings(data: Mapping[str, Any], origin: str) -> dict[str, Any]:
     }
 
 
-def metrics_address(text: str, origin: str = "metrics") -> tuple[str, int]:
-    """ "127.0.0.1:9108" or "[::1]:9108" -> (host, port)."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(
-            f'{origin}: metrics = {text!r} is not HOST:PORT; write e.g. metrics = "127.0.0.1:9108"'
-        )
-    return host.strip("[]"), int(port)
-
-
-def _hook(table: Mapping[str, Any], key: str, origin: str, where: str) -> tuple[str, ...]:
-    argv = tuple(_strings(table, key, origin, where))
-    if key in table and not argv:
-        raise ConfigError(
-            f'{origin}: {where}.{key} is empty; give an argv list, e.g. ["/usr/local/bin/notify"]'
-        )
-    return argv
-
-
 def from_args(
     source: str,
     targets: Sequence[str],
@@ -278,7 +259,7 @@ def from_args(
 def _sync(block: Any, origin: str, where: str) -> SyncConfig:
     if not isinstance(block, Mapping):
         raise ConfigError(f"{origin}: {where} must be a table; write [[sync]] with keys below it")
-    _check_keys(block, _SYNC_KEYS, origin, where)
+    check_keys(block, _SYNC_KEYS, origin, where)
     source = block.get("source")
     if not source:
         raise ConfigError(
@@ -299,8 +280,8 @@ def _sync(block: Any, origin: str, where: str) -> SyncConfig:
         raise ConfigError(
             f'{origin}: {where} has no target; add targets = ["rsync://user@host/module"]'
         )
-    excludes = tuple(_strings(block, "excludes", origin, where))
-    exclude_regex = tuple(_strings(block, "exclude_regex", origin, where))
+    excludes = tuple(strings(block, "excludes", origin, where))
+    exclude_regex = tuple(strings(block, "exclude_regex", origin, where))
     try:  # compile now, so a bad pattern fails at load time
         Excludes(excludes, exclude_regex)
     except ConfigError as exc:
@@ -327,7 +308,7 @@ def _sync(block: Any, origin: str, where: str) -> SyncConfig:
         timeout=int(block.get("timeout", 60)),
         contimeout=int(block.get("contimeout", 10)),
         rsync_path=str(block.get("rsync_path", "rsync")),
-        rsync_args=tuple(_strings(block, "rsync_args", origin, where)),
+        rsync_args=tuple(strings(block, "rsync_args", origin, where)),
         watch_modify=bool(block.get("watch_modify", False)),
         watch_backend=backend,
         reconcile_every=float(block.get("reconcile_every", 0)),
@@ -339,47 +320,31 @@ def _sync(block: Any, origin: str, where: str) -> SyncConfig:
             _command_hook(h, origin, f"{where}.command_hook[{i}]")
             for i, h in enumerate(block.get("command_hook", []))
         ),
-        on_success=_hook(block, "on_success", origin, where),
-        on_failure=_hook(block, "on_failure", origin, where),
-        hook_timeout=_positive(block, "hook_timeout", 30.0, origin, where),
-        webhook=_webhook(block, origin, where),
+        on_success=hook_argv(block, "on_success", origin, where),
+        on_failure=hook_argv(block, "on_failure", origin, where),
+        hook_timeout=positive(block, "hook_timeout", 30.0, origin, where),
+        webhook=webhook(block, origin, where),
     )
 
 
 def _command_hook(table: Any, origin: str, where: str) -> CommandHook:
     if not isinstance(table, Mapping):
         raise ConfigError(f'{origin}: {where} must be a table with argv = ["/bin/sh"]')
-    _check_keys(table, _HOOK_KEYS, origin, where)
-    argv = tuple(_strings(table, "argv", origin, where))
+    check_keys(table, _HOOK_KEYS, origin, where)
+    argv = tuple(strings(table, "argv", origin, where))
     if not argv:
         raise ConfigError(f'{origin}: {where}.argv is empty; e.g. argv = ["/usr/local/bin/x"]')
-    include = tuple(_strings(table, "include_regex", origin, where))
+    include = tuple(strings(table, "include_regex", origin, where))
     try:
         Excludes(regexes=include)
     except ConfigError as exc:
         raise ConfigError(f"{origin}: {where}: {exc}") from None
     return CommandHook(
         argv=argv,
-        argv_after=tuple(_strings(table, "argv_after", origin, where)),
+        argv_after=tuple(strings(table, "argv_after", origin, where)),
         include_regex=include,
         ignore_error=bool(table.get("ignore_error", True)),
     )
-
-
-def _positive(table: Mapping[str, Any], key: str, default: float, origin: str, where: str) -> float:
-    value = float(table.get(key, default))
-    if value <= 0:
-        raise ConfigError(f"{origin}: {where}.{key} must be a positive number of seconds")
-    return value
-
-
-def _webhook(table: Mapping[str, Any], origin: str, where: str) -> str | None:
-    url = table.get("webhook")
-    if url is not None and not url.startswith(("http://", "https://")):
-        raise ConfigError(
-            f"{origin}: {where}.webhook must be an http:// or https:// URL, not {url!r}"
-        )
-    return url
 
 
 def _target(table: Any, origin: str, where: str, default_password: str | None) -> TargetSpec:
@@ -387,7 +352,7 @@ def _target(table: Any, origin: str, where: str, default_password: str | None) -
         table = {"url": table}
     if not isinstance(table, Mapping):
         raise ConfigError(f"{origin}: {where} must be a URL string or a table with url = ...")
-    _check_keys(table, _TARGET_KEYS, origin, where)
+    check_keys(table, _TARGET_KEYS, origin, where)
     url = table.get("url")
     if not url:
         raise ConfigError(
@@ -397,14 +362,14 @@ def _target(table: Any, origin: str, where: str, default_password: str | None) -
         url=url,
         password_file=table.get("password_file", default_password),
         identity_file=table.get("identity_file"),
-        ssh_options=tuple(_strings(table, "ssh_options", origin, where)),
+        ssh_options=tuple(strings(table, "ssh_options", origin, where)),
         remote_rsync=table.get("remote_rsync"),
         max_parallel=int(table.get("max_parallel", 2)),
-        extra_rsync_args=tuple(_strings(table, "rsync_args", origin, where)),
+        extra_rsync_args=tuple(strings(table, "rsync_args", origin, where)),
         # Only a daemon target without a password file takes the environment's password.
         password=None if table.get("password_file", default_password) else _env_password(url),
-        on_success=_hook(table, "on_success", origin, where),
-        on_failure=_hook(table, "on_failure", origin, where),
+        on_success=hook_argv(table, "on_success", origin, where),
+        on_failure=hook_argv(table, "on_failure", origin, where),
     )
     if spec.max_parallel < 1:
         raise ConfigError(f"{origin}: {where}.max_parallel must be 1 or more")
@@ -434,32 +399,6 @@ def with_env_password(cfg: Config, password: str | None) -> Config:
         dataclasses.replace(s, targets=tuple(give(t) for t in s.targets)) for s in cfg.syncs
     )
     return dataclasses.replace(cfg, syncs=syncs)
-
-
-def _check_keys(
-    table: Mapping[str, Any], allowed: Mapping[str, Any], origin: str, where: str
-) -> None:
-    prefix = f"{where}." if where else ""
-    for key, value in table.items():
-        if key not in allowed:
-            close = difflib.get_close_matches(key, list(allowed), n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(allowed)}"
-            raise ConfigError(f"{origin}: unknown key {prefix}{key}; {hint}")
-        expected = allowed[key]
-        if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
-            names = " or ".join(
-                t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,))
-            )
-            raise ConfigError(
-                f"{origin}: {prefix}{key} must be of type {names}, not {type(value).__name__}"
-            )
-
-
-def _strings(table: Mapping[str, Any], key: str, origin: str, where: str) -> list[str]:
-    values = table.get(key, [])
-    if not all(isinstance(v, str) for v in values):
-        raise ConfigError(f"{origin}: {where}.{key} must be a list of strings")
-    return list(values)
 
 
 def _inside(path: str, directory: str) -> bool:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from . import canary, config, control, health
+from . import canary, config_values, control, health
 from .changes import Batch
 from .dispatch import Dispatcher
 from .engine import Engine
@@ -75,7 +75,7 @@ class Sidecar:
     def _start_metrics(self) -> None:
         if self.exporter is None or not self.engine.config.metrics:
             return
-        host, port = config.metrics_address(self.engine.config.metrics)
+        host, port = config_values.metrics_address(self.engine.config.metrics)
         try:
             self.exporter.serve(host, port)
         except OSError as exc:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from trigsync import config
+from trigsync import config, config_values
 from trigsync.errors import ConfigError
 
 
@@ -158,7 +158,7 @@ on_success = ["/bin/true"]
     assert sync.on_failure == ("/usr/local/bin/page", "ops") and sync.on_success == ()
     assert (sync.hook_timeout, sync.webhook) == (5.0, "https://hooks.example/trigsync")
     assert sync.targets[0].on_success == ("/bin/true",)
-    assert config.metrics_address("[::1]:9108") == ("::1", 9108)
+    assert config_values.metrics_address("[::1]:9108") == ("::1", 9108)
 
 
 @pytest.mark.parametrize(
