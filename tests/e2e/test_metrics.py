@@ -101,5 +101,8 @@ def test_counters_match_a_known_burst(
     wait_for(agree, 15, 0.1, "the failure counters to agree")
     samples = scrape(port)
     waiting = [value(samples, f"trigsync_{n}_paths", **target) for n in ("pending", "in_flight")]
-    assert sum(v or 0 for v in waiting) == 1
+    # The late file waits, unless a reconcile absorbed it: a run cut short by the stop
+    # (a standby the daemon killed mid-list) asks for one, which covers every path.
+    full = value(samples, "trigsync_full_sync_pending", **target)
+    assert sum(v or 0 for v in waiting) == 1 or full == 1, (waiting, full)
     assert {name for name, _ in samples} <= NAMES
