@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -12,6 +13,23 @@ from pathlib import Path
 
 from tests.support.proc import Proc, ProcGroup, wait_for
 from tests.support.rsyncd import RsyncDaemon
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``python -m trigsync ARGS`` to its end, as a user runs a one-shot command."""
+    return subprocess.run(  # noqa: S603 - argv list, no shell
+        [sys.executable, "-m", "trigsync", *args],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=cwd,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @dataclass

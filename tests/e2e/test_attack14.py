@@ -13,28 +13,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Replica, Trigsync, write_config
+from tests.e2e.harness import ENV, Replica, Trigsync, write_config
+from tests.e2e.harness import run_cli as trigsync
 from tests.support.proc import ProcGroup, wait_for
 from tests.support.rsyncd import RsyncDaemonFactory
 from tests.support.trees import wait_trees_equal
-
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
-
-
-def trigsync(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 - argv list, no shell
-        [sys.executable, "-m", "trigsync", *args],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def local(tmp_path: Path, name: str = "replica") -> Replica:
@@ -570,6 +558,23 @@ def test_a_failing_webhook_never_logs_the_token_in_its_path(
         dead.close()
 
 
+def throttled(tmp_path: Path, source: Path) -> tuple[Replica, Path, Callable[[int], None]]:
+    """A local replica, the state dir, and a writer of t.toml with a --bwlimit (KiB/s)."""
+    replica = local(tmp_path)
+    state = tmp_path / "state"
+
+    def configure(limit: int) -> None:
+        opts: dict[str, object] = {"rsync_args": [f"--bwlimit={limit}"]}
+        write_config(
+            tmp_path / "t.toml",
+            source=source,
+            replicas=[Replica("local", replica.url, replica.path, opts)],
+            state_dir=state,
+        )
+
+    return replica, state, configure
+
+
 def test_status_during_a_reload_that_waits_for_a_long_full_sync(
     procs: ProcGroup, tmp_path: Path, source: Path
 ) -> None:
@@ -581,21 +586,9 @@ def test_status_during_a_reload_that_waits_for_a_long_full_sync(
     in job.dispatchers, and status (SyncJob.status) reads job.dispatchers only; the old
     worker's in-flight run and pending set are invisible until the handover."""
     (source / "big").write_bytes(os.urandom(6_000_000))
-    replica = local(tmp_path)
-    state = tmp_path / "state"
-    path = tmp_path / "t.toml"
-
-    def configure(limit: int) -> None:
-        opts: dict[str, object] = {"rsync_args": [f"--bwlimit={limit}"]}
-        write_config(
-            path,
-            source=source,
-            replicas=[Replica("local", replica.url, replica.path, opts)],
-            state_dir=state,
-        )
-
+    replica, state, configure = throttled(tmp_path, source)
     configure(1000)
-    ts = Trigsync(procs, path).start()
+    ts = Trigsync(procs, tmp_path / "t.toml").start()
     time.sleep(1)
     (source / "during.txt").write_text("changed during the full sync\n")
     configure(2000)
@@ -618,21 +611,9 @@ def test_a_pause_asked_for_during_a_reload_handover_is_kept(
     pause to the old worker's (not paused): the user's pause was silently dropped.
     Cause: reload.py _retire, successor.pause(paused[old]) with paused taken before."""
     (source / "big").write_bytes(os.urandom(4_000_000))
-    replica = local(tmp_path)
-    state = tmp_path / "state"
-    path = tmp_path / "t.toml"
-
-    def configure(limit: int) -> None:
-        opts: dict[str, object] = {"rsync_args": [f"--bwlimit={limit}"]}
-        write_config(
-            path,
-            source=source,
-            replicas=[Replica("local", replica.url, replica.path, opts)],
-            state_dir=state,
-        )
-
+    replica, state, configure = throttled(tmp_path, source)
     configure(1000)
-    ts = Trigsync(procs, path).start()
+    ts = Trigsync(procs, tmp_path / "t.toml").start()
     time.sleep(1)
     configure(2000)
     sighup(ts)

@@ -5,29 +5,17 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.harness import ENV
+from tests.e2e.harness import run_cli as trigsync
 from tests.support.proc import ProcGroup, wait_for
 from tests.support.rsyncd import RsyncDaemon, RsyncDaemonFactory
 from tests.support.trees import wait_trees_equal
-
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
-
-
-def trigsync(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 - argv list, no shell
-        [sys.executable, "-m", "trigsync", *args],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=60,
-        check=False,
-    )
 
 
 def alive(pid: int) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,27 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.harness import ENV
+from tests.e2e.harness import run_cli as trigsync
 from tests.support.ports import free_port
 from tests.support.proc import Proc, ProcGroup, wait_for
 from tests.support.rsyncd import RsyncDaemon, RsyncDaemonFactory, rsync_binary
 from tests.support.trees import assert_trees_equal, wait_trees_equal
 from tests.support.workload import make_tree
-
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
-
-
-def trigsync(
-    *args: str, cwd: Path | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 - argv list, no shell
-        [sys.executable, "-m", "trigsync", *args],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        cwd=cwd,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def start(procs: ProcGroup, *args: str, cwd: Path | None = None) -> Proc:
