@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .config import SyncConfig
-from .doctor import (
+from .doctor_findings import (
     Finding,
     Level,
     Rewrite,
