@@ -295,7 +295,7 @@ class Reloader:
                     job.predecessors.pop(successor, None)
             else:
                 if engine.store is not None:
-                    engine.store.rewrite(engine.store.stage({old.key: Batch()}))
+                    engine.store.rewrite(engine.store.stage({old.key: Batch()}), complete=False)
                 if leftover:
                     log.info(
                         "%s: removed from the config; %d pending paths dropped with it",

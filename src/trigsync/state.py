@@ -242,10 +242,11 @@ class StateStore:
             staged[target] = (seq, batch)
         return staged
 
-    def rewrite(self, staged: Staged) -> bool:
-        """Replace every target's rows with what was staged, in one transaction (to catch
-        up after a failed write, and at a clean stop); returns whether it was written.
-        ``staged`` holds every target of the store: success clears ``behind``."""
+    def rewrite(self, staged: Staged, *, complete: bool = True) -> bool:
+        """Replace the staged targets' rows with what was staged, in one transaction (to
+        catch up after a failed write, and at a clean stop); returns whether it was written.
+        ``complete``: ``staged`` holds every target of the store, so success clears
+        ``behind``; a rewrite of some targets only leaves the others' rows behind."""
         with self._writing(), self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -264,10 +265,10 @@ class StateStore:
                 with contextlib.suppress(sqlite3.Error):
                     self._db.execute("ROLLBACK")
                 raise
-            if self.behind:
+            if self.behind and complete:
                 paths = sum(len(b.changes) for _, b in staged.values())
                 log.warning("state database %s: written again (%d pending paths)", self.path, paths)
-            self.behind, self.error = False, None
+                self.behind, self.error = False, None
             return True
         return False
 

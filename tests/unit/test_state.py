@@ -131,3 +131,20 @@ def test_begin_run_on_a_full_disk_is_a_setup_error(tmp_path: Path) -> None:
     with pytest.raises(SetupError, match="cannot write state database"):
         store.begin_run()
     assert not store.end_run(1.0)
+
+
+def test_a_rewrite_of_one_target_leaves_the_store_behind_for_the_others(
+    tmp_path: Path,
+) -> None:
+    """A removed target's rows are emptied on a reload; while the disk was full, that
+    must not mark the other targets' unwritten changes as written."""
+    store = StateStore(tmp_path)
+    fill_up(store)
+    record(store, [b"dir/%04d-%s" % (i, b"x" * 200) for i in range(500)])
+    store.flush()
+    assert store.behind
+    free_up(store)
+    assert store.rewrite(store.stage({"gone": Batch()}), complete=False)
+    assert store.behind  # "t" was never written: the write-behind must still catch it up
+    assert store.rewrite(store.stage({"t": Batch((Change(b"a", Kind.CHANGED),))}))
+    assert not store.behind
