@@ -308,6 +308,17 @@ def _doctor(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return report(diagnose(_load_config(args, parser)))
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """parse_args, except that ``check`` called wrong exits UNKNOWN (3), as a plugin."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        message = f"unrecognized arguments: {' '.join(unknown)}"
+        if getattr(args, "command", None) == "check":
+            sys.exit(cli_service.check_usage_error(message))
+        parser.error(message)
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -317,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except TrigsyncError as exc:
             print(f"trigsync: {exc}", file=sys.stderr)
             return exc.exit_code
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     _setup_logging(args)
     commands: dict[str, Callable[[], int]] = {
         "run": lambda: _run(args, parser),

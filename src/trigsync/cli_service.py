@@ -8,8 +8,26 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from . import config
+from .errors import ConfigError
+
+
+def check_usage_error(message: str) -> int:
+    """A monitoring plugin called wrong says UNKNOWN (3) on stdout: exit 2 would page
+    someone for a CRITICAL that is only a typo in the check's command."""
+    from .health import UNKNOWN, unknown
+
+    print(unknown(f"trigsync check: {message}").line)
+    return UNKNOWN
+
+
+class _PluginParser(argparse.ArgumentParser):
+    """``check``'s parser: its usage errors are UNKNOWN (see check_usage_error)."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.exit(check_usage_error(message))
 
 
 def add_commands(
@@ -19,9 +37,11 @@ def add_commands(
     """status, check, pause, resume, sync-now (over the control socket) and service install."""
     status = sub.add_parser("status", help="show each target's state, pending paths and lag")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
+    plain, sub._parser_class = sub._parser_class, _PluginParser
     check = sub.add_parser(
-        "check", help="Nagios/Icinga/Zabbix check: exit 0 ok, 1 warning, 2 critical"
+        "check", help="Nagios/Icinga/Zabbix check: exit 0 ok, 1 warning, 2 critical, 3 unknown"
     )
+    sub._parser_class = plain
     check.add_argument(
         "--max-lag", default="60s", help="critical past this lag (default 60s; 90, 5m, 1h)"
     )
@@ -87,9 +107,12 @@ def _talk(args: argparse.Namespace) -> int:
     from .health import parse_duration
 
     if args.command == "check":
-        max_lag = parse_duration(args.max_lag)
-        warn_lag = parse_duration(args.warn_lag) if args.warn_lag else None
-        canary_timeout = parse_duration(args.canary_timeout) if args.canary_timeout else None
+        try:
+            max_lag = parse_duration(args.max_lag)
+            warn_lag = parse_duration(args.warn_lag) if args.warn_lag else None
+            canary_timeout = parse_duration(args.canary_timeout) if args.canary_timeout else None
+        except ConfigError as exc:
+            return check_usage_error(str(exc))
         return ctl.check(
             _state_dir(args),
             max_lag=max_lag,

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 from .errors import ConfigError
 from .status import EngineStatus, SyncStatus, TargetStatus
 
-OK, WARNING, CRITICAL = 0, 1, 2
+OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 _WORDS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL"}
 _UNITS = {"": 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -117,8 +117,13 @@ def table(status: EngineStatus, now: float | None = None) -> str:
 
 
 class Verdict(NamedTuple):
-    code: int  # OK, WARNING or CRITICAL (the Nagios plugin exit status)
+    code: int  # OK, WARNING, CRITICAL or UNKNOWN (the Nagios plugin exit status)
     line: str  # one line: "TRIGSYNC OK - ... | perfdata"
+
+
+def unknown(why: str) -> Verdict:
+    """The check itself was called wrong: a plugin says UNKNOWN, not CRITICAL."""
+    return Verdict(UNKNOWN, f"TRIGSYNC UNKNOWN - {why}")
 
 
 def no_daemon(why: str) -> Verdict:

@@ -235,3 +235,16 @@ def test_daemon_restart_loses_nothing(
     wait_trees_equal(src, daemon.module_path, timeout=40)
     proc.signal(signal.SIGTERM)
     assert proc.wait(30) == 0, proc.describe()
+
+
+@pytest.mark.parametrize(
+    "args", [["--max-lagg", "60s"], ["--max-lag", "soon"], ["--warn-lag", "-1"]]
+)
+def test_check_called_wrong_is_unknown_not_critical(tmp_path: Path, args: list[str]) -> None:
+    """A monitoring plugin's usage error is UNKNOWN (3), one line on stdout; exit 2 would
+    page someone for a CRITICAL that is only a typo in the check's command."""
+    result = trigsync("check", "--state-dir", str(tmp_path), *args)
+    assert result.returncode == 3, result
+    assert result.stdout.startswith("TRIGSYNC UNKNOWN - "), result.stdout
+    assert len(result.stdout.strip().splitlines()) == 1, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
