@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from . import lanes, listing, partial, retry, rsync
 from .changes import Batch, PendingSet, uncovered
 from .errors import BusySyncError, SyncError
+from .fullsync import FullSyncRunner
 from .journal import Journal, unconfirmed_kinds
-from .runner import FullSyncRunner, Runner
+from .runner import Runner
 from .state import StateStore
 from .status import RunReport, Tally, TargetStatus, run_report
 from .targets import Target

@@ -39,9 +39,9 @@ class SyncJob:
         self.source = os.fsencode(config.source)
         self.excludes = Excludes(config.excludes, config.exclude_regex)
         for regex in self.excludes.untranslatable:
-            log.warning(
-                "%s: exclude regex %r has no rsync equivalent: the watcher skips what it "
-                "matches, but a full sync sends it; add an rsync-style pattern to excludes",
+            log.info(
+                "%s: exclude regex %r has no rsync equivalent: each full sync walks the "
+                "source to list what it matches; an rsync-style pattern in excludes is cheaper",
                 config.source,
                 regex,
             )
@@ -187,11 +187,13 @@ def make_dispatcher(
     config: SyncConfig, spec: targets.TargetSpec, *, state_dir: Path, store: StateStore | None
 ) -> Dispatcher:
     """One target's worker, with the sync's rsync options and the target's hooks."""
+    excludes = Excludes(config.excludes, config.exclude_regex)
     options = rsync.Options(
         rsync_path=config.rsync_path,
         timeout=config.timeout,
-        excludes=Excludes(config.excludes, config.exclude_regex).rsync_patterns,
+        excludes=excludes.rsync_patterns,
         extra=config.rsync_args,
+        regex_excludes=excludes.untranslatable,
     )
     settings = Settings(delay=config.delay, standby=config.standby, backoff_max=config.retry_max)
     target = targets.build(spec, state_dir=state_dir, contimeout=config.contimeout)

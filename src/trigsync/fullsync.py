@@ -9,6 +9,10 @@ excluded (an excluded path is never deleted on the receiver): everything else is
 equal, deletions included, and the result stays PARTIAL so that the sync is retried.
 The unreadable directories are found by a walk of the source after a run that exits 23,
 (trigsync and rsync run as one user), not parsed from rsync's messages.
+
+Exclude regexes that have no rsync pattern (sersync's ``<filter>``) are honoured the same
+way: a walk of the source lists what they match, and those paths go to rsync as anchored
+excludes, so a full sync neither sends them nor deletes their replica copies.
 """
 
 from __future__ import annotations
@@ -17,14 +21,20 @@ import asyncio
 import errno
 import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from . import rsync
+from .excludes import Excludes
 from .rsync import PARTIAL, Options, Result, Transport
 
 log = logging.getLogger(__name__)
 
 _WILDCARDS = (b"*", b"?", b"[")
+
+# Runs a full sync's first rsync (argv, env, stdin) instead of rsync.run: see progress.py.
+FullSyncRunner = Callable[
+    [list[rsync.Arg], Mapping[str, str] | None, bytes | None], Awaitable[Result]
+]
 
 
 async def run(
@@ -32,22 +42,34 @@ async def run(
     opts: Options,
     transport: Transport,
     *,
-    first: Callable[[list[rsync.Arg], Mapping[str, str] | None], Awaitable[Result]] | None = None,
+    first: FullSyncRunner | None = None,
     stall: float | None = rsync.STALL,
 ) -> Result:
     """One full sync; PARTIAL if some directories could not be read (they are skipped).
 
     ``first`` runs the first rsync instead of plain rsync.run (to report its progress)."""
-    argv = rsync.full_argv(source, opts, transport)
+    matched: Matched = ([], [])
+    if opts.regex_excludes:
+        matched = await asyncio.to_thread(regex_matches, source, Excludes((), opts.regex_excludes))
+    rules = exclude_list(*matched) if matched != ([], []) else None
+    argv = rsync.full_argv(source, opts, transport, exclude_from_stdin=rules is not None)
     if first is not None:
-        first_result = await first(argv, transport.env)
+        first_result = await first(argv, transport.env, rules)
     else:
-        first_result = await rsync.run(argv, env=transport.env, stall=stall)
-    return await _around_unreadable(source, opts, transport, first_result, stall)
+        first_result = await rsync.run(argv, stdin=rules, env=transport.env, stall=stall)
+    return await _around_unreadable(
+        source, opts, transport, first_result, stall=stall, matched=matched
+    )
 
 
 async def _around_unreadable(
-    source: bytes, opts: Options, transport: Transport, first: Result, stall: float | None
+    source: bytes,
+    opts: Options,
+    transport: Transport,
+    first: Result,
+    *,
+    stall: float | None,
+    matched: Matched,
 ) -> Result:
     """After a first run that exited 23: the rest again, unreadable directories excluded."""
     if first.code != PARTIAL:
@@ -62,7 +84,8 @@ async def _around_unreadable(
         unreadable[0],
     )
     argv = rsync.full_argv(source, opts, transport, exclude_from_stdin=True)
-    second = await rsync.run(argv, stdin=exclude_list(unreadable), env=transport.env, stall=stall)
+    rules = exclude_list(sorted(set(unreadable) | set(matched[0])), matched[1])
+    second = await rsync.run(argv, stdin=rules, env=transport.env, stall=stall)
     if second.outcome is rsync.Outcome.OK or second.code == PARTIAL:
         # The unreadable part is still unsynced: the sync as a whole stays incomplete.
         return Result(PARTIAL, first.stderr + second.stderr, first.seconds + second.seconds)
@@ -89,18 +112,44 @@ def unreadable_dirs(source: bytes) -> list[bytes]:
     return sorted(found)
 
 
-def exclude_list(dirs: list[bytes]) -> bytes:
-    """NUL-separated rules for ``--exclude-from=- --from0``, each anchored at the root.
+Matched = tuple[list[bytes], list[bytes]]  # (directories, other entries), relative paths
+
+
+def regex_matches(source: bytes, regexes: Excludes) -> Matched:
+    """The entries below ``source`` that ``regexes`` exclude (not descended into), as
+    directories and others; symlinks are not followed."""
+    dirs: list[bytes] = []
+    others: list[bytes] = []
+    stack = [b""]
+    while stack:
+        rel = stack.pop()
+        try:
+            with os.scandir(source + b"/" + rel if rel else source) as it:
+                entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+        except OSError:
+            continue  # gone, or unreadable: rsync says so, and _around_unreadable copes
+        for name, is_dir in entries:
+            path = rel + b"/" + name if rel else name
+            if regexes.excludes(path, is_dir=is_dir):
+                (dirs if is_dir else others).append(path)
+            elif is_dir:
+                stack.append(path)
+    return sorted(dirs), sorted(others)
+
+
+def exclude_list(dirs: Sequence[bytes], others: Sequence[bytes] = ()) -> bytes:
+    """NUL-separated rules for ``--exclude-from=- --from0``, each anchored at the root;
+    a directory's rule ends in ``/``.
 
     rsync compares a pattern without wildcards literally, and one with wildcards by
     wildmatch, where a backslash escapes: so only names with wildcards are escaped.
     """
     rules = []
-    for rel in dirs:
+    for rel, tail in [*((d, b"/") for d in dirs), *((o, b"") for o in others)]:
         rule = rel
         if any(w in rule for w in _WILDCARDS):
             rule = rule.replace(b"\\", b"\\\\")
             for w in _WILDCARDS:
                 rule = rule.replace(w, b"\\" + w)
-        rules.append(b"/" + rule + b"/\0")
+        rules.append(b"/" + rule + tail + b"\0")
     return b"".join(rules)

@@ -9,6 +9,7 @@ bar from it; anywhere else it logs one line every ``LOG_EVERY`` seconds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import sys
@@ -125,14 +126,14 @@ class FullSync:
         self.current: Reporter | None = None  # while a full sync runs
 
     async def __call__(
-        self, argv: Sequence[rsync.Arg], env: Mapping[str, str] | None
+        self, argv: Sequence[rsync.Arg], env: Mapping[str, str] | None, stdin: bytes | None
     ) -> rsync.Result:
         # The option goes before SRC and DEST: both stay the last two words.
         argv = [*argv[:-2], "--info=progress2", *argv[-2:]]
         tty = sys.stderr if sys.stderr.isatty() else None
         self.current = Reporter(self.name, stream=tty, every=self.every)
         try:
-            return await run(argv, env, self.current.update, stall=self.stall)
+            return await run(argv, env, self.current.update, stall=self.stall, stdin=stdin)
         finally:
             self.current.done()
             self.current = None
@@ -144,12 +145,22 @@ async def run(
     report: Callable[[Progress], None],
     *,
     stall: float | None = rsync.STALL,
+    stdin: bytes | None = None,
 ) -> rsync.Result:
     """Run rsync once, feeding each progress line to ``report`` as it comes; a run with no
-    progress for ``stall`` seconds is ended, as in ``rsync.finish``."""
+    progress for ``stall`` seconds is ended, as in ``rsync.finish``. ``stdin`` goes to
+    rsync's standard input (its --exclude-from=- rules)."""
     started = time.monotonic()
-    proc = await rsync.spawn(argv, env=env, stdout=True)
+    proc = await rsync.spawn(argv, env=env, stdout=True, stdin=stdin is not None)
     assert proc.stdout is not None and proc.stderr is not None
+
+    async def feed() -> None:
+        if proc.stdin is None:
+            return
+        with contextlib.suppress(ConnectionError):  # rsync gone: its exit code says why
+            proc.stdin.write(stdin or b"")
+            await proc.stdin.drain()
+        proc.stdin.close()
 
     async def read_progress(stream: asyncio.StreamReader) -> None:
         tail = b""
@@ -162,7 +173,7 @@ async def run(
                     break
 
     talk = asyncio.ensure_future(
-        asyncio.gather(read_progress(proc.stdout), proc.stderr.read(), proc.wait())
+        asyncio.gather(read_progress(proc.stdout), proc.stderr.read(), proc.wait(), feed())
     )
     ended = await rsync.supervise(proc, talk, started, stall=stall)
     stderr = talk.result()[1] if talk.done() and not talk.cancelled() else b""

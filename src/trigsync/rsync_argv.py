@@ -41,6 +41,8 @@ class Options:
     timeout: int = 60
     excludes: tuple[str, ...] = ()
     extra: tuple[str, ...] = ()
+    # Exclude regexes with no rsync pattern: a full sync lists what they match (fullsync.py).
+    regex_excludes: tuple[str, ...] = ()
 
 
 def _common(opts: Options, transport: Transport, *, timeout: bool = True) -> list[Arg]:

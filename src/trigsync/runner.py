@@ -8,17 +8,17 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Sequence
 
 from . import fullsync, partial, rsync
 from .changes import Batch, Change
+from .fullsync import FullSyncRunner
 from .standby import Standby
 from .targets import Target
 
 log = logging.getLogger(__name__)
 
 # Runs a full sync's rsync argv (e.g. reporting its progress) instead of plain rsync.run.
-FullSyncRunner = Callable[[list[rsync.Arg], Mapping[str, str] | None], Awaitable[rsync.Result]]
 
 # How long after a run that sent unlisted paths (whole directories, the whole tree) a new
 # path still counts as possibly delivered. inotify events reach us within milliseconds;

@@ -93,7 +93,7 @@ def test_the_runner_reports_while_a_real_rsync_runs(tmp_path: Path) -> None:
 def test_full_sync_puts_the_option_before_source_and_destination(tmp_path: Path) -> None:
     src = tree(tmp_path / "src", 2, 10)
     runner = progress.FullSync("x")
-    result = asyncio.run(runner(["rsync", "-a", f"{src}/", f"{tmp_path}/dst/"], None))
+    result = asyncio.run(runner(["rsync", "-a", f"{src}/", f"{tmp_path}/dst/"], None, None))
     assert result.code == 0, result.stderr
     assert runner.current is None
     assert sorted(os.listdir(tmp_path / "dst")) == ["f000", "f001"]
