@@ -183,18 +183,23 @@ def _with_progress(dispatcher: Dispatcher) -> TargetStatus:
     return status._replace(progress=describe_progress(last)) if last else status
 
 
-def make_dispatcher(
-    config: SyncConfig, spec: targets.TargetSpec, *, state_dir: Path, store: StateStore | None
-) -> Dispatcher:
-    """One target's worker, with the sync's rsync options and the target's hooks."""
+def rsync_options(config: SyncConfig) -> rsync.Options:
+    """The rsync settings every run of this sync's targets shares."""
     excludes = Excludes(config.excludes, config.exclude_regex)
-    options = rsync.Options(
+    return rsync.Options(
         rsync_path=config.rsync_path,
         timeout=config.timeout,
         excludes=excludes.rsync_patterns,
         extra=config.rsync_args,
         regex_excludes=excludes.untranslatable,
     )
+
+
+def make_dispatcher(
+    config: SyncConfig, spec: targets.TargetSpec, *, state_dir: Path, store: StateStore | None
+) -> Dispatcher:
+    """One target's worker, with the sync's rsync options and the target's hooks."""
+    options = rsync_options(config)
     settings = Settings(delay=config.delay, standby=config.standby, backoff_max=config.retry_max)
     target = targets.build(spec, state_dir=state_dir, contimeout=config.contimeout)
     dispatcher = Dispatcher(os.fsencode(config.source), target, options, settings, store=store)

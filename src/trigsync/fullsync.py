@@ -48,10 +48,7 @@ async def run(
     """One full sync; PARTIAL if some directories could not be read (they are skipped).
 
     ``first`` runs the first rsync instead of plain rsync.run (to report its progress)."""
-    matched: Matched = ([], [])
-    if opts.regex_excludes:
-        matched = await asyncio.to_thread(regex_matches, source, Excludes((), opts.regex_excludes))
-    rules = exclude_list(*matched) if matched != ([], []) else None
+    matched, rules = await regex_rules(source, opts)
     argv = rsync.full_argv(source, opts, transport, exclude_from_stdin=rules is not None)
     if first is not None:
         first_result = await first(argv, transport.env, rules)
@@ -113,6 +110,15 @@ def unreadable_dirs(source: bytes) -> list[bytes]:
 
 
 Matched = tuple[list[bytes], list[bytes]]  # (directories, other entries), relative paths
+
+
+async def regex_rules(source: bytes, opts: Options) -> tuple[Matched, bytes | None]:
+    """What the exclude regexes without an rsync pattern match now, and the rules for
+    ``--exclude-from=-`` that exclude it (None when there is nothing to exclude)."""
+    if not opts.regex_excludes:
+        return ([], []), None
+    matched = await asyncio.to_thread(regex_matches, source, Excludes((), opts.regex_excludes))
+    return matched, exclude_list(*matched) if matched != ([], []) else None
 
 
 def regex_matches(source: bytes, regexes: Excludes) -> Matched:

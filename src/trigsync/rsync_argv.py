@@ -143,10 +143,12 @@ def list_argv(path: bytes, opts: Options, transport: Transport) -> list[Arg]:
     ]
 
 
-def verify_argv(source: bytes, opts: Options, transport: Transport) -> list[Arg]:
+def verify_argv(
+    source: bytes, opts: Options, transport: Transport, *, exclude_from_stdin: bool = False
+) -> list[Arg]:
     """argv for a dry run that itemizes every difference, directory times aside."""
     return [
-        *full_argv(source, opts, transport)[:-2],
+        *full_argv(source, opts, transport, exclude_from_stdin=exclude_from_stdin)[:-2],
         "--dry-run",
         "--itemize-changes",
         "--omit-dir-times",

@@ -7,10 +7,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import rsync
+from . import fullsync, rsync
 from .config import Config
+from .engine import rsync_options
 from .errors import SyncError
-from .excludes import Excludes
 from .targets import build
 
 
@@ -28,12 +28,7 @@ async def verify(config: Config) -> list[Drift]:
     """Compare every target of every sync with its source, all at once."""
     checks = []
     for sync in config.syncs:
-        options = rsync.Options(
-            rsync_path=sync.rsync_path,
-            timeout=sync.timeout,
-            excludes=Excludes(sync.excludes, sync.exclude_regex).rsync_patterns,
-            extra=sync.rsync_args,
-        )
+        options = rsync_options(sync)
         for spec in sync.targets:
             target = build(spec, state_dir=Path(config.state_dir), contimeout=sync.contimeout)
             target.check()
@@ -42,8 +37,11 @@ async def verify(config: Config) -> list[Drift]:
 
 
 async def _one(source: str, name: str, options: rsync.Options, transport: rsync.Transport) -> Drift:
-    argv = rsync.verify_argv(os.fsencode(source), options, transport)
-    result = await rsync.run(argv, env=transport.env, stdout=True)
+    _, rules = await fullsync.regex_rules(os.fsencode(source), options)
+    argv = rsync.verify_argv(
+        os.fsencode(source), options, transport, exclude_from_stdin=rules is not None
+    )
+    result = await rsync.run(argv, stdin=rules, env=transport.env, stdout=True)
     try:
         rsync.raise_for(result, f"target {name}")
     except SyncError as exc:

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from tests.e2e.conftest import Start
-from tests.e2e.harness import Replica
+from tests.e2e.harness import Replica, run_cli
 from tests.support.trees import wait_trees_equal
 
 # Neither has an rsync pattern: the "+" and the optional group (checked below).
@@ -43,7 +43,7 @@ def test_untranslatable_regex_excludes_hold_on_the_initial_full_sync(
     ):
         os.chown(made, owner.st_uid, owner.st_gid)
 
-    start_trigsync(replica, extra={"exclude_regex": [SECRET, CACHE]})
+    trig = start_trigsync(replica, extra={"exclude_regex": [SECRET, CACHE]})
     (source / "later.txt").write_bytes(b"after the start")
 
     matched = re.compile(rb"(.*/)?([^/]*secret[0-9]+\.txt|cache[0-9]+)(/.*)?")
@@ -51,3 +51,6 @@ def test_untranslatable_regex_excludes_hold_on_the_initial_full_sync(
     on_replica = {str(p.relative_to(replica.path)) for p in replica.path.rglob("*")}
     assert not on_replica & {"secret1.txt", "dir/cache12", "dir/[x]secret3.txt"}, on_replica
     assert (replica.path / "dir" / "secret22.txt").read_bytes() == b"the receiver's own"
+    # verify's dry run agrees: what the regexes exclude is no drift
+    result = run_cli("verify", "--config", str(trig.config))
+    assert result.returncode == 0, result.stdout + result.stderr
