@@ -21,6 +21,9 @@ class Kind(enum.IntEnum):
     CHANGED = 1  # the target may hold this path, in any state: rsync decides
     NEW = 2  # trigsync saw it created since the target last confirmed it: no target has it
     DELETED = 3  # gone from the source
+    # Deleted, then made again: a target may still hold the old one, and if the path is
+    # a directory now, the old one's contents too; so a directory is sent whole.
+    REPLACED = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,19 +67,29 @@ class Batch:
 # NEW then DELETED is dropped: no target has the path, so there is nothing to send. Only
 # a path trigsync saw created may be NEW; anything that may already exist on a target (a
 # rename's new end, a move in from outside) is CHANGED, so its deletion always travels.
+# DELETED then made again is REPLACED, until it is deleted again: a directory moved out
+# and another made at its name must not keep the old one's files on the replica.
 MERGE: dict[tuple[Kind | None, Kind], Kind | None] = {
     (None, Kind.CHANGED): Kind.CHANGED,
     (None, Kind.NEW): Kind.NEW,
     (None, Kind.DELETED): Kind.DELETED,
+    (None, Kind.REPLACED): Kind.REPLACED,
     (Kind.CHANGED, Kind.CHANGED): Kind.CHANGED,
     (Kind.CHANGED, Kind.NEW): Kind.CHANGED,
     (Kind.CHANGED, Kind.DELETED): Kind.DELETED,
+    (Kind.CHANGED, Kind.REPLACED): Kind.REPLACED,
     (Kind.NEW, Kind.CHANGED): Kind.NEW,
     (Kind.NEW, Kind.NEW): Kind.NEW,
     (Kind.NEW, Kind.DELETED): None,
-    (Kind.DELETED, Kind.CHANGED): Kind.CHANGED,
-    (Kind.DELETED, Kind.NEW): Kind.CHANGED,
+    (Kind.NEW, Kind.REPLACED): Kind.REPLACED,
+    (Kind.DELETED, Kind.CHANGED): Kind.REPLACED,
+    (Kind.DELETED, Kind.NEW): Kind.REPLACED,
     (Kind.DELETED, Kind.DELETED): Kind.DELETED,
+    (Kind.DELETED, Kind.REPLACED): Kind.REPLACED,
+    (Kind.REPLACED, Kind.CHANGED): Kind.REPLACED,
+    (Kind.REPLACED, Kind.NEW): Kind.REPLACED,
+    (Kind.REPLACED, Kind.DELETED): Kind.DELETED,
+    (Kind.REPLACED, Kind.REPLACED): Kind.REPLACED,
 }
 
 
@@ -211,7 +224,13 @@ class PendingSet:
             new = move.new + path[len(move.old) :]
             merged = kind if new not in kinds else MERGE[kinds[new], kind]
             # Whatever it merges to, the target may now hold a copy at the new path.
-            kinds[new] = Kind.DELETED if merged in (None, Kind.DELETED) else Kind.CHANGED
+            kinds[new] = (
+                Kind.DELETED
+                if merged in (None, Kind.DELETED)
+                else Kind.REPLACED
+                if merged is Kind.REPLACED
+                else Kind.CHANGED
+            )
             out.append(new)
         return out
 

@@ -11,14 +11,12 @@ import time
 from collections.abc import Sequence
 
 from . import fullsync, partial, rsync
-from .changes import Batch, Change
+from .changes import Batch, Change, Kind
 from .fullsync import FullSyncRunner
 from .standby import Standby
 from .targets import Target
 
 log = logging.getLogger(__name__)
-
-# Runs a full sync's rsync argv (e.g. reporting its progress) instead of plain rsync.run.
 
 # How long after a run that sent unlisted paths (whole directories, the whole tree) a new
 # path still counts as possibly delivered. inotify events reach us within milliseconds;
@@ -47,13 +45,16 @@ class Runner:
         self.full_sync: FullSyncRunner | None = None
 
     async def run(self, batch: Batch, entries: list[bytes], whole: bool) -> rsync.Result:
+        replaced = [] if batch.full else self._replaced_dirs(batch)
         try:
-            result = await self._run_batch(batch, entries)
+            result = await self._replace(replaced) if replaced else None
+            if result is None or result.outcome is rsync.Outcome.OK or result.refused:
+                result = await self._run_batch(batch, entries)
             if result.stalled is not None:
                 await self.target.reset()  # the next run must not reuse a frozen connection
             return result
         finally:
-            if batch.full or batch.moves or whole:
+            if batch.full or batch.moves or whole or replaced:
                 # It may have sent paths it did not list, whose events may still be on
                 # their way: see in_flight in Dispatcher.submit().
                 self.unlisted_until = time.monotonic() + UNLISTED_GRACE
@@ -77,6 +78,24 @@ class Runner:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s: paths %r", self.target.name, entries)
         return await self.standby.run(argv, rsync.path_list(entries))
+
+    def _replaced_dirs(self, batch: Batch) -> list[bytes]:
+        """The batch's paths that were deleted and made again, and are directories now."""
+        return [
+            c.path
+            for c in batch.changes
+            if c.kind is Kind.REPLACED and self.entries_in(c.path, 0) is not None
+        ]
+
+    async def _replace(self, dirs: list[bytes]) -> rsync.Result:
+        """Make each directory equal to the source below it, extras deleted: the target's
+        copy may still hold what the deleted directory held (a list run is not recursive)."""
+        transport = self._transport
+        argv = rsync.batch_argv(self.source, self.options, transport, recursive=True)
+        log.debug("%s: directories made again, sent whole: %r", self.target.name, dirs)
+        return await rsync.run(
+            argv, stdin=rsync.path_list(dirs), env=transport.env, stall=self.standby.stall
+        )
 
     def entries_in(self, directory: bytes, limit: int) -> int | None:
         """How many entries a source directory holds (counting to ``limit`` + 1 at most),

@@ -79,3 +79,23 @@ def test_in_place_deploy_sends_renamed_temp_files_as_plain_changes(
     hints = [line for line in trig.log().splitlines() if "renamed paths in place" in line]
     assert not hints, "\n".join(hints[:5])
     print(f"deploy of 600 files equal {waited:.2f} s after rsync's exit")
+
+
+def test_directory_moved_out_and_made_again_loses_its_old_files(
+    source: Path, replica: Replica, start_trigsync: Start, tmp_path: Path
+) -> None:
+    """A release directory swapped out and a fresh one made at its name before the
+    deletion was sent: DELETED then NEW merged to CHANGED, a list run is not recursive,
+    and the replica kept the old directory's files until the next full sync."""
+    site = source / "site"
+    (site / "old").mkdir(parents=True)
+    for name in ("a.html", "b.html", "old/c.css"):
+        (site / name).write_bytes(name.encode())
+    start_trigsync(replica, extra={"delay": 0.3})
+    wait_trees_equal(source, replica.path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.rename(site, outside / "site")  # within one delay: moved out, then made again
+    site.mkdir()
+    (site / "a.html").write_bytes(b"the new release")
+    wait_trees_equal(source, replica.path)

@@ -42,8 +42,27 @@ def test_create_then_delete_is_nothing() -> None:
     assert not pending.take()
 
 
-def test_delete_then_create_may_exist_on_target() -> None:
-    assert merge(Kind.DELETED, Kind.NEW) is Kind.CHANGED
+def test_delete_then_create_is_replaced_until_deleted_again() -> None:
+    """The target may hold the old one (a directory's files too): not NEW, not CHANGED."""
+    assert merge(Kind.DELETED, Kind.NEW) is Kind.REPLACED
+    assert merge(Kind.DELETED, Kind.CHANGED) is Kind.REPLACED
+    assert merge(Kind.REPLACED, Kind.NEW) is Kind.REPLACED
+    assert merge(Kind.REPLACED, Kind.DELETED) is Kind.DELETED
+
+
+def test_every_pair_of_kinds_merges() -> None:
+    for pending in [None, *Kind]:
+        for new in Kind:
+            merge(pending, new)  # a KeyError here is a kind the table forgot
+
+
+def test_replaced_survives_a_rename_of_its_parent() -> None:
+    pending = PendingSet()
+    pending.extend(batch((b"a/d", Kind.DELETED), (b"a/d", Kind.NEW)))
+    pending.extend(
+        Batch((Change(b"a", Kind.DELETED), Change(b"b", Kind.CHANGED)), moves=(Move(b"a", b"b"),))
+    )
+    assert Change(b"b/d", Kind.REPLACED) in pending.take().changes
 
 
 def test_deleted_directory_swallows_children() -> None:
@@ -77,7 +96,7 @@ def test_restore_keeps_newer_changes_on_top() -> None:
     failed = pending.take()
     pending.extend(batch((b"a", Kind.NEW)))
     pending.restore(failed)
-    assert pending.get(b"a") is Kind.CHANGED
+    assert pending.get(b"a") is Kind.REPLACED  # the target may still hold the old "a"
 
 
 def test_created_during_a_run_may_reach_the_target() -> None:

@@ -125,9 +125,9 @@ scripts = st.lists(
 
 
 # CI replays the same examples every run; a developer's run explores new ones. Longer
-# scripts (150 ops) find one known gap, left to the dispatcher: a directory moved out and
-# another made at its name before the deletion is sent keeps the old contents on the
-# replica (DELETED then NEW merge to CHANGED, and a list run is not recursive).
+# scripts (150 ops) once found a directory moved out and another made at its name before
+# the deletion was sent keeping the old contents on the replica: DELETED then NEW merge
+# to REPLACED now, which the runner sends recursively (tests/e2e/test_moves.py).
 @settings(max_examples=2000, deadline=None, derandomize=bool(os.environ.get("CI")))
 @given(scripts)
 # Finding 1: a.txt saved atomically over an existing name, then deleted while a run is
