@@ -132,3 +132,59 @@ def test_source_filesystem_unmounted_stops_without_emptying_the_replica(
     assert trig.proc.returncode == 4, trig.log()[-2000:]
     assert "shows another directory now" in trig.log(), trig.log()[-2000:]
     assert (replica.path / "data" / "precious").read_text() == "backed up", trig.log()[-2000:]
+
+
+@pytest.fixture
+def ramfs_inside(source: Path) -> Iterator[Path]:
+    """A ramfs at ``source/ram``: no file handles, so fanotify cannot mark it."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount")
+    path = source / "ram"
+    path.mkdir()
+    _mount("-t", "ramfs", "none", str(path))
+    try:
+        yield path
+    finally:
+        _umount(path)
+
+
+FANOTIFY = pytest.mark.parametrize("watch_backend", ["fanotify"], indirect=True)
+
+
+@FANOTIFY
+def test_auto_watches_with_inotify_when_a_mount_below_cannot_be_marked(
+    source: Path, ramfs_inside: Path, replica: Replica, start_trigsync: Start
+) -> None:
+    """It used fanotify, and a directory on the ramfs got one 'cannot watch' warning:
+    every change there was lost."""
+    (ramfs_inside / "sub").mkdir()
+    trig = start_trigsync(replica, extra={"watch_backend": "auto"})
+    assert f"with inotify: auto: {ramfs_inside} (mounted below the source)" in trig.log()
+    wait_trees_equal(source, replica.path, timeout=SETTLE)
+    (ramfs_inside / "written-later").write_text("on the ramfs")
+    (ramfs_inside / "sub" / "deeper").write_text("below it")
+    wait_trees_equal(source, replica.path, timeout=SETTLE)
+
+
+@FANOTIFY
+def test_a_mount_fanotify_cannot_mark_stops_the_fanotify_backend_loudly(
+    source: Path, replica: Replica, start_trigsync: Start
+) -> None:
+    """Mounted after the start: the rewalk logged one warning and every change on it was
+    lost. A watcher that cannot watch the tree ends the process (exit 4, one line);
+    restarted with "auto", it then picks inotify."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount")
+    trig = start_trigsync(replica)
+    wait_trees_equal(source, replica.path, timeout=SETTLE)
+    (source / "ram").mkdir()
+    _mount("-t", "ramfs", "none", str(source / "ram"))
+    try:
+        assert trig.proc is not None
+        wait_for(lambda: not trig.proc.running, timeout=SETTLE, what="trigsync to stop")  # type: ignore[union-attr]
+    finally:
+        _umount(source / "ram")
+    assert trig.proc.returncode == 4, trig.log()[-2000:]
+    assert 'fanotify cannot watch (Operation not supported); set watch_backend = "inotify"' in (
+        trig.log()
+    )
