@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 
 from tests.e2e.conftest import BOTH_BACKENDS, Start
 from tests.e2e.harness import Replica
-from tests.support.proc import wait_for
+from tests.support.proc import ProcGroup, wait_for
 from tests.support.trees import wait_trees_equal
 
 SETTLE = 5.0  # the deadline of an outcome that comes in well under a second
@@ -188,3 +189,68 @@ def test_a_mount_fanotify_cannot_mark_stops_the_fanotify_backend_loudly(
     assert 'fanotify cannot watch (Operation not supported); set watch_backend = "inotify"' in (
         trig.log()
     )
+
+
+# -- without CAP_SYS_ADMIN (root in a container, or a unit that drops it) ------------------
+
+
+def _without_cap_sys_admin(*args: str) -> list[str]:
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to drop CAP_SYS_ADMIN")
+    drop = ["setpriv", "--inh-caps=-sys_admin", "--bounding-set=-sys_admin"]
+    return [*drop, sys.executable, "-m", "trigsync", *args]
+
+
+def test_fanotify_without_cap_sys_admin_is_one_line_naming_the_fix(
+    source: Path, replica: Replica, tmp_path: Path
+) -> None:
+    argv = _without_cap_sys_admin(
+        "run", str(source), str(replica.path), "--state-dir", str(tmp_path / "state"),
+        "--watch-backend", "fanotify",
+    )  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)  # noqa: S603
+    assert done.returncode == 4, done
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "needs CAP_SYS_ADMIN" in done.stderr and 'watch_backend = "auto" or "inotify"' in (
+        done.stderr
+    )
+
+
+def test_auto_without_cap_sys_admin_falls_back_to_inotify_and_says_why(
+    procs: ProcGroup, source: Path, replica: Replica, tmp_path: Path
+) -> None:
+    argv = _without_cap_sys_admin(
+        "run", str(source), str(replica.path), "--state-dir", str(tmp_path / "state"),
+        "--watch-backend", "auto",
+    )  # fmt: skip
+    proc = procs.start(argv, name="trigsync", env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    wait_for(lambda: b"watching " in proc.stderr() or not proc.running, timeout=20, what="start")
+    assert b"with inotify: auto: fanotify needs CAP_SYS_ADMIN" in proc.stderr(), proc.stderr()
+    (source / "sub").mkdir()
+    (source / "sub" / "f").write_text("sent by the inotify backend")
+    wait_trees_equal(source, replica.path, timeout=SETTLE)
+
+
+def test_a_local_target_bind_mounted_from_inside_the_source_is_refused(
+    procs: ProcGroup, source: Path, tmp_path: Path
+) -> None:
+    """realpath() does not see through a bind mount: the config check let it pass, and
+    every run wrote into the source, which sent it again, one level deeper each time
+    (46 levels in 5 s here, until the disk is full), on either backend."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to bind-mount")
+    (source / "mirror").mkdir()
+    (source / "a").write_text("a")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    _mount("--bind", str(source / "mirror"), str(mnt))
+    try:
+        argv = [sys.executable, "-m", "trigsync", "run", str(source), str(mnt)]
+        argv += ["--state-dir", str(tmp_path / "state"), "--initial-sync"]
+        proc = procs.start(argv, name="trigsync")
+        wait_for(lambda: not proc.running, timeout=SETTLE, what="trigsync to refuse the target")
+    finally:
+        _umount(mnt)
+    assert proc.returncode == 2, proc.stderr()
+    assert b"lies inside source" in proc.stderr(), proc.stderr()
+    assert not (source / "mirror" / "mirror").exists()
