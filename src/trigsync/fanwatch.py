@@ -76,6 +76,13 @@ class FanotifyFs(InotifyFs):
     def rm_watch(self, wd: int) -> None:
         self.handles.discard(wd)
 
+    def forget_mounts(self) -> None:
+        """A filesystem was mounted or unmounted below the source: the kernel reuses a
+        freed mount id at once, and a filesystem mounted again has a new superblock
+        without our mark (ext4's fsid stays the same), so both caches are stale."""
+        self._fsid.clear()
+        self._marked.clear()  # marking a marked filesystem again changes nothing
+
 
 class FanotifySource:
     """The fanotify fd of one watcher, and how its reads become inotify events."""
@@ -92,6 +99,9 @@ class FanotifySource:
     def bind(self, tree: WatchTree) -> None:
         self._converter = EventConverter(self._root, self.handles, tree, os.lstat)
 
+    def remounted(self) -> None:
+        self.fs.forget_mounts()
+
     def events(self, data: bytes) -> Iterable[Event]:
         assert self._converter is not None
         return self._converter.convert(fan.parse_events(data, self.handles.known))
@@ -107,6 +117,9 @@ class InotifySource:
         self.fs = InotifyFs(self.fd)
 
     def bind(self, tree: WatchTree) -> None:
+        pass
+
+    def remounted(self) -> None:
         pass
 
     def events(self, data: bytes) -> Iterable[Event]:
