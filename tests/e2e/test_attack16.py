@@ -7,8 +7,10 @@ marks whole filesystems: each test here is a sequence the other suites do not ma
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import BOTH_BACKENDS, Start
-from tests.e2e.harness import Replica
+from tests.e2e.harness import Replica, Trigsync
 from tests.support.proc import ProcGroup, wait_for
 from tests.support.trees import wait_trees_equal
 
@@ -316,3 +318,31 @@ def test_a_filesystem_mounted_again_below_the_source_is_watched_again(
         wait_trees_equal(source, replica.path, timeout=BROKEN)
     finally:
         _umount(mnt)
+
+
+@contextlib.contextmanager
+def stopped(trig: Trigsync) -> Iterator[None]:
+    """trigsync stopped for the block: every event of it lands in one read after."""
+    assert trig.proc is not None
+    trig.proc.signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        trig.proc.signal(signal.SIGCONT)
+
+
+@BOTH_BACKENDS
+def test_a_merged_mkdir_of_a_renamed_name_does_not_misplace_directories(
+    source: Path, replica: Replica, start_trigsync: Start
+) -> None:
+    trig = start_trigsync(replica)
+    with stopped(trig):
+        os.mkdir(source / "c")
+        os.rename(source / "c", source / "a")
+        os.mkdir(source / "a" / "b")
+        os.mkdir(source / "c")  # fanotify merges it into the first mkdir of c
+        os.mkdir(source / "c" / "b")
+    wait_trees_equal(source, replica.path, timeout=SETTLE)
+    (source / "a" / "b" / "f").write_text("in a/b")
+    (source / "c" / "b" / "g").write_text("in c/b")
+    wait_trees_equal(source, replica.path, timeout=BROKEN)
