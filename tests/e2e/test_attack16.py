@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -324,8 +325,11 @@ def test_a_filesystem_mounted_again_below_the_source_is_watched_again(
 def stopped(trig: Trigsync) -> Iterator[None]:
     """trigsync stopped for the block: every event of it lands in one read after."""
     assert trig.proc is not None
+    stat = Path(f"/proc/{trig.proc.pid}/stat")
     trig.proc.signal(signal.SIGSTOP)
     try:
+        # The state field follows the command's closing parenthesis.
+        wait_for(lambda: stat.read_text().rsplit(")", 1)[1].split()[0] == "T", timeout=2)
         yield
     finally:
         trig.proc.signal(signal.SIGCONT)
@@ -345,4 +349,35 @@ def test_a_merged_mkdir_of_a_renamed_name_does_not_misplace_directories(
     wait_trees_equal(source, replica.path, timeout=SETTLE)
     (source / "a" / "b" / "f").write_text("in a/b")
     (source / "c" / "b" / "g").write_text("in c/b")
+    wait_trees_equal(source, replica.path, timeout=BROKEN)
+
+
+@BOTH_BACKENDS
+def test_a_stale_move_out_does_not_unwatch_the_directory_now_at_its_name(
+    source: Path, replica: Replica, outside: Path, start_trigsync: Start
+) -> None:
+    """fanotify: a's mkdirs merged, so the rename of the second a (into b, whose own
+    handle was merged away too: a move out, unpaired) named the node of the last a; when
+    that MOVED_FROM timed out it dropped the watch of the a moved in last."""
+
+    def built(name: str) -> Path:
+        (outside / name / "sub").mkdir(parents=True)
+        return outside / name
+
+    trig = start_trigsync(replica)
+    with stopped(trig):
+        built("one").rename(source / "a")
+        os.mkdir(source / "b")
+        shutil.rmtree(source / "a")
+        os.mkdir(source / "a")
+        os.rename(source / "a", source / "b" / "b")
+        os.mkdir(source / "a")
+        os.rename(source / "a", source / "c")
+        built("two").rename(source / "a")
+        shutil.rmtree(source / "b")
+        os.mkdir(source / "b")
+    wait_trees_equal(source, replica.path, timeout=SETTLE)
+    time.sleep(0.2)  # past the pairing window: the unpaired MOVED_FROM has expired
+    (source / "a" / "f").write_text("in a")
+    (source / "a" / "sub" / "g").write_text("in a/sub")
     wait_trees_equal(source, replica.path, timeout=BROKEN)
