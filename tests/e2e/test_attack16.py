@@ -381,3 +381,23 @@ def test_a_stale_move_out_does_not_unwatch_the_directory_now_at_its_name(
     (source / "a" / "f").write_text("in a")
     (source / "a" / "sub" / "g").write_text("in a/sub")
     wait_trees_equal(source, replica.path, timeout=BROKEN)
+
+
+@BOTH_BACKENDS
+def test_a_file_briefly_at_a_moved_directory_s_name_does_not_unwatch_the_next_one(
+    source: Path, replica: Replica, outside: Path, start_trigsync: Start
+) -> None:
+    """fanotify: the two mkdirs of c merged (the first CREATE listed the last c), the
+    file's create and delete merged too, and that record, read as "c made again" since
+    c exists (as a directory), hid the move out: its timeout dropped the last c's watch."""
+    trig = start_trigsync(replica)
+    with stopped(trig):
+        os.mkdir(source / "c")
+        os.rename(source / "c", outside / "c")
+        (source / "c").write_text("briefly a file")
+        os.unlink(source / "c")
+        os.mkdir(source / "c")
+    wait_trees_equal(source, replica.path, timeout=SETTLE)
+    time.sleep(0.2)  # past the pairing window: the unpaired MOVED_FROM has expired
+    (source / "c" / "f").write_text("in the last c")
+    wait_trees_equal(source, replica.path, timeout=BROKEN)
