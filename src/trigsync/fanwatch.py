@@ -45,7 +45,9 @@ class FanotifyFs(InotifyFs):
 
     def add_watch(self, path: bytes, mask: int) -> int:
         follow = not mask & ino.IN_DONT_FOLLOW
-        if follow and not stat.S_ISDIR(os.stat(path).st_mode):
+        # As IN_ONLYDIR does: a name that holds a symlink or a file by now (the event
+        # said directory) must not get its handle in the map as a directory's.
+        if not stat.S_ISDIR((os.stat if follow else os.lstat)(path).st_mode):
             raise NotADirectoryError(20, "Not a directory", os.fsdecode(path))
         try:
             handle, mount_id = fan.handle_of(path, follow=follow)

@@ -401,3 +401,25 @@ def test_a_file_briefly_at_a_moved_directory_s_name_does_not_unwatch_the_next_on
     time.sleep(0.2)  # past the pairing window: the unpaired MOVED_FROM has expired
     (source / "c" / "f").write_text("in the last c")
     wait_trees_equal(source, replica.path, timeout=BROKEN)
+
+
+@BOTH_BACKENDS
+def test_a_directory_replaced_by_a_symlink_before_its_event_is_read(
+    source: Path, replica: Replica, outside: Path, start_trigsync: Start
+) -> None:
+    """Moved in as a directory, moved out and replaced by a symlink to a sibling before
+    the read: fanotify took the symlink's handle for a directory's, the listing followed
+    it, and the sibling's subdirectory was watched at b/sub; a/sub's changes went out
+    there (both backends listed the sibling's entries as b's)."""
+    for name in ("one", "two"):
+        (outside / name / "sub").mkdir(parents=True)
+    trig = start_trigsync(replica)
+    with stopped(trig):
+        (outside / "one").rename(source / "a")
+        (outside / "two").rename(source / "b")
+        (source / "b").rename(outside / "gone")
+        os.symlink("a", source / "b")
+    wait_trees_equal(source, replica.path, timeout=SETTLE)
+    (source / "a" / "sub" / "f").write_text("in a/sub")
+    wait_trees_equal(source, replica.path, timeout=BROKEN)
+    assert (replica.path / "b").is_symlink()
