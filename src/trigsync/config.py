@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import mounts
 from .config_values import check_keys, hook_argv, metrics_address, positive, strings, webhook
 from .errors import ConfigError
 from .excludes import Excludes
@@ -412,12 +413,12 @@ def _check_overlap(syncs: Sequence[SyncConfig], origin: str) -> None:
         for spec in sync.targets:
             if spec.url.startswith("/") or spec.url.startswith("file://"):
                 dest = os.path.realpath(spec.url.removeprefix("file://"))
-                if _inside(dest, source):
+                if _inside(dest, source) or mounts.inside(dest, source):
                     raise ConfigError(
                         f"{origin}: target {dest} lies inside source {sync.source}; "
                         "that would replicate forever: choose a directory outside it"
                     )
-                if _inside(source, dest):
+                if _inside(source, dest) or mounts.inside(source, dest):
                     raise ConfigError(
                         f"{origin}: source {sync.source} lies inside target {dest}; "
                         "a full sync would delete it: choose a directory outside it"

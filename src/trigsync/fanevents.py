@@ -120,7 +120,10 @@ class EventConverter:
             key = (wd, r.name)
             deleted = bool(mask & fan.FAN_DELETE)
             if mask & fan.FAN_CREATE and deleted:
-                exists = self._exists(wd, r.name) is not None
+                st = self._exists(wd, r.name)
+                # Made again only if what has the name now is of this record's kind: a
+                # file's and a directory's events are never merged into one record.
+                exists = st is not None and stat.S_ISDIR(st.st_mode) == bool(isdir)
                 if exists:  # deleted, then created again
                     yield (wd, ino.IN_DELETE | isdir, 0, r.name)
                 yield (wd, ino.IN_CREATE | isdir, 0, r.name)

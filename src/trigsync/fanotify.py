@@ -138,13 +138,15 @@ def fsid_of(path: bytes) -> bytes:
 
 
 _INIT_REFUSED = {
-    errno.EPERM: "fanotify needs CAP_SYS_ADMIN (run as root)",
+    errno.EPERM: "fanotify needs CAP_SYS_ADMIN (run as root, with that capability)",
     errno.EINVAL: "the kernel's fanotify cannot report names (needs Linux 5.17+)",
     errno.ENOSYS: "the kernel has no fanotify",
 }
 _MARK_REFUSED = {
     # Since Linux 5.13 anyone may create a group, but a filesystem mark needs the cap.
-    errno.EPERM: "fanotify needs CAP_SYS_ADMIN to watch a whole filesystem (run as root)",
+    # Root in a container (or a unit with a CapabilityBoundingSet) has dropped it too.
+    errno.EPERM: "fanotify needs CAP_SYS_ADMIN to watch a whole filesystem "
+    "(run as root, with that capability)",
     errno.ENODEV: "its filesystem cannot be watched whole by fanotify (no fsid)",
     errno.EOPNOTSUPP: "its filesystem cannot be watched whole by fanotify (no file handles)",
     errno.EXDEV: "its filesystem cannot be watched whole by fanotify (a subvolume)",

@@ -45,11 +45,19 @@ class InotifyFs:
         ino.rm_watch(self.fd, wd)
 
     def listdir(self, path: bytes) -> list[tuple[bytes, bool, int]]:
+        # A directory swapped for a symlink since its event is not listed through it (its
+        # target's entries would go out as the tree's): ELOOP, as if it had vanished.
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         out = []
-        with os.scandir(path) as it:
-            for entry in it:
-                try:
-                    out.append((entry.name, entry.is_dir(follow_symlinks=False), entry.inode()))
-                except OSError:
-                    continue  # gone between readdir and its stat
+        try:
+            with os.scandir(fd) as it:
+                for entry in it:
+                    try:
+                        # scandir(fd) names entries in str: back to the bytes they are.
+                        name = os.fsencode(entry.name)
+                        out.append((name, entry.is_dir(follow_symlinks=False), entry.inode()))
+                    except OSError:
+                        continue  # gone between readdir and its stat
+        finally:
+            os.close(fd)
         return out

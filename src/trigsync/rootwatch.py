@@ -24,6 +24,7 @@ import select
 from collections.abc import Iterable
 
 from . import inotify as ino
+from .errors import WatchError
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,10 @@ class RootWatch:
         return fds + ([self._anchors] if self._anchors >= 0 else [])
 
     def check(self) -> Verdict:
-        """Clear what woke us, then say whether the source needs watching again."""
+        """Clear what woke us, then say whether the source needs watching again.
+
+        Raises WatchError if the source path shows another directory though no symlink
+        on its way changed: that is no deploy to follow."""
         if self._epoll is not None:
             self._epoll.poll(0)  # takes the ready event off the set
         while self._anchors >= 0:
@@ -157,6 +161,16 @@ class RootWatch:
             return Verdict.SAME
         self._unresolved = False
         if identity != self._identity:
+            if os.path.realpath(self.root) == self._real:
+                # No symlink on the way changed: the directory at that very place did (a
+                # filesystem unmounted from it, or mounted over it). Following it would
+                # make every target equal to, say, the empty mount point below.
+                raise WatchError(
+                    f"source {os.fsdecode(self.root)} shows another directory now (a "
+                    "filesystem was mounted or unmounted at it, or it was replaced); "
+                    "trigsync stops rather than make every target equal to it: check the "
+                    "source and restart trigsync"
+                )
             log.warning(
                 "source %s now names %s (was %s): watching it instead; every target gets "
                 "one reconciling sync",

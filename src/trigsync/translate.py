@@ -336,12 +336,17 @@ class Translator:
         if node is not None and node.moving:
             # The directory whose MOVED_FROM waits is here again (moved out and straight
             # back under another cookie, maybe to the very same name; or the event came
-            # late and this is where it is now): its watch is in use, so that MOVED_FROM
-            # must not drop it when it times out.
-            node.moving = False
-            for waiting in self._moves.values():
-                if waiting.node is node:
-                    waiting.node = None
+            # late and this is where it is now).
+            self._settled(node)
+
+    def _settled(self, node: Node) -> None:
+        """``node`` is where it is for good: its watch is in use, so no MOVED_FROM that
+        still waits may drop it when it times out (with fanotify, an older one may name
+        it: a merged mkdir resolved that name to this directory's handle)."""
+        node.moving = False
+        for waiting in self._moves.values():
+            if waiting.node is node:
+                waiting.node = None
 
     def _moved_from(
         self, parent: Node, name: bytes, path: bytes, is_dir: bool, cookie: int
@@ -369,7 +374,7 @@ class Translator:
     def _moved_to(self, parent: Node, name: bytes, path: bytes, is_dir: bool, cookie: int) -> None:
         src = self._moves.pop(cookie, None)
         if src is not None and src.node is not None:
-            src.node.moving = False
+            self._settled(src.node)
         # The name now holds another file: what was known about the one it replaced
         # (fresh, unclosed) no longer applies.
         self._files.forget((parent.wd, name))

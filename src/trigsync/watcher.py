@@ -176,6 +176,8 @@ class Watcher:
         assert self._root_watch is not None and self._events is not None
         verdict = self._root_watch.check()
         if verdict is Verdict.MOUNTS:
+            assert self._source is not None
+            self._source.remounted()
             self._events.remounted()
         elif verdict is Verdict.ROOT:
             # Another directory altogether: nothing the old watches knew applies to it.

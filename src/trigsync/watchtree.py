@@ -94,11 +94,15 @@ class WatchTree:
     def path(self, node: Node) -> bytes | None:
         """``node``'s path relative to the root (b"" for the root itself).
 
-        None if it is no longer below the root or is inside a directory being moved.
+        None if it is no longer below the root, is inside a directory being moved, or
+        lost its name to another directory.
         """
         parts: list[bytes] = []
         while node.parent is not None:
-            if node.moving:
+            if node.moving or node.parent.children.get(node.name) is not node:
+                # Another directory took its name (fanotify: a mkdir merged into an
+                # earlier one placed this node there first): where it is now, only a
+                # listing says; whatever its events name is not there.
                 return None
             parts.append(node.name)
             node = node.parent
