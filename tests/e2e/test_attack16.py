@@ -49,15 +49,7 @@ DELAYED = {"delay": 0.5}
 
 
 @BOTH_BACKENDS
-@pytest.mark.xfail(
-    strict=True,
-    reason="changes.MERGE: DELETED then NEW/CHANGED of one path is CHANGED, so a directory "
-    "moved out (or deleted) and made again before the run lists only the new directory "
-    "(not recursive); the replica's copy of the old one keeps every entry the source never "
-    "names again. Needs a 'replaced directory' kind sent recursively with --delete "
-    "(as targets.base.apply_moves does for a renamed directory). Both backends.",
-)
-def test_dir_moved_out_and_made_again_at_once_loses_its_old_content(
+def test_dir_moved_out_and_made_again_at_once_drops_its_old_content(
     source: Path, replica: Replica, outside: Path, start_trigsync: Start
 ) -> None:
     (source / "d" / "old" / "deep").mkdir(parents=True)
