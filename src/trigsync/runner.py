@@ -47,6 +47,7 @@ class Runner:
         self.full_sync: FullSyncRunner | None = None
 
     async def run(self, batch: Batch, entries: list[bytes], whole: bool) -> rsync.Result:
+        self.target.connect()
         try:
             result = await self._run_batch(batch, entries)
             if result.stalled is not None:
