@@ -77,7 +77,8 @@ def one_by_one(source: Path, replica: Path, count: int) -> None:
     for i in range(count):
         name = f"change-{i:02d}"
         (source / name).write_bytes(os.urandom(600))
-        wait_for(lambda n=name: (replica / n).exists(), timeout=10, interval=0.005, what=name)
+        arrived = replica / name
+        wait_for(arrived.exists, timeout=10, interval=0.005, what=name)
 
 
 def replica_of(server: SshServer) -> Replica:
