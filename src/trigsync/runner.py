@@ -47,11 +47,14 @@ class Runner:
         self.full_sync: FullSyncRunner | None = None
 
     async def run(self, batch: Batch, entries: list[bytes], whole: bool) -> rsync.Result:
-        self.target.connect()
         try:
             result = await self._run_batch(batch, entries)
             if result.stalled is not None:
                 await self.target.reset()  # the next run must not reuse a frozen connection
+            else:
+                # After the run: an ssh run has made the shared connection by then, which
+                # the set-up then uses rather than racing it to become its master.
+                self.target.connect()
             return result
         finally:
             if batch.full or batch.moves or whole:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import os
 import pwd
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import Start
-from tests.e2e.harness import Replica
+from tests.e2e.harness import Replica, Trigsync
 from tests.support.proc import wait_for
 from tests.support.sshd import SshServer, sshd_unavailable_reason
 from tests.support.trees import wait_trees_equal
@@ -81,16 +82,23 @@ def one_by_one(source: Path, replica: Path, count: int) -> None:
         wait_for(arrived.exists, timeout=10, interval=0.005, what=name)
 
 
+def wait_log(trig: Trigsync, text: str) -> None:
+    try:
+        wait_for(lambda: text in trig.log(), timeout=20, what=repr(text))
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; log:\n{trig.log()[-3000:]}") from None
+
+
 def replica_of(server: SshServer) -> Replica:
     return Replica("ssh", server.url, server.replica, {"ssh_options": server.ssh_options()})
 
 
 def test_changes_one_by_one_start_no_shell_each(
-    source: Path, server: SshServer, start_trigsync: Start
+    source: Path, server: SshServer, start_trigsync: Start, tmp_path: Path
 ) -> None:
     (source / "seed").write_bytes(b"initial")
     trig = start_trigsync(replica_of(server))
-    wait_for(lambda: FAST_UP in trig.log(), timeout=20, what="the ssh fast path")
+    wait_log(trig, FAST_UP)
     one_by_one(source, server.replica, 2)  # standbys started before it came up are used up
     before = shell_starts(server)
     one_by_one(source, server.replica, CHANGES)
@@ -104,6 +112,10 @@ def test_changes_one_by_one_start_no_shell_each(
     assert spawners(server), "no spawner runs on the receiver"
     trig.kill()  # no clean-up from trigsync: the spawner must still end with its session
     wait_for(lambda: not spawners(server), timeout=10, what="the spawner to exit")
+    for control in (tmp_path / "state" / "ssh").glob("????????????????"):
+        # The master outlives a killed trigsync (ControlPersist): end it here.
+        argv = ["ssh", "-o", f"ControlPath={control}", "-O", "exit", "-"]
+        subprocess.run(argv, check=False, capture_output=True)  # noqa: S603 - fixed argv
 
 
 def test_without_forwarding_every_run_starts_the_shell(
@@ -113,7 +125,7 @@ def test_without_forwarding_every_run_starts_the_shell(
     server.authorized_keys.write_text("no-port-forwarding " + keys)
     (source / "seed").write_bytes(b"initial")
     trig = start_trigsync(replica_of(server))
-    wait_for(lambda: FAST_OFF in trig.log(), timeout=20, what="the fast path to be refused")
+    wait_log(trig, FAST_OFF)
     assert "ssh -W to the receiver's loopback failed" in trig.log()
     wait_for(lambda: not spawners(server), timeout=10, what="the unused spawner to exit")
     before = shell_starts(server)
@@ -131,7 +143,7 @@ def test_without_python3_on_the_receiver_runs_start_the_shell(
     server.write_home_file(".bashrc", f"echo $$ >> ~/{STARTS}\npython3() {{ exit 127; }}\n")
     (source / "seed").write_bytes(b"initial")
     trig = start_trigsync(replica_of(server))
-    wait_for(lambda: FAST_OFF in trig.log(), timeout=20, what="the fast path to be off")
+    wait_log(trig, FAST_OFF)
     assert "no python3 on the receiver" in trig.log()
     one_by_one(source, server.replica, 3)
     wait_trees_equal(source, server.replica, timeout=15, owners=False)

@@ -84,7 +84,7 @@ class Target(abc.ABC):
         """Drop a connection shared between runs, after a run froze on it."""
 
     def connect(self) -> None:  # noqa: B027 - most targets set nothing up ahead
-        """Before each run: start, in the background, what makes later runs faster."""
+        """After each run: start, in the background, what makes later runs faster."""
 
     def check(self) -> None:  # noqa: B027 - most targets need no pre-flight check
         """Raise SetupError or ConfigError if the target cannot work as configured."""

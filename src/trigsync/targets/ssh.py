@@ -85,7 +85,8 @@ class SshTarget(Target):
         # One channel file per target object: two syncs may push to the same URL.
         Channel.count += 1
         fast = self.control_path.with_name(f"{digest}.{os.getpid()}.{Channel.count}.fast")
-        self.channel = Channel(self.name, fast, timeout=contimeout + 5)
+        remote = spec.remote_rsync or "rsync"
+        self.channel = Channel(self.name, fast, rsync_path=remote, timeout=contimeout + 5)
 
     def ssh_argv(self) -> list[str]:
         """The ssh command rsync runs, multiplexed through a control socket."""

@@ -30,7 +30,6 @@ import logging
 import os
 import secrets
 import shlex
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
@@ -39,16 +38,20 @@ from .. import rsync
 
 log = logging.getLogger(__name__)
 
-SETUP_RETRY = 30.0  # after a failed set-up that may heal (the receiver was down)
+SETUP_RETRY = (1.0, 60.0)  # after a set-up that may heal (the receiver was down): doubling
 READY_TIMEOUT = 15.0  # a login, the rc file, python3's start: a forced command never answers
 
 # Run by /bin/sh as rsync's -e: $1 the channel file, then ssh's argv up to "--", then
 # what rsync appends: the host and the remote command's words, which ssh would join with
 # spaces. No single quote in it: rsync's own splitting of -e keeps it one word.
+# The channel file's third field, when set, is --no-msgs2stderr, added to the server's
+# options: rsync 3.2.4 and later write their errors straight to stderr, which the
+# spawner's command has no way back to, so they must come through rsync's own stream
+# (older servers do that anyway; the field is empty for them).
 # The background cat in the left group is not waited for: rsync waits for its -e child
 # to exit while its end of the pipe stays open, so the child must end with ssh.
 WRAPPER = r"""f=$1; shift
-if ! { read -r port key; } 2>/dev/null <"$f"; then exec "$@"; fi
+if ! { read -r port key opt; } 2>/dev/null <"$f"; then exec "$@"; fi
 ssh=$1; shift
 n=$#; state=0; host=; cmd=
 while [ "$n" -gt 0 ]; do
@@ -59,6 +62,7 @@ while [ "$n" -gt 0 ]; do
     2) cmd=$a; state=3 ;;
     *) cmd="$cmd $a" ;;
   esac
+  if [ "$state" = 3 ] && [ "$a" = --server ] && [ -n "$opt" ]; then cmd="$cmd $opt"; opt=; fi
 done
 exec 3<&0
 { printf "%s\000%s\000" "$key" "$cmd"; cat <&3 & } |
@@ -67,7 +71,7 @@ exec 3<&0
 
 # Run as ``python3 -c SPAWNER`` through the login shell, once. stdin: the secret, one
 # line, then nothing until it closes; stdout: the port, one line. Each connection: the
-# secret, NUL, the command, NUL, then the command's stream. An empty command is a probe.
+# secret, NUL, the command, NUL, then the command's stream.
 SPAWNER = r"""
 import hmac, os, selectors, signal, socket, sys
 key = sys.stdin.buffer.readline().strip()
@@ -96,9 +100,6 @@ def serve(c):
     if f is None or not hmac.compare_digest(f[0], key):
         os._exit(1)
     c.settimeout(None)
-    if not f[1]:
-        c.sendall(b"ok\n")
-        os._exit(0)
     for s in (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(s, signal.SIG_DFL)
     os.dup2(c.fileno(), 0)
@@ -141,14 +142,18 @@ class Channel:
 
     count: ClassVar[int] = 0  # channels made in this process, to name their files
 
-    def __init__(self, name: str, path: Path, *, timeout: float = READY_TIMEOUT) -> None:
+    def __init__(
+        self, name: str, path: Path, *, rsync_path: str = "rsync", timeout: float = READY_TIMEOUT
+    ) -> None:
         self.name = name
+        self.rsync_path = rsync_path  # the remote rsync, as --rsync-path names it
         self.path = path  # the channel file WRAPPER reads: "PORT SECRET"
         self.timeout = timeout
         self.disabled: str | None = None  # why the fast path is off for good
         self._proc: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
-        self._retry_at = 0.0
+        self._retry = SETUP_RETRY[0]
+        self._later: asyncio.TimerHandle | None = None
 
     @property
     def up(self) -> bool:
@@ -161,11 +166,13 @@ class Channel:
 
     def start(self, ssh: Sequence[str], login: str) -> None:
         """Set the channel up in the background if it is down; never waits for it."""
-        if self.disabled or self.up or (self._task and not self._task.done()):
-            return
-        if time.monotonic() < self._retry_at:
+        if self.disabled or self.up or (self._task and not self._task.done()) or self._later:
             return
         self._task = asyncio.ensure_future(self._setup(list(ssh), login))
+
+    def _again(self, ssh: list[str], login: str) -> None:
+        self._later = None
+        self.start(ssh, login)
 
     async def _setup(self, ssh: list[str], login: str) -> None:
         key = secrets.token_hex(32)
@@ -188,31 +195,54 @@ class Channel:
         if not line.strip().isdigit():
             await _end(proc)
             err = (await proc.stderr.read()).decode("utf-8", "backslashreplace").strip()
-            self._failed(proc.returncode, err.splitlines()[-1] if err else "")
+            if not self._failed(proc.returncode, err.splitlines()[-1] if err else ""):
+                loop = asyncio.get_running_loop()
+                self._later = loop.call_later(self._retry, self._again, ssh, login)
+                self._retry = min(self._retry * 2, SETUP_RETRY[1])
             return
         pending = self.path.with_name(self.path.name + ".new")
         _write_private(pending, f"{int(line)} {key}\n")
-        probe = await rsync.run([*self.rsh([*ssh, "--"], pending), login], stdout=True, watchdog=30)
-        if probe.stdout != b"ok\n":
+        opt, why = await self._probe([*self.rsh([*ssh, "--"], pending), login])
+        if opt is None:
             pending.unlink(missing_ok=True)
             await _end(proc)
-            reason = rsync.reason(probe.stderr) if probe.stderr.strip() else "no answer"
-            self.disabled = f"ssh -W to the receiver's loopback failed ({reason})"
+            self.disabled = why
             log.info(
                 "%s: fast path off: %s; each run starts the remote shell", self.name, self.disabled
             )
             return
+        _write_private(pending, f"{int(line)} {key} {opt}\n")
         os.replace(pending, self.path)
         self._proc = proc
+        self._retry = SETUP_RETRY[0]
         log.info("%s: runs reach the remote rsync without a remote shell each", self.name)
         watch = asyncio.ensure_future(self._watch(proc))
         self._task = watch
 
-    def _failed(self, code: int | None, err: str) -> None:
+    async def _probe(self, argv: list[str]) -> tuple[str | None, str]:
+        """Ask the remote rsync, through the new channel, whether it takes --no-msgs2stderr.
+
+        Returns that option, or "" for an older rsync (which sends its errors in its stream
+        anyway); or None and why the channel cannot serve.
+        """
+        argv += [self.rsync_path, "--no-msgs2stderr", "--version", "2>&1"]
+        probe = await rsync.run(argv, stdout=True, watchdog=30)
+        out = probe.stdout.decode("utf-8", "backslashreplace").strip()
+        if "version" in out:
+            return "--no-msgs2stderr", ""
+        if "no-msgs2stderr" in out:
+            return "", ""
+        if out:
+            return None, f"the remote rsync does not start: {out.splitlines()[-1]}"
+        if probe.stderr.strip():
+            return None, f"ssh -W to the receiver's loopback failed ({rsync.reason(probe.stderr)})"
+        return None, "the spawner did not answer"
+
+    def _failed(self, code: int | None, err: str) -> bool:
+        """Whether the fast path is off for good, from the failed spawner's exit."""
         if code == 255:  # ssh itself failed: the receiver may be down; try again later
-            self._retry_at = time.monotonic() + SETUP_RETRY
             log.debug("%s: no spawner (exit %s): %s", self.name, code, err)
-            return
+            return False
         if code == 127:  # the login shell found no python3
             self.disabled = "no python3 on the receiver"
         elif code is None or code < 0:
@@ -224,6 +254,7 @@ class Channel:
         log.info(
             "%s: fast path off: %s; each run starts the remote shell", self.name, self.disabled
         )
+        return True
 
     async def _watch(self, proc: asyncio.subprocess.Process) -> None:
         """Log what the spawner's commands say before rsync's protocol starts (a missing
@@ -247,6 +278,9 @@ class Channel:
     def drop(self) -> None:
         """Stop using the channel now (its connection froze, or the target closes)."""
         self.path.unlink(missing_ok=True)
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
         proc, self._proc = self._proc, None
         if proc is not None and proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
