@@ -125,12 +125,9 @@ def _paces(ctx: Context) -> list[_Pace]:
     ]
 
 
-RECEIVERS = ("stock daemon", "tuned daemon", "ssh")
-
-
 def latency(ctx: Context) -> list[Row]:
     rows: list[Row] = []
-    for receiver in RECEIVERS:
+    for receiver in ctx.receivers:
         for pace in _paces(ctx):
             rows += _measure(ctx, pace, receiver)
     rows[0].notes.append(

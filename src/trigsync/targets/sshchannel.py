@@ -110,7 +110,7 @@ sel = selectors.DefaultSelector()
 sel.register(lst, selectors.EVENT_READ)
 sel.register(0, selectors.EVENT_READ)
 while True:
-    for k, _ in sel.select(1.0):
+    for k, _ in sel.select(1.0 if kids else None):
         if k.fileobj is lst:
             c, _ = lst.accept()
             if kids >= 256:
