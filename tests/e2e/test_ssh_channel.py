@@ -114,8 +114,29 @@ def test_changes_one_by_one_start_no_shell_each(
     wait_for(lambda: not spawners(server), timeout=10, what="the spawner to exit")
     for control in (tmp_path / "state" / "ssh").glob("????????????????"):
         # The master outlives a killed trigsync (ControlPersist): end it here.
-        argv = ["ssh", "-o", f"ControlPath={control}", "-O", "exit", "-"]
+        argv = ["ssh", "-o", f"ControlPath={control}", "-O", "exit", "x"]
         subprocess.run(argv, check=False, capture_output=True)  # noqa: S603 - fixed argv
+
+
+def test_the_spawner_ends_with_the_connection_and_a_new_one_follows(
+    source: Path, server: SshServer, start_trigsync: Start, tmp_path: Path
+) -> None:
+    trig = start_trigsync(replica_of(server))
+    wait_log(trig, FAST_UP)
+    [first] = spawners(server)
+    [control] = (tmp_path / "state" / "ssh").glob("????????????????")
+    argv = ["ssh", "-o", f"ControlPath={control}", "-O", "exit", "x"]
+    subprocess.run(argv, check=True, capture_output=True)  # noqa: S603 - the master goes
+    wait_for(lambda: first not in spawners(server), timeout=10, what="the spawner to exit")
+    wait_log(trig, "the remote spawner ended")
+    one_by_one(source, server.replica, 3)  # the first run after it makes a new one
+    wait_for(lambda: trig.log().count(FAST_UP) == 2, timeout=20, what="a second spawner")
+    before = shell_starts(server)
+    one_by_one(source, server.replica, 5)
+    wait_trees_equal(source, server.replica, timeout=15, owners=False)
+    assert shell_starts(server) - before <= 1
+    assert trig.stop() == 0
+    wait_for(lambda: not spawners(server), timeout=10, what="the spawner to exit at stop")
 
 
 def test_without_forwarding_every_run_starts_the_shell(
