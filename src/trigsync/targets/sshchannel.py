@@ -257,13 +257,15 @@ class Channel:
         return True
 
     async def _watch(self, proc: asyncio.subprocess.Process) -> None:
-        """Log what the spawner's commands say before rsync's protocol starts (a missing
-        remote rsync), and drop the channel when the spawner's session ends."""
+        """Drop the channel when the spawner's session ends; meanwhile log, at DEBUG, what
+        its commands write to stderr outside rsync's stream. That is mostly a standby
+        stopped unused ("connection unexpectedly closed"), which plain ssh hid too; the
+        remote rsync was seen to start when the channel was set up."""
         assert proc.stderr
         try:
             async for line in proc.stderr:
                 text = line.decode("utf-8", "backslashreplace").rstrip()
-                log.warning("%s: remote: %s", self.name, text)
+                log.debug("%s: remote: %s", self.name, text)
             await proc.wait()
         finally:
             if self._proc is proc:
