@@ -44,6 +44,9 @@ def default_root() -> Path:
     return TMPFS / "trigsync-bench"
 
 
+RECEIVERS = {"stock": "stock daemon", "tuned": "tuned daemon", "ssh": "ssh"}
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench",
@@ -71,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--slow-samples", type=int, default=None, help="writes 40 s apart (default 5)")
     p.add_argument("--no-lsyncd", action="store_true", help="leave lsyncd out")
+    p.add_argument(
+        "--receivers",
+        default=None,
+        help="latency: comma-separated subset of stock,tuned,ssh (default: all three)",
+    )
     p.add_argument(
         "--big-dirs",
         type=int,
@@ -149,6 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}"
         )
     sizes = _sizes(args)
+    bad = [r for r in (args.receivers or "").split(",") if r.strip() and r.strip() not in RECEIVERS]
+    if bad:
+        parser.error(f"unknown receiver(s) {', '.join(bad)}; choose from stock, tuned, ssh")
 
     notes: list[str] = []
     tools: list[Replicator] = [Trigsync()]
@@ -177,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs = SCRATCH / f"logs-{time.strftime('%Y%m%d-%H%M%S')}"
     logs.mkdir(exist_ok=True)
     ctx = Context(sizes, tmp, args.cache_dir, logs, tools, notes, args.raise_watches)
+    if args.receivers:
+        ctx.receivers = tuple(RECEIVERS[r.strip()] for r in args.receivers.split(","))
     ctx.say(f"sizes: {sizes.describe()}; trees under {root}; contender logs in {logs}")
 
     started = datetime.datetime.now().astimezone()

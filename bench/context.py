@@ -78,6 +78,7 @@ class Context:
     tools: Sequence[Replicator]
     notes: list[str] = field(default_factory=list)
     raise_watches: bool = False  # bigtree: raise max_user_watches for inotify contenders
+    receivers: tuple[str, ...] = ("stock daemon", "tuned daemon", "ssh")  # latency rows
 
     def say(self, message: str) -> None:
         print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)

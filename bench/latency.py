@@ -1,7 +1,8 @@
 """The latency workload: small writes, each timed from close to arrival at the receiver.
 
-Three paces, each against a stock daemon (the rsyncd.conf tutorials write, Nagle on)
-and a tuned one (``socket options = TCP_NODELAY``):
+Three paces, each against a stock daemon (the rsyncd.conf tutorials write, Nagle on),
+a tuned one (``socket options = TCP_NODELAY``), and an ssh host whose login shell takes
+150 ms to start (trigsync only; see ``sshsite.py``):
 
 - back to back: each write follows the previous file's arrival at once;
 - every 0.5 s;
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +32,7 @@ from .procs import BenchTimeout
 from .replica import ReplicaWatcher
 from .report import Cell, Goal, Row
 from .runners import Replicator, Site, site, spawn_rsync
+from .sshsite import SHELL_START, SshSite, TrigsyncSsh, ssh_site
 from .trees import SEED
 
 SAMPLE_TIMEOUT = 30.0
@@ -42,7 +45,7 @@ class _Lane:
     """One contender: where it writes, who watches its receiver, what it measured."""
 
     name: str
-    where: Site
+    where: Site | SshSite
     watcher: ReplicaWatcher
     plain: bool  # plain rsync: spawn one rsync per file
     samples: list[float] = field(default_factory=list)
@@ -59,6 +62,7 @@ class _Lane:
             t0 = time.monotonic()
         if not self.plain:
             return self.watcher.wait_arrival(name.encode(), SAMPLE_TIMEOUT, after=t0) - t0
+        assert isinstance(self.where, Site)  # plain rsync pushes to daemons only
         proc = spawn_rsync(self.where, str(self.where.src / name))
         try:
             arrived = self.watcher.wait_arrival(name.encode(), SAMPLE_TIMEOUT, after=t0)
@@ -123,35 +127,45 @@ def _paces(ctx: Context) -> list[_Pace]:
 
 def latency(ctx: Context) -> list[Row]:
     rows: list[Row] = []
-    for tuned in (False, True):
+    for receiver in ctx.receivers:
         for pace in _paces(ctx):
-            rows += _measure(ctx, pace, tuned=tuned)
+            rows += _measure(ctx, pace, receiver)
     rows[0].notes.append(
         "close to arrival at the receiver (inotify on the module); plain rsync = one fresh "
         "`rsync -a --sockopts=TCP_NODELAY FILE rsync://...` per file, from spawn to arrival; "
         f"stock = rsyncd.conf without `socket options`, tuned = with TCP_NODELAY; "
+        f"ssh = trigsync only, to the test suite's loopback sshd as a user whose login shell "
+        f"takes {SHELL_START * 1000:.0f} ms to start (a ~/.bashrc that sleeps); goal there: "
+        "within 2 ms of the daemon rows; "
         f"the {SLOW_PACE:g} s pace takes {ctx.sizes.latency_slow_samples} samples per contender"
     )
     return rows
 
 
-def _measure(ctx: Context, pace: _Pace, *, tuned: bool) -> list[Row]:
+def _measure(ctx: Context, pace: _Pace, receiver: str) -> list[Row]:
     n, size = pace.samples(ctx), ctx.sizes.latency_bytes
-    daemon = "tuned" if tuned else "stock"
+    ssh = receiver == "ssh"
     rows = [
-        Row("latency", f"{daemon} daemon, {pace.label}: p{pct} ({n} x {size // 1024} KiB)", "ms",
-            goal=goal)
+        Row("latency", f"{receiver}, {pace.label}: p{pct} ({n} x {size // 1024} KiB)", "ms",
+            goal=None if ssh else goal)
         for pct, goal in pace.percentiles
     ]  # fmt: skip
     payload = random.Random(SEED).randbytes(size)
     lanes: list[_Lane] = []
     results: dict[str, Cell] = {}
-    ctx.say(f"latency: {daemon} daemon, {pace.label}, {n} samples")
+    ctx.say(f"latency: {receiver}, {pace.label}, {n} samples")
     with contextlib.ExitStack() as stack:
         contenders: list[Replicator | None] = [*ctx.tools, None]
+        if ssh:
+            got = attempt(ctx, rows, "trigsync", partial(_ssh_lane, ctx, stack))
+            if isinstance(got, _Lane):
+                lanes.append(got)
+            else:
+                results["trigsync"] = got
+            contenders = []
         for tool in contenders:
             name = tool.name if tool else "rsync"
-            got = attempt(ctx, rows, name, partial(_lane, ctx, stack, tool, tuned))
+            got = attempt(ctx, rows, name, partial(_lane, ctx, stack, tool, receiver))
             if isinstance(got, _Lane):
                 lanes.append(got)
             else:
@@ -162,7 +176,7 @@ def _measure(ctx: Context, pace: _Pace, *, tuned: bool) -> list[Row]:
             results[lane.name] = lane.failed
             continue
         ctx.say(
-            f"latency/{daemon}/{pace.label}/{lane.name}: "
+            f"latency/{receiver}/{pace.label}/{lane.name}: "
             f"p50 {percentile(lane.samples, 50):.1f} ms over {len(lane.samples)}"
         )
         for row, (pct, _) in zip(rows, pace.percentiles, strict=True):
@@ -173,8 +187,11 @@ def _measure(ctx: Context, pace: _Pace, *, tuned: bool) -> list[Row]:
     return rows
 
 
-def _lane(ctx: Context, stack: contextlib.ExitStack, tool: Replicator | None, tuned: bool) -> _Lane:
+def _lane(
+    ctx: Context, stack: contextlib.ExitStack, tool: Replicator | None, receiver: str
+) -> _Lane:
     name = tool.name if tool else "rsync"
+    tuned = receiver == "tuned daemon"
     where = stack.enter_context(site(ctx.tmp, f"latency-{name}", tuned=tuned))
     if tool is not None:
         stack.enter_context(running(ctx, "latency", tool, where))
@@ -189,3 +206,20 @@ def _take(ctx: Context, rows: list[Row], lane: _Lane, payload: bytes, *, counted
             lane.samples.append(got * 1000)
     else:
         lane.failed = got
+
+
+def _ssh_lane(ctx: Context, stack: contextlib.ExitStack) -> _Lane:
+    where = stack.enter_context(ssh_site(ctx.tmp, "latency-ssh"))
+    tool = TrigsyncSsh()
+    stack.callback(_keep_log, ctx, where.workdir / "trigsync.log")  # after trigsync stopped
+    proc = stack.enter_context(tool.start(where))
+    state = tool.wait_ready(proc)
+    ctx.say(f"latency/ssh: {state}")
+    ctx.notes.append(f"latency/ssh: trigsync logged '{state}'")
+    watcher = stack.enter_context(ReplicaWatcher(where.replica))
+    return _Lane("trigsync", where, watcher, plain=False)
+
+
+def _keep_log(ctx: Context, path: Path) -> None:
+    with contextlib.suppress(OSError):
+        shutil.copyfile(path, ctx.logs / "latency-ssh-trigsync.log")

@@ -89,14 +89,18 @@ class Trigsync:
             argv.append("--initial-sync")
         return argv + list(self.extra)
 
-    def start(self, where: Site, *, initial_sync: bool = True) -> Proc:
-        # Run the trigsync this benchmark imported, wherever the current directory is.
+    @staticmethod
+    def env() -> dict[str, str]:
+        """Run the trigsync this benchmark imported, wherever the current directory is."""
         package_root = str(Path(trigsync.__file__).resolve().parent.parent)
         path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
+        return {"PYTHONPATH": path}
+
+    def start(self, where: Site, *, initial_sync: bool = True) -> Proc:
         return Proc(
             self.argv(where, initial_sync=initial_sync),
             log_path=where.workdir / "trigsync.log",
-            env={"PYTHONPATH": path},
+            env=self.env(),
         )
 
     def wait_ready(self, proc: Proc, *, initial_sync: bool = True) -> float:

@@ -52,6 +52,10 @@ class Runner:
                 result = await self._run_batch(batch, entries)
             if result.stalled is not None:
                 await self.target.reset()  # the next run must not reuse a frozen connection
+            else:
+                # After the run: an ssh run has made the shared connection by then, which
+                # the set-up then uses rather than racing it to become its master.
+                self.target.connect()
             return result
         finally:
             if batch.full or batch.moves or whole or replaced:

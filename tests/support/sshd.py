@@ -64,9 +64,11 @@ def _shadow_password(user: str) -> str | None:
     return None
 
 
-def ensure_test_user(user: str = TEST_USER) -> tuple[pwd.struct_passwd, bool]:
-    """Create `user` with a plain /bin/sh and an unlocked, password-less account if needed;
-    returns its entry and whether it was created here.
+def ensure_test_user(
+    user: str = TEST_USER, shell: str = TEST_SHELL
+) -> tuple[pwd.struct_passwd, bool]:
+    """Create `user` with `shell` (a plain /bin/sh by default) and an unlocked,
+    password-less account if needed; returns its entry and whether it was created here.
 
     Without PAM, sshd refuses even key logins to a locked account ('!' in /etc/shadow), and
     root's shell here runs pyenv init on every command, hence a dedicated light user.
@@ -77,15 +79,15 @@ def ensure_test_user(user: str = TEST_USER) -> tuple[pwd.struct_passwd, bool]:
     except KeyError:
         created = True
         done = _run(
-            ["useradd", "--create-home", "--shell", TEST_SHELL, "--password", "*",
+            ["useradd", "--create-home", "--shell", shell, "--password", "*",
              "--comment", "trigsync test user", user]
         )  # fmt: skip
         if done.returncode not in (0, 9):  # 9: created meanwhile by a parallel session
             raise SshdError(f"useradd {user} failed: {done.stderr.strip()}") from None
         entry = pwd.getpwnam(user)
     password = _shadow_password(user)
-    if entry.pw_shell != TEST_SHELL or (password is not None and password.startswith("!")):
-        done = _run(["usermod", "--shell", TEST_SHELL, "--password", "*", user])
+    if entry.pw_shell != shell or (password is not None and password.startswith("!")):
+        done = _run(["usermod", "--shell", shell, "--password", "*", user])
         if done.returncode != 0:
             raise SshdError(f"usermod {user} failed: {done.stderr.strip()}")
         entry = pwd.getpwnam(user)
@@ -114,9 +116,10 @@ class SshServer:
     rsync'ed there cannot keep root ownership, so compare trees with owners=False.
     """
 
-    def __init__(self, *, user: str = TEST_USER) -> None:
+    def __init__(self, *, user: str = TEST_USER, login_shell: str = TEST_SHELL) -> None:
         self.host = LOOPBACK
         self.user = user
+        self.shell = login_shell
         self.port = 0
         self.base_dir = Path(tempfile.mkdtemp(prefix="trigsync-sshd-", dir="/tmp"))
         self.base_dir.chmod(0o755)
@@ -174,7 +177,7 @@ class SshServer:
         reason = sshd_unavailable_reason()
         if reason is not None:
             raise SshdError(reason)
-        entry, self._created_user = ensure_test_user(self.user)
+        entry, self._created_user = ensure_test_user(self.user, self.shell)
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)
         _keygen(self.host_key, "trigsync-test-host")
         _keygen(self.identity_file, "trigsync-test-client")
@@ -252,6 +255,15 @@ class SshServer:
             raise SshdError(str(exc)) from None
         if dead is not None:
             raise SshdError(dead)
+
+    def write_home_file(self, name: str, text: str, mode: int = 0o644) -> Path:
+        """Write ``~user/name`` (an rc file such as ``.bashrc``), owned by the test user."""
+        entry = pwd.getpwnam(self.user)
+        path = Path(entry.pw_dir) / name
+        path.write_text(text)
+        path.chmod(mode)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+        return path
 
     def clear_replica(self) -> None:
         """Empty the replica directory, keeping it (and its ownership) in place."""

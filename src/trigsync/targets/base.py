@@ -83,6 +83,9 @@ class Target(abc.ABC):
     async def reset(self) -> None:  # noqa: B027 - most targets share no connection
         """Drop a connection shared between runs, after a run froze on it."""
 
+    def connect(self) -> None:  # noqa: B027 - most targets set nothing up ahead
+        """After each run: start, in the background, what makes later runs faster."""
+
     def check(self) -> None:  # noqa: B027 - most targets need no pre-flight check
         """Raise SetupError or ConfigError if the target cannot work as configured."""
 

@@ -1,7 +1,8 @@
 """Hosts reached over ssh: ``ssh://user@host[:port]/path`` or ``user@host:/path``.
 
 Every run goes through one multiplexed ssh connection (ControlMaster), whose socket
-lives in the state directory, so a batch costs no new login.
+lives in the state directory, so a batch costs no new login; and, once the target's
+spawner is up on the receiver (``sshchannel.py``), no remote shell start-up either.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..errors import ConfigError
 from ..rsync import Transport
 from . import beneath
 from .base import Target, TargetSpec, require_absolute
+from .sshchannel import Channel
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,11 @@ class SshTarget(Target):
         digest = hashlib.sha1(spec.url.encode()).hexdigest()[:16]
         self.control_path = state_dir / "ssh" / digest
         self._remote_python = True
+        # One channel file per target object: two syncs may push to the same URL.
+        Channel.count += 1
+        fast = self.control_path.with_name(f"{digest}.{os.getpid()}.{Channel.count}.fast")
+        remote = spec.remote_rsync or "rsync"
+        self.channel = Channel(self.name, fast, rsync_path=remote, timeout=contimeout + 5)
 
     def ssh_argv(self) -> list[str]:
         """The ssh command rsync runs, multiplexed through a control socket."""
@@ -107,7 +114,7 @@ class SshTarget(Target):
         todo = [m for m in moves if m.old != m.new]
         if not todo or not self._remote_python:
             return ()
-        argv = [*self.ssh_argv(), "--", self.address.login, *REMOTE_RENAME]
+        argv = [*self.channel.rsh([*self.ssh_argv(), "--"]), self.address.login, *REMOTE_RENAME]
         stdin = os.fsencode(self.address.path) + b"\0"
         stdin += b"".join(m.old + b"\0" + m.new + b"\0" for m in todo)
         result = await rsync.run(argv, stdin=stdin, watchdog=self.contimeout + 60, stdout=True)
@@ -121,12 +128,17 @@ class SshTarget(Target):
 
     def check(self) -> None:
         self.control_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _remove_stale(self.control_path)
+
+    def connect(self) -> None:
+        """Start the remote spawner in the background once (see sshchannel.py)."""
+        self.channel.start(self.ssh_argv(), self.address.login)
 
     def transport(self) -> Transport:
         # rsync appends "-l USER HOST" to -e when the destination holds a user, which a
         # "--" could not precede; so the user goes in -e and rsync only appends the host.
         login = ["-l", self.address.user] if self.address.user else []
-        ssh = [*self.ssh_argv(), *login, "--"]
+        ssh = self.channel.rsh([*self.ssh_argv(), *login, "--"])
         options = ["-e", " ".join(_rsync_quote(a) for a in ssh)]
         if self.spec.remote_rsync:
             options.append(f"--rsync-path={self.spec.remote_rsync}")
@@ -135,12 +147,14 @@ class SshTarget(Target):
 
     async def reset(self) -> None:
         """End the multiplexing master: every run through it would freeze as the last did."""
+        self.channel.drop()
         if self.control_path.exists():
             argv = [*self.ssh_argv(), "-O", "exit", self.address.login]
             result = await rsync.run(argv, watchdog=10, stall=None)
             log.info("%s: closed the shared ssh connection (exit %d)", self.name, result.code)
 
     def close(self) -> None:
+        self.channel.drop()
         if self.control_path.exists():
             subprocess.run(  # noqa: S603 - fixed argv, no shell
                 [*self.ssh_argv(), "-O", "exit", "--", self.address.login],
@@ -148,3 +162,11 @@ class SshTarget(Target):
                 timeout=10,
                 check=False,
             )
+
+
+def _remove_stale(control_path: Path) -> None:
+    """Remove channel files that a trigsync killed before its clean-up left behind."""
+    for path in control_path.parent.glob(f"{control_path.name}.*.fast*"):
+        pid = path.name.split(".")[1]
+        if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
+            path.unlink(missing_ok=True)
