@@ -170,3 +170,20 @@ def test_without_python3_on_the_receiver_runs_start_the_shell(
     one_by_one(source, server.replica, 3)
     wait_trees_equal(source, server.replica, timeout=15, owners=False)
     assert trig.stop() == 0
+
+
+def test_ssh_fast_path_false_never_starts_a_spawner(
+    source: Path, server: SshServer, start_trigsync: Start
+) -> None:
+    """A receiver's admin may not want a listener of ours there: the config can say so."""
+    replica = replica_of(server)
+    replica.options["ssh_fast_path"] = False
+    (source / "seed").write_bytes(b"initial")
+    trig = start_trigsync(replica)
+    before = shell_starts(server)
+    one_by_one(source, server.replica, 3)
+    wait_trees_equal(source, server.replica, timeout=15, owners=False)
+    assert shell_starts(server) - before >= 3  # the old path: a shell per run
+    assert not spawners(server)
+    assert FAST_UP not in trig.log()
+    assert trig.stop() == 0

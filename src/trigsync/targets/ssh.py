@@ -131,8 +131,10 @@ class SshTarget(Target):
         _remove_stale(self.control_path)
 
     def connect(self) -> None:
-        """Start the remote spawner in the background once (see sshchannel.py)."""
-        self.channel.start(self.ssh_argv(), self.address.login)
+        """Start the remote spawner in the background once (see sshchannel.py), unless
+        the config says ``ssh_fast_path = false``."""
+        if self.spec.ssh_fast_path:
+            self.channel.start(self.ssh_argv(), self.address.login)
 
     def transport(self) -> Transport:
         # rsync appends "-l USER HOST" to -e when the destination holds a user, which a
