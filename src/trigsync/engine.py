@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import fanwatch, rsync, targets
+from . import fanwatch, mounts, rsync, targets
 from .catchup import changed_since
 from .changes import Batch
 from .config import Config, SyncConfig, private_dir
@@ -73,6 +73,13 @@ class SyncJob:
         """A started watcher on this source with ``config``'s settings (a reload places
         one beside the running watcher before it switches)."""
         backend, why = fanwatch.choose(config.watch_backend, self.source)
+        for point, other in mounts.aliases(os.path.realpath(self.source), mounts.read()):
+            log.warning(
+                "%r shows the same directory as %r (a bind mount): a change below it is "
+                "replicated at one of the two places only, until a full sync; exclude one",
+                os.fsdecode(point),
+                os.fsdecode(other),
+            )
         watcher = Watcher(
             self.source,
             excludes=excludes,

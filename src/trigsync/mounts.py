@@ -73,3 +73,32 @@ def inside(path: str, directory: str) -> bool:
         return False
     top = b[1].rstrip(b"/")
     return a[1] == b[1] or a[1].startswith(top + b"/")
+
+
+def _holding(path: bytes, table: Sequence[Mount]) -> list[Mount]:
+    """The mount ``path`` is on (the deepest one above or at it), as a list of 0 or 1."""
+    holds = [m for m in table if path == m.point or path.startswith(m.point.rstrip(b"/") + b"/")]
+    return [max(reversed(holds), key=lambda m: len(m.point))] if holds else []  # on top
+
+
+def aliases(source: bytes, table: Sequence[Mount]) -> list[tuple[bytes, bytes]]:
+    """Pairs (mount point, other place) below ``source`` that show one directory twice:
+    a bind mount of a directory that is also in the tree. A watch is one per directory,
+    so a change there is seen at one of the two places only."""
+    top = source.rstrip(b"/")
+    below = [m for m in table if m.point.startswith(top + b"/")]
+    found = []
+    for mount in below:
+        shown = mount.root.rstrip(b"/")
+        for other in [*_holding(top, table), *below]:
+            if other is mount or other.device != mount.device:
+                continue
+            base = other.root.rstrip(b"/")
+            if shown != base and not shown.startswith(base + b"/"):
+                continue
+            place = other.point.rstrip(b"/") + shown[len(base) :]
+            seen_there = place == top or place.startswith(top + b"/")
+            if seen_there and place != mount.point and not place.startswith(mount.point + b"/"):
+                found.append((mount.point, place))
+                break
+    return found

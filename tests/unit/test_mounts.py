@@ -34,3 +34,24 @@ def test_place_sees_through_a_bind_mount() -> None:
 def test_inside_on_this_machine_without_bind_mounts() -> None:
     assert mounts.inside("/proc/self", "/proc")
     assert not mounts.inside("/proc", "/proc/self")
+
+
+def test_a_bind_mount_of_a_directory_in_the_tree_is_an_alias() -> None:
+    table = [
+        mounts.Mount(b"8:1", b"/", b"/"),
+        mounts.Mount(b"0:50", b"/", b"/srv/src"),  # the source is a tmpfs
+        mounts.Mount(b"0:50", b"/a", b"/srv/src/b"),  # source/a shown again at source/b
+        mounts.Mount(b"0:60", b"/", b"/srv/src/c"),  # another filesystem: no alias
+    ]
+    assert mounts.aliases(b"/srv/src", table) == [(b"/srv/src/b", b"/srv/src/a")]
+
+
+def test_a_bind_mount_from_outside_the_tree_is_no_alias() -> None:
+    table = [
+        mounts.Mount(b"8:1", b"/", b"/"),
+        mounts.Mount(b"8:1", b"/data/uploads", b"/srv/www/uploads"),  # /srv/www on 8:1 too
+    ]
+    assert mounts.aliases(b"/srv/www", table) == []
+    # ...unless the directory it shows is also below the source
+    table.append(mounts.Mount(b"8:1", b"/srv/www/media", b"/srv/www/m2"))
+    assert mounts.aliases(b"/srv/www", table) == [(b"/srv/www/m2", b"/srv/www/media")]
