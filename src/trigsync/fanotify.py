@@ -40,6 +40,8 @@ FAN_Q_OVERFLOW = 0x00004000
 FAN_RENAME = 0x10000000
 FAN_ONDIR = 0x40000000
 
+_DIR_RENAME = FAN_RENAME | FAN_ONDIR
+
 INFO_DFID_NAME = 2
 INFO_DFID = 3
 INFO_OLD_DFID_NAME = 10
@@ -82,6 +84,9 @@ _name_to_handle_at.argtypes = [
     ctypes.c_int,
 ]
 _name_to_handle_at.restype = ctypes.c_int
+_open_by_handle_at = _libc.open_by_handle_at
+_open_by_handle_at.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+_open_by_handle_at.restype = ctypes.c_int
 
 
 class Record(NamedTuple):
@@ -129,6 +134,22 @@ def handle_of(path: bytes, *, follow: bool = False) -> tuple[bytes, int]:
         raise _error(ctypes.get_errno(), path)
     size = HANDLE_HEADER.unpack_from(buf, 0)[0]
     return buf.raw[: HANDLE_HEADER.size + size], mount_id.value
+
+
+def path_of_handle(mount_fd: int, key: bytes) -> bytes:
+    """Where the directory known by ``key`` (fsid + handle, as events carry it) is now,
+    as seen through ``mount_fd``'s mount: OSError ESTALE if it was deleted.
+
+    Needs CAP_DAC_READ_SEARCH. Three system calls (open_by_handle_at with O_PATH, readlink
+    of /proc/self/fd, close), so callers keep what it finds.
+    """
+    fd = int(_open_by_handle_at(mount_fd, key[8:], os.O_PATH | os.O_CLOEXEC))
+    if fd < 0:
+        raise _error(ctypes.get_errno())
+    try:
+        return os.readlink(b"/proc/self/fd/%d" % fd)
+    finally:
+        os.close(fd)
 
 
 def fsid_of(path: bytes) -> bytes:
@@ -198,7 +219,9 @@ def parse_events(buf: bytes, keep: Container[bytes] | None = None) -> Iterator[R
         record = _record(buf, mask, p, stop)
         pos = stop
         mine = keep is None or record.handle in keep or record.new_handle in keep
-        if mine or mask & FAN_Q_OVERFLOW:
+        # A directory renamed anywhere may have brought a subtree into the source (or
+        # out of an excluded place): a lazy map of handles must hear of it.
+        if mine or mask & FAN_Q_OVERFLOW or mask & _DIR_RENAME == _DIR_RENAME:
             yield record
 
 

@@ -20,9 +20,14 @@ from collections.abc import Iterable
 from . import fanotify as fan
 from . import inotify as ino
 from .errors import WatchError
+from .excludes import Excludes
 from .fanevents import Event, EventConverter, HandleMap
+from .fanlazy import LazyDirs
 from .fsops import InotifyFs
-from .watchtree import WatchTree
+from .rootwatch import MOUNTINFO, below, parse_mountinfo
+from .translate import Translator
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +38,14 @@ class FanotifyFs(InotifyFs):
     """``Fs`` on the real filesystem where a "watch" is a directory's handle in the map;
     the first directory seen on each mount gets its filesystem marked."""
 
-    def __init__(self, fd: int, handles: HandleMap) -> None:
+    def __init__(self, fd: int, handles: HandleMap, root: bytes) -> None:
         super().__init__(fd)
         self.handles = handles
+        self.root = root
+        self.real_root = os.path.realpath(root)
         self._fsid: dict[int, bytes] = {}  # mount id -> fsid, each of them marked
-        self._marked: set[bytes] = set()
+        # fsid -> a directory open on it, inside the source, to resolve its handles with.
+        self._mount_fd: dict[bytes, int] = {}
 
     def add_watch(self, path: bytes, mask: int) -> int:
         follow = not mask & ino.IN_DONT_FOLLOW
@@ -47,18 +55,61 @@ class FanotifyFs(InotifyFs):
         fsid = self._fsid.get(mount_id)
         if fsid is None:
             fsid = self._fsid[mount_id] = self._mark(path)
+        if path == self.root:
+            # The start, or a start over (lost events, a mount): nothing is listed, so
+            # the filesystems mounted below are marked now, and what was found to lie
+            # outside the tree may not any more.
+            self._mark_mounts()
+            self.handles.outside.clear()
         return self.handles.add(fsid + handle)
+
+    def _mark_mounts(self) -> None:
+        with open(MOUNTINFO, "rb") as f:
+            mounts = below(parse_mountinfo(f.read()), self.real_root)
+        for _, point in sorted(mounts, key=lambda m: len(m[1])):
+            try:
+                _, mount_id = fan.handle_of(point, follow=True)
+                if mount_id not in self._fsid:
+                    self._fsid[mount_id] = self._mark(point)
+            except OSError as exc:
+                log.debug("cannot mark %r: %s", point, exc.strerror)
 
     def _mark(self, path: bytes) -> bytes:
         fsid = fan.fsid_of(path)
-        if fsid not in self._marked:
+        if fsid not in self._mount_fd:
             # Bind mounts of one filesystem share its fsid and its one mark.
             fan.mark_filesystem(self.fd, path)
-            self._marked.add(fsid)
+            # Opened on the mount's root, not on ``path``: an open directory is deleted
+            # only once closed, and its FAN_DELETE_SELF would wait until then.
+            self._mount_fd[fsid] = os.open(_mount_point(path), _DIR)
         return fsid
+
+    def locate(self, key: bytes) -> bytes | None:
+        """Where the directory of handle ``key`` is now; None if deleted or unknown."""
+        mount_fd = self._mount_fd.get(key[:8])
+        if mount_fd is None:
+            return None
+        try:
+            return fan.path_of_handle(mount_fd, key)
+        except OSError:
+            return None
+
+    def close(self) -> None:
+        for fd in self._mount_fd.values():
+            os.close(fd)
+        self._mount_fd.clear()
 
     def rm_watch(self, wd: int) -> None:
         self.handles.discard(wd)
+
+
+def _mount_point(path: bytes) -> bytes:
+    """The mount point of the mount that holds ``path``."""
+    real = os.path.realpath(path)
+    with open(MOUNTINFO, "rb") as f:
+        points = [p for _, p in parse_mountinfo(f.read())]
+    inside = [p for p in points if real == p or real.startswith(p.rstrip(b"/") + b"/")]
+    return max(inside, key=len, default=real)
 
 
 class FanotifySource:
@@ -66,35 +117,65 @@ class FanotifySource:
 
     name = "fanotify"
 
+    lazy = True
+
     def __init__(self, root: bytes) -> None:
         self.fd = fan.init()
         self.handles = HandleMap()
-        self.fs = FanotifyFs(self.fd, self.handles)
+        self.fs = FanotifyFs(self.fd, self.handles, root)
         self._root = root
         self._converter: EventConverter | None = None
+        self.dirs: LazyDirs | None = None
+        self._translator: Translator | None = None
 
-    def bind(self, tree: WatchTree) -> None:
-        self._converter = EventConverter(self._root, self.handles, tree, os.lstat)
+    def bind(self, translator: Translator, excludes: Excludes) -> None:
+        self._translator = translator
+        self.dirs = dirs = LazyDirs(
+            self.fs.real_root,
+            self.handles,
+            translator.tree,
+            self.fs,
+            self.fs.locate,
+            excludes=excludes,
+            mask=ino.TREE_EVENTS,
+        )
+        self._converter = EventConverter(
+            self._root, self.handles, translator.tree, os.lstat, dirs.wd
+        )
 
     def events(self, data: bytes) -> Iterable[Event]:
-        assert self._converter is not None
-        return self._converter.convert(fan.parse_events(data, self.handles.known))
+        assert self._converter is not None and self.dirs is not None
+        return self._converter.convert(fan.parse_events(data, self.dirs))
+
+    def trim(self) -> None:
+        if self.dirs is not None and self._translator is not None:
+            self.dirs.trim(self._translator.dirs_in_use)
+
+    def close(self) -> None:
+        self.fs.close()
 
 
 class InotifySource:
     """The inotify fd of one watcher."""
 
     name = "inotify"
+    lazy = False
 
     def __init__(self, root: bytes) -> None:
         self.fd = ino.init()
         self.fs = InotifyFs(self.fd)
 
-    def bind(self, tree: WatchTree) -> None:
+    def bind(self, translator: Translator, excludes: Excludes) -> None:
         pass
 
     def events(self, data: bytes) -> Iterable[Event]:
         return ino.parse_events(data)
+
+    def trim(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 Source = FanotifySource | InotifySource

@@ -147,6 +147,10 @@ class HardLinks:
         self._nlink[ident] = nlink
         self._count(ident)
 
+    def dirs(self) -> set[int]:
+        """The directories of the names known."""
+        return {k[0] for k in self._ident}
+
     def drop_dirs(self, wds: Iterable[int]) -> None:
         """Forget names in directories no longer watched."""
         gone = set(wds)

@@ -60,6 +60,7 @@ class Watcher:
     ) -> None:
         self.root = root.rstrip(b"/") or b"/"
         self.backend = backend
+        self._excludes = excludes
         self._translator = functools.partial(
             Translator,
             self.root,
@@ -100,8 +101,8 @@ class Watcher:
             kind = FanotifySource if self.backend == "fanotify" else InotifySource
             self._source = source = kind(self.root)
             self._fd = source.fd
-            self._events = self._translator(source.fs, kernel=source.name)
-            source.bind(self._events.tree)
+            self._events = self._translator(source.fs, kernel=source.name, lazy=source.lazy)
+            source.bind(self._events, self._excludes)
             self._events.start()
         except BaseException:
             self.close()
@@ -115,6 +116,8 @@ class Watcher:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+        if self._source is not None:
+            self._source.close()
         self._source = None
         if self._events is not None:
             self._events.close()
@@ -211,6 +214,8 @@ class Watcher:
             loop.remove_reader(self._fd)
             self._paused = loop.call_later(NOISE_PAUSE, self._resume)
         batch = events.take()
+        assert self._source is not None
+        self._source.trim()
         self._cancel_timer()
         due = events.next_due()
         if due is not None:
