@@ -44,8 +44,11 @@ class FanotifyFs(InotifyFs):
         self.root = root
         self.real_root = os.path.realpath(root)
         self._fsid: dict[int, bytes] = {}  # mount id -> fsid, each of them marked
-        # fsid -> a directory open on it, inside the source, to resolve its handles with.
-        self._mount_fd: dict[bytes, int] = {}
+        # fsid -> the mount point of a mount of it, to resolve its handles through; and
+        # those opened since the last release(). None is held open longer than one
+        # wake-up: an open directory keeps its filesystem from being unmounted.
+        self._mounts: dict[bytes, bytes] = {}
+        self._open: dict[bytes, int] = {}
 
     def add_watch(self, path: bytes, mask: int) -> int:
         follow = not mask & ino.IN_DONT_FOLLOW
@@ -76,28 +79,33 @@ class FanotifyFs(InotifyFs):
 
     def _mark(self, path: bytes) -> bytes:
         fsid = fan.fsid_of(path)
-        if fsid not in self._mount_fd:
+        if fsid not in self._mounts:
             # Bind mounts of one filesystem share its fsid and its one mark.
             fan.mark_filesystem(self.fd, path)
-            # Opened on the mount's root, not on ``path``: an open directory is deleted
-            # only once closed, and its FAN_DELETE_SELF would wait until then.
-            self._mount_fd[fsid] = os.open(_mount_point(path), _DIR)
+            # The mount's root, not ``path``: an open directory is deleted only once
+            # closed, and its FAN_DELETE_SELF would wait until then.
+            self._mounts[fsid] = _mount_point(path)
         return fsid
 
     def locate(self, key: bytes) -> bytes | None:
         """Where the directory of handle ``key`` is now; None if deleted or unknown."""
-        mount_fd = self._mount_fd.get(key[:8])
-        if mount_fd is None:
-            return None
+        fsid = key[:8]
         try:
+            mount_fd = self._open.get(fsid)
+            if mount_fd is None:
+                point = self._mounts.get(fsid)
+                if point is None:
+                    return None
+                mount_fd = self._open[fsid] = os.open(point, _DIR)
             return fan.path_of_handle(mount_fd, key)
         except OSError:
             return None
 
-    def close(self) -> None:
-        for fd in self._mount_fd.values():
+    def release(self) -> None:
+        """Close the mounts opened to resolve handles with (at the end of a wake-up)."""
+        for fd in self._open.values():
             os.close(fd)
-        self._mount_fd.clear()
+        self._open.clear()
 
     def rm_watch(self, wd: int) -> None:
         self.handles.discard(wd)
@@ -148,11 +156,12 @@ class FanotifySource:
         return self._converter.convert(fan.parse_events(data, self.dirs))
 
     def trim(self) -> None:
+        self.fs.release()
         if self.dirs is not None and self._translator is not None:
             self.dirs.trim(self._translator.dirs_in_use)
 
     def close(self) -> None:
-        self.fs.close()
+        self.fs.release()
 
 
 class InotifySource:
