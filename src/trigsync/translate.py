@@ -26,7 +26,7 @@ from .errors import WatchError, WatchLimitError
 from .excludes import Excludes
 from .fsops import Fs
 from .links import Ident, LinkNames
-from .scanner import TreeScanner
+from .scanner import TreeScanner, new_inodes
 from .unclosed import FileStates
 from .watchtree import Node, WatchTree
 
@@ -126,7 +126,7 @@ class Translator:
             top = self.tree.set_root(wd)
         if self._lazy:
             return
-        inodes: list[int] = []
+        inodes = new_inodes()
         dirs, nospace = self._scanner.scan(top, b"", None, None, inodes)
         self._linked.learn_walk(inodes)
         if top is None or nospace:
