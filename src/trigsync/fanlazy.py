@@ -14,7 +14,8 @@ leaves that no event touched since the last trim and no pending state names (a f
 held open, a move waiting for its partner, a known hard link). What a forgotten
 directory costs, and what bounding loses:
 
-- its next event pays one resolution again (about four system calls);
+- its next event pays one resolution again (three system calls, and one more for each
+  of its parents that is not known either);
 - a forgotten directory that is then deleted cannot be resolved (ESTALE): the events
   from inside it that were still queued are dropped, but the deletion is reported on
   its parent, by name, and a deleted directory takes its contents with it on a target;
@@ -101,15 +102,24 @@ class LazyDirs:
             rel = where[len(self._prefix) :]
         else:
             return None
+        parts = rel.split(b"/") if rel else []
+        # The last directory is the handle's own, so it needs no handle looked up by
+        # name (the cost of a storm across a large tree is one resolution per directory),
+        # unless readlink says it was deleted since it was opened.
+        last = len(parts) - 1 if not where.endswith(b" (deleted)") else -1
         node, base = self._tree.root, b""
-        for part in rel.split(b"/") if rel else ():
+        for n, part in enumerate(parts):
             path = base + b"/" + part if base else part
             child = node.children.get(part)
             if child is None:
                 if self._excludes and self._excludes.excludes(path, is_dir=True):
                     return None
                 try:
-                    wd = self._fs.add_watch(self._prefix + path, self._mask)
+                    wd = (
+                        self.handles.add(handle)
+                        if n == last
+                        else self._fs.add_watch(self._prefix + path, self._mask)
+                    )
                 except OSError:
                     return None  # gone or replaced since: its events say more
                 child = self._tree.attach(wd, node, part)
