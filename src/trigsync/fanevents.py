@@ -50,8 +50,8 @@ class HandleMap:
         self._next = itertools.count(1)
         # Handles found not to be the tree's (elsewhere, excluded, deleted), when the map
         # is filled lazily (``fanlazy.py``): a busy neighbour then costs one lookup per
-        # event. Forgotten whenever a directory is renamed anywhere, since that may bring
-        # any of them into the tree.
+        # event. Forgotten whenever a directory is renamed into the tree, since that may
+        # bring any of them in.
         self.outside: dict[bytes, None] = {}
 
     def __len__(self) -> int:
@@ -109,10 +109,12 @@ class EventConverter:
                 continue
             isdir = ino.IN_ISDIR if mask & fan.FAN_ONDIR else 0
             if mask & fan.FAN_RENAME:
-                if mask & fan.FAN_ONDIR and self.handles.outside:
+                new = self._lookup(r.new_handle)
+                if new is not None and mask & fan.FAN_ONDIR and self.handles.outside:
+                    # A directory moved into the tree (from elsewhere or an excluded
+                    # name): the handles below it are the tree's now.
                     self.handles.outside.clear()
                 old = self._lookup(r.handle)
-                new = self._lookup(r.new_handle)
                 cookie = next(self._cookies)
                 if old is not None:
                     removed[(old, r.name)] = None

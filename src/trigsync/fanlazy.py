@@ -6,8 +6,8 @@ handle is not known yet is resolved on demand (``locate``: open_by_handle_at, th
 readlink of /proc/self/fd, through a mount inside the source) into a path, whose missing
 directories are then added to the tree from the root down, so every known directory has
 its parents known too. A handle found elsewhere on the filesystem, in an excluded
-directory, or deleted is remembered in ``HandleMap.outside`` (bounded), which any
-directory rename on the filesystem clears.
+directory, or deleted is remembered in ``HandleMap.outside`` (bounded), which a
+directory renamed into the tree clears.
 
 The tree is a bounded cache (``cap`` directories): past it, ``trim`` forgets the oldest
 leaves that no event touched since the last trim and no pending state names (a file

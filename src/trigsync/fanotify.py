@@ -40,8 +40,6 @@ FAN_Q_OVERFLOW = 0x00004000
 FAN_RENAME = 0x10000000
 FAN_ONDIR = 0x40000000
 
-_DIR_RENAME = FAN_RENAME | FAN_ONDIR
-
 INFO_DFID_NAME = 2
 INFO_DFID = 3
 INFO_OLD_DFID_NAME = 10
@@ -219,9 +217,7 @@ def parse_events(buf: bytes, keep: Container[bytes] | None = None) -> Iterator[R
         record = _record(buf, mask, p, stop)
         pos = stop
         mine = keep is None or record.handle in keep or record.new_handle in keep
-        # A directory renamed anywhere may have brought a subtree into the source (or
-        # out of an excluded place): a lazy map of handles must hear of it.
-        if mine or mask & FAN_Q_OVERFLOW or mask & _DIR_RENAME == _DIR_RENAME:
+        if mine or mask & FAN_Q_OVERFLOW:
             yield record
 
 

@@ -138,6 +138,17 @@ def test_a_directory_renamed_anywhere_forgets_what_was_outside() -> None:
     assert (w.path(wd), mask, name) == (b"in/sub", ino.IN_CREATE, b"g")
 
 
+def test_a_directory_renamed_outside_the_tree_keeps_what_was_outside() -> None:
+    w = World(b"/elsewhere", b"/elsewhere/sub", b"/other")
+    conv = EventConverter(ROOT, w.handles, w.tree, w.fs.lstat, w.dirs.wd)
+    assert list(conv.convert([Record(fan.FAN_CREATE, b"h:/other", b"f")])) == []
+    rename = Record(fan.FAN_RENAME | fan.FAN_ONDIR, b"h:/elsewhere", b"sub", b"h:/other", b"s")
+    assert list(conv.convert([rename])) == []
+    # A neighbour renaming directories costs no resolution again of what was outside.
+    assert b"h:/other" in w.handles.outside
+    assert len(w.located) == 2
+
+
 def test_trim_forgets_the_oldest_untouched_leaves_but_not_what_is_in_use() -> None:
     w = World(*(b"/src/d%d" % i for i in range(6)), cap=4)
     wds = [w.dirs.wd(b"h:/src/d%d" % i) or 0 for i in range(6)]
