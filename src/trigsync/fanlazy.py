@@ -2,10 +2,10 @@
 
 One filesystem mark watches every directory, so nothing has to be listed before the
 first change is caught: the tree starts as its root alone, and an event whose directory
-handle is not known yet is resolved on demand (``locate``: open_by_handle_at, then the
-readlink of /proc/self/fd, through a mount inside the source) into a path, whose missing
-directories are then added to the tree from the root down, so every known directory has
-its parents known too. A handle found elsewhere on the filesystem, in an excluded
+handle is not known yet is resolved on demand (``locate``: open_by_handle_at through the
+mount that holds the source, then the readlink of /proc/self/fd) into a path, whose
+missing directories are then added to the tree from the root down, so every known
+directory has its parents known too. A handle found elsewhere on the filesystem, in an excluded
 directory, or deleted is remembered in ``HandleMap.outside`` (bounded), which a
 directory renamed into the tree clears.
 
