@@ -93,9 +93,12 @@ class SyncJob:
                 raise
             watcher.start()
         log.info(
-            "watching %s (%d directories) with %s: %s",
+            "watching %s (%s) with %s: %s",
             config.source,
-            watcher.watch_count,
+            # fanotify lists nothing: it finds each directory at its first event.
+            "directories found as they change"
+            if backend == "fanotify"
+            else f"{watcher.watch_count} directories",
             backend,
             why,
         )

@@ -48,6 +48,11 @@ class HandleMap:
         self._wd: dict[bytes, int] = {}
         self._handle: dict[int, bytes] = {}
         self._next = itertools.count(1)
+        # Handles found not to be the tree's (elsewhere, excluded, deleted), when the map
+        # is filled lazily (``fanlazy.py``): a busy neighbour then costs one lookup per
+        # event. Forgotten whenever a directory is renamed into the tree, since that may
+        # bring any of them in.
+        self.outside: dict[bytes, None] = {}
 
     def __len__(self) -> int:
         return len(self._wd)
@@ -83,9 +88,12 @@ class EventConverter:
         handles: HandleMap,
         tree: WatchTree,
         lstat: Callable[[bytes], os.stat_result],
+        lookup: Callable[[bytes], int | None] | None = None,
     ) -> None:
         self._prefix = root if root == b"/" else root + b"/"
         self.handles = handles
+        # A handle's watch number; a lazy map finds the directories not met yet.
+        self._lookup = handles.get if lookup is None else lookup
         self._tree = tree
         self._lstat = lstat
         self._cookies = itertools.count(1)
@@ -101,8 +109,12 @@ class EventConverter:
                 continue
             isdir = ino.IN_ISDIR if mask & fan.FAN_ONDIR else 0
             if mask & fan.FAN_RENAME:
-                old = self.handles.get(r.handle)
-                new = self.handles.get(r.new_handle)
+                new = self._lookup(r.new_handle)
+                if new is not None and mask & fan.FAN_ONDIR and self.handles.outside:
+                    # A directory moved into the tree (from elsewhere or an excluded
+                    # name): the handles below it are the tree's now.
+                    self.handles.outside.clear()
+                old = self._lookup(r.handle)
                 cookie = next(self._cookies)
                 if old is not None:
                     removed[(old, r.name)] = None
@@ -111,7 +123,7 @@ class EventConverter:
                     removed.pop((new, r.new_name), None)
                     yield (new, ino.IN_MOVED_TO | isdir, cookie, r.new_name)
                 continue
-            wd = self.handles.get(r.handle)
+            wd = self._lookup(r.handle)
             if wd is None:
                 continue  # elsewhere on the filesystem, or in an excluded directory
             if r.name == b".":

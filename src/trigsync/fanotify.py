@@ -82,6 +82,9 @@ _name_to_handle_at.argtypes = [
     ctypes.c_int,
 ]
 _name_to_handle_at.restype = ctypes.c_int
+_open_by_handle_at = _libc.open_by_handle_at
+_open_by_handle_at.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+_open_by_handle_at.restype = ctypes.c_int
 
 
 class Record(NamedTuple):
@@ -129,6 +132,22 @@ def handle_of(path: bytes, *, follow: bool = False) -> tuple[bytes, int]:
         raise _error(ctypes.get_errno(), path)
     size = HANDLE_HEADER.unpack_from(buf, 0)[0]
     return buf.raw[: HANDLE_HEADER.size + size], mount_id.value
+
+
+def path_of_handle(mount_fd: int, key: bytes) -> bytes:
+    """Where the directory known by ``key`` (fsid + handle, as events carry it) is now,
+    as seen through ``mount_fd``'s mount: OSError ESTALE if it was deleted.
+
+    Needs CAP_DAC_READ_SEARCH. Three system calls (open_by_handle_at with O_PATH, readlink
+    of /proc/self/fd, close), so callers keep what it finds.
+    """
+    fd = int(_open_by_handle_at(mount_fd, key[8:], os.O_PATH | os.O_CLOEXEC))
+    if fd < 0:
+        raise _error(ctypes.get_errno())
+    try:
+        return os.readlink(b"/proc/self/fd/%d" % fd)
+    finally:
+        os.close(fd)
 
 
 def fsid_of(path: bytes) -> bytes:

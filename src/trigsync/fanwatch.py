@@ -21,10 +21,14 @@ from collections.abc import Iterable
 from . import fanotify as fan
 from . import inotify as ino
 from .errors import WatchError
+from .excludes import Excludes
 from .fanevents import Event, EventConverter, HandleMap
+from .fanlazy import LazyDirs
 from .fsops import InotifyFs
 from .rootwatch import MOUNTINFO, below, parse_mountinfo
-from .watchtree import WatchTree
+from .translate import Translator
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +37,33 @@ BACKENDS = ("auto", "fanotify", "inotify")
 _UNMARKABLE = (errno.EOPNOTSUPP, errno.ENODEV, errno.EXDEV)
 
 
+def _unwatchable(path: bytes, exc: OSError) -> OSError | WatchError:
+    """A filesystem below the source that fanotify cannot watch: left unwatched, every
+    change on it would be lost after one warning; so it is an error naming the fix."""
+    if exc.errno not in _UNMARKABLE:
+        return exc
+    return WatchError(
+        f"{os.fsdecode(path)} is on a filesystem that fanotify cannot watch "
+        f'({exc.strerror}); set watch_backend = "inotify" (or "auto", which '
+        "looks at the filesystems mounted below the source when it starts)"
+    )
+
+
 class FanotifyFs(InotifyFs):
     """``Fs`` on the real filesystem where a "watch" is a directory's handle in the map;
     the first directory seen on each mount gets its filesystem marked."""
 
-    def __init__(self, fd: int, handles: HandleMap) -> None:
+    def __init__(self, fd: int, handles: HandleMap, root: bytes) -> None:
         super().__init__(fd)
         self.handles = handles
+        self.root = root
+        self.real_root = os.path.realpath(root)
         self._fsid: dict[int, bytes] = {}  # mount id -> fsid, each of them marked
-        self._marked: set[bytes] = set()
+        # fsid -> the mount point of a mount of it, to resolve its handles through; and
+        # those opened since the last release(). None is held open longer than one
+        # wake-up: an open directory keeps its filesystem from being unmounted.
+        self._mounts: dict[bytes, bytes] = {}
+        self._open: dict[bytes, int] = {}
 
     def add_watch(self, path: bytes, mask: int) -> int:
         follow = not mask & ino.IN_DONT_FOLLOW
@@ -55,25 +77,57 @@ class FanotifyFs(InotifyFs):
             if fsid is None:
                 fsid = self._fsid[mount_id] = self._mark(path)
         except OSError as exc:
-            if exc.errno not in _UNMARKABLE:
-                raise
-            # A filesystem below the source that fanotify cannot watch: left unwatched
-            # (as the scanner does with a directory it cannot watch), every change on it
-            # would be lost after one warning.
-            raise WatchError(
-                f"{os.fsdecode(path)} is on a filesystem that fanotify cannot watch "
-                f'({exc.strerror}); set watch_backend = "inotify" (or "auto", which '
-                "looks at the filesystems mounted below the source when it starts)"
-            ) from exc
+            raise _unwatchable(path, exc) from exc
+        if path == self.root:
+            # The start, or a start over (lost events, a mount): nothing is listed, so
+            # the filesystems mounted below are marked now, and what was found to lie
+            # outside the tree may not any more.
+            self._mark_mounts()
+            self.handles.outside.clear()
         return self.handles.add(fsid + handle)
+
+    def _mark_mounts(self) -> None:
+        with open(MOUNTINFO, "rb") as f:
+            mounts = below(parse_mountinfo(f.read()), self.real_root)
+        for _, point in sorted(mounts, key=lambda m: len(m[1])):
+            try:
+                _, mount_id = fan.handle_of(point, follow=True)
+                if mount_id not in self._fsid:
+                    self._fsid[mount_id] = self._mark(point)
+            except OSError as exc:
+                if exc.errno in _UNMARKABLE:
+                    raise _unwatchable(point, exc) from exc
+                log.debug("cannot mark %r: %s", point, exc.strerror)
 
     def _mark(self, path: bytes) -> bytes:
         fsid = fan.fsid_of(path)
-        if fsid not in self._marked:
+        if fsid not in self._mounts:
             # Bind mounts of one filesystem share its fsid and its one mark.
             fan.mark_filesystem(self.fd, path)
-            self._marked.add(fsid)
+            # The mount's root, not ``path``: an open directory is deleted only once
+            # closed, and its FAN_DELETE_SELF would wait until then.
+            self._mounts[fsid] = _mount_point(path)
         return fsid
+
+    def locate(self, key: bytes) -> bytes | None:
+        """Where the directory of handle ``key`` is now; None if deleted or unknown."""
+        fsid = key[:8]
+        try:
+            mount_fd = self._open.get(fsid)
+            if mount_fd is None:
+                point = self._mounts.get(fsid)
+                if point is None:
+                    return None
+                mount_fd = self._open[fsid] = os.open(point, _DIR)
+            return fan.path_of_handle(mount_fd, key)
+        except OSError:
+            return None
+
+    def release(self) -> None:
+        """Close the mounts opened to resolve handles with (at the end of a wake-up)."""
+        for fd in self._open.values():
+            os.close(fd)
+        self._open.clear()
 
     def rm_watch(self, wd: int) -> None:
         self.handles.discard(wd)
@@ -83,7 +137,16 @@ class FanotifyFs(InotifyFs):
         freed mount id at once, and a filesystem mounted again has a new superblock
         without our mark (ext4's fsid stays the same), so both caches are stale."""
         self._fsid.clear()
-        self._marked.clear()  # marking a marked filesystem again changes nothing
+        self._mounts.clear()  # marking a marked filesystem again changes nothing
+
+
+def _mount_point(path: bytes) -> bytes:
+    """The mount point of the mount that holds ``path``."""
+    real = os.path.realpath(path)
+    with open(MOUNTINFO, "rb") as f:
+        points = [p for _, p in parse_mountinfo(f.read())]
+    inside = [p for p in points if real == p or real.startswith(p.rstrip(b"/") + b"/")]
+    return max(inside, key=len, default=real)
 
 
 class FanotifySource:
@@ -91,34 +154,59 @@ class FanotifySource:
 
     name = "fanotify"
 
+    lazy = True
+
     def __init__(self, root: bytes) -> None:
         self.fd = fan.init()
         self.handles = HandleMap()
-        self.fs = FanotifyFs(self.fd, self.handles)
+        self.fs = FanotifyFs(self.fd, self.handles, root)
         self._root = root
         self._converter: EventConverter | None = None
+        self.dirs: LazyDirs | None = None
+        self._translator: Translator | None = None
 
-    def bind(self, tree: WatchTree) -> None:
-        self._converter = EventConverter(self._root, self.handles, tree, os.lstat)
+    def bind(self, translator: Translator, excludes: Excludes) -> None:
+        self._translator = translator
+        self.dirs = dirs = LazyDirs(
+            self.fs.real_root,
+            self.handles,
+            translator.tree,
+            self.fs,
+            self.fs.locate,
+            excludes=excludes,
+            mask=ino.TREE_EVENTS,
+        )
+        self._converter = EventConverter(
+            self._root, self.handles, translator.tree, os.lstat, dirs.wd
+        )
 
     def remounted(self) -> None:
         self.fs.forget_mounts()
 
     def events(self, data: bytes) -> Iterable[Event]:
-        assert self._converter is not None
-        return self._converter.convert(fan.parse_events(data, self.handles.known))
+        assert self._converter is not None and self.dirs is not None
+        return self._converter.convert(fan.parse_events(data, self.dirs))
+
+    def trim(self) -> None:
+        self.fs.release()
+        if self.dirs is not None and self._translator is not None:
+            self.dirs.trim(self._translator.dirs_in_use)
+
+    def close(self) -> None:
+        self.fs.release()
 
 
 class InotifySource:
     """The inotify fd of one watcher."""
 
     name = "inotify"
+    lazy = False
 
     def __init__(self, root: bytes) -> None:
         self.fd = ino.init()
         self.fs = InotifyFs(self.fd)
 
-    def bind(self, tree: WatchTree) -> None:
+    def bind(self, translator: Translator, excludes: Excludes) -> None:
         pass
 
     def remounted(self) -> None:
@@ -126,6 +214,12 @@ class InotifySource:
 
     def events(self, data: bytes) -> Iterable[Event]:
         return ino.parse_events(data)
+
+    def trim(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 Source = FanotifySource | InotifySource

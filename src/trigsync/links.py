@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from array import array
 from collections import Counter
 from collections.abc import Iterable
 
 from .fsops import Fs
-from .scanner import TreeScanner
+from .scanner import TreeScanner, new_inodes
 from .watchtree import WatchTree
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,10 @@ class HardLinks:
         self._nlink[ident] = nlink
         self._count(ident)
 
+    def dirs(self) -> set[int]:
+        """The directories of the names known."""
+        return {k[0] for k in self._ident}
+
     def drop_dirs(self, wds: Iterable[int]) -> None:
         """Forget names in directories no longer watched."""
         gone = set(wds)
@@ -253,11 +258,11 @@ class LinkNames:
     def rewalk(self) -> None:
         """After lost events: walk the tree again (see ``TreeScanner.rewalk``), relearn."""
         self.clear()
-        inodes: list[int] = []
+        inodes = new_inodes()
         self._scanner.rewalk(inodes)
         self.learn_walk(inodes)
 
-    def learn_walk(self, inodes: list[int]) -> None:
+    def learn_walk(self, inodes: array[int]) -> None:
         """Learn the linked files a walk of the tree listed under ``inodes``.
 
         A number listed twice is one file with two names if both directories are on one

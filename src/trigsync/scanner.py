@@ -11,6 +11,7 @@ import contextlib
 import errno
 import logging
 import operator
+from array import array
 from collections.abc import Callable
 
 from . import inotify as ino
@@ -30,6 +31,13 @@ MAX_INODES = 1 << 20
 _INODE = operator.itemgetter(2)
 
 
+def new_inodes() -> array[int]:
+    """Where a walk collects inode numbers: 8 bytes each, where a list of ints would hold
+    40 (and scatter a million int objects among the tree's nodes, so their memory is
+    never returned)."""
+    return array("Q")
+
+
 class TreeScanner:
     """Adds, prunes and re-walks the watches of one tree."""
 
@@ -46,7 +54,7 @@ class TreeScanner:
         with contextlib.suppress(OSError):
             self.fs.rm_watch(wd)
 
-    def rewalk(self, inodes: list[int] | None = None) -> None:
+    def rewalk(self, inodes: array[int] | None = None) -> None:
         """Watch what is missing and forget what is gone, from the root down."""
         root = self.tree.root
         if root is None:
@@ -102,7 +110,7 @@ class TreeScanner:
         top_path: bytes,
         found: Found | None,
         seen: set[int] | None = None,
-        inodes: list[int] | None = None,
+        inodes: array[int] | None = None,
     ) -> tuple[int, int]:
         """Watch every directory below ``top``, passing each entry to ``found``, and its
         inode number (d_ino, which the listing gives for free) to ``inodes``.

@@ -26,7 +26,7 @@ from .errors import WatchError, WatchLimitError
 from .excludes import Excludes
 from .fsops import Fs
 from .links import Ident, LinkNames
-from .scanner import TreeScanner
+from .scanner import TreeScanner, new_inodes
 from .unclosed import FileStates
 from .watchtree import Node, WatchTree
 
@@ -76,8 +76,12 @@ class Translator:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         kernel: str = "inotify",
+        lazy: bool = False,
     ) -> None:
         self._kernel = kernel  # whose queue overflows: "inotify" or "fanotify"
+        # Directories are found when their first event comes (fanotify, ``fanlazy.py``):
+        # nothing is listed at start, nor after lost events.
+        self._lazy = lazy
         self.root = root
         self._prefix = root if root == b"/" else root + b"/"
         self._fs = fs
@@ -120,7 +124,9 @@ class Translator:
             ) from exc
         else:
             top = self.tree.set_root(wd)
-        inodes: list[int] = []
+        if self._lazy:
+            return
+        inodes = new_inodes()
         dirs, nospace = self._scanner.scan(top, b"", None, None, inodes)
         self._linked.learn_walk(inodes)
         if top is None or nospace:
@@ -426,4 +432,19 @@ class Translator:
                 move.node.moving = False
         self._moves.clear()
         self._files.clear()
-        self._linked.rewalk()
+        if not self._lazy:
+            self._linked.rewalk()
+            return
+        self._linked.clear()
+        if (root := self.tree.root) is not None:
+            for child in list(root.children.values()):
+                for wd in self.tree.detach(child):
+                    self._scanner.remove_watch(wd)
+            self._fs.add_watch(self.root, MASK & ~ino.IN_DONT_FOLLOW)
+
+    def dirs_in_use(self) -> set[int]:
+        """The directories that pending state names: a lazy tree must keep them."""
+        wds = self._files.dirs() | self._links.dirs()
+        for move in self._moves.values():
+            wds.update(n.wd for n in (move.node, move.parent) if n is not None)
+        return wds

@@ -44,6 +44,9 @@ class UnclosedWrites:
     def discard(self, key: Key) -> None:
         self._times.pop(key, None)
 
+    def held(self) -> Iterable[Key]:
+        return self._times.keys()
+
     def clear(self) -> None:
         self._times.clear()
 
@@ -134,6 +137,10 @@ class FileStates:
         if len(self._reported) > MAX_REPORTED:
             young = now - self.young
             self._reported = {k: t for k, t in self._reported.items() if t >= young}
+
+    def dirs(self) -> set[int]:
+        """The directories of the files held (fresh or unclosed)."""
+        return {k[0] for k in self._fresh} | {k[0] for k in self.unclosed.held()}
 
     def drop_dirs(self, wds: Iterable[int]) -> None:
         """Forget files in directories no longer watched."""

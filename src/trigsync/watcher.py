@@ -10,6 +10,8 @@ comes from ``rootwatch.py``, for both.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import dataclasses
 import functools
 import logging
@@ -38,6 +40,13 @@ NOISE_PAUSE = 0.002
 _NO_EXCLUDES = Excludes()
 
 
+def _trim_heap() -> None:
+    """Give back to the system what the start's walk freed: the tables a large dict
+    outgrew on its way (tens of MB at 1M directories) stay in glibc's heap otherwise."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL(None).malloc_trim(0)
+
+
 class WatcherStatistics(NamedTuple):
     watches: int
     events_read: int
@@ -60,6 +69,7 @@ class Watcher:
     ) -> None:
         self.root = root.rstrip(b"/") or b"/"
         self.backend = backend
+        self._excludes = excludes
         self._translator = functools.partial(
             Translator,
             self.root,
@@ -100,9 +110,10 @@ class Watcher:
             kind = FanotifySource if self.backend == "fanotify" else InotifySource
             self._source = source = kind(self.root)
             self._fd = source.fd
-            self._events = self._translator(source.fs, kernel=source.name)
-            source.bind(self._events.tree)
+            self._events = self._translator(source.fs, kernel=source.name, lazy=source.lazy)
+            source.bind(self._events, self._excludes)
             self._events.start()
+            _trim_heap()
         except BaseException:
             self.close()
             raise
@@ -115,6 +126,8 @@ class Watcher:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+        if self._source is not None:
+            self._source.close()
         self._source = None
         if self._events is not None:
             self._events.close()
@@ -213,6 +226,8 @@ class Watcher:
             loop.remove_reader(self._fd)
             self._paused = loop.call_later(NOISE_PAUSE, self._resume)
         batch = events.take()
+        assert self._source is not None
+        self._source.trim()
         self._cancel_timer()
         due = events.next_due()
         if due is not None:

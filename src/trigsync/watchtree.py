@@ -6,7 +6,12 @@ moving a directory is O(1) however large it is, and paths are built on demand.
 
 from __future__ import annotations
 
-from collections.abc import KeysView
+from collections.abc import KeysView, Mapping
+from types import MappingProxyType
+
+# The children of every directory that has none: most of a large tree's directories are
+# leaves, and an empty dict of their own would cost 64 bytes each (60 MB at 1M).
+_NONE: Mapping[bytes, Node] = MappingProxyType({})
 
 
 class Node:
@@ -18,7 +23,7 @@ class Node:
         self.wd = wd
         self.parent = parent
         self.name = name
-        self.children: dict[bytes, Node] = {}
+        self.children: Mapping[bytes, Node] = _NONE
         # Set while a MOVED_FROM of this directory waits for its partner: events from
         # inside it are dropped then, because the pairing rescans it or it left the tree.
         self.moving = False
@@ -55,14 +60,14 @@ class WatchTree:
             node.parent = parent
             node.name = name
             node.moving = False  # it left and came back: it is watched where it is now
-        parent.children[name] = node
+        _link(parent, name, node)
         return node
 
     def move(self, node: Node, parent: Node, name: bytes) -> None:
         self._unlink(node)
         node.parent = parent
         node.name = name
-        parent.children[name] = node
+        _link(parent, name, node)
 
     def drop(self, wd: int) -> Node | None:
         """Forget one watch; nodes below it become unreachable until they are dropped too."""
@@ -84,7 +89,7 @@ class WatchTree:
                 del self._by_wd[n.wd]
                 wds.append(n.wd)
             stack.extend(n.children.values())
-            n.children = {}
+            n.children = _NONE
         return wds
 
     def clear(self) -> None:
@@ -115,4 +120,17 @@ class WatchTree:
     def _unlink(node: Node) -> None:
         parent = node.parent
         if parent is not None and parent.children.get(node.name) is node:
-            del parent.children[node.name]
+            if len(parent.children) == 1:
+                parent.children = _NONE
+            else:
+                kids = parent.children
+                assert isinstance(kids, dict)
+                del kids[node.name]
+
+
+def _link(parent: Node, name: bytes, node: Node) -> None:
+    kids = parent.children
+    if isinstance(kids, dict):
+        kids[name] = node
+    else:
+        parent.children = {name: node}
