@@ -141,7 +141,7 @@ class Standby:
     async def _take(self) -> Proc | None:
         """The ready standby that waited longest; with none ready, the first to log in."""
         proc = self.pool.pick()
-        if proc is None and (len(self.pool) or self._starting):
+        if proc is None and (len(self.pool) or self._coming()):
             self.pool.deepen()  # a change found none ready: they log in too slowly
             self.fill()
             proc = await self._first_ready()
@@ -153,16 +153,15 @@ class Standby:
             self.name,
             proc.pid,
             (now - (self.pool.born(proc) or now)) * 1000,
-            len(self.pool.ready()) - 1,
-            len(self.pool.logging_in()),
+            sum(1 for p in self.pool.ready() if p is not proc),
+            sum(1 for p in self.pool.logging_in() if p is not proc),
         )
         self.pool.take(proc)
         self._cancel_timer(proc)
         return proc
 
     def _cancel_timer(self, proc: Proc) -> None:
-        timer = self._timers.pop(proc, None)
-        if timer is not None:
+        if (timer := self._timers.pop(proc, None)) is not None:
             timer.cancel()
 
     async def _first_ready(self) -> Proc | None:
@@ -173,7 +172,7 @@ class Standby:
             proc = self.pool.pick()
             if proc is not None:
                 return proc
-            if not len(self.pool) and len(self._starting) == self._pausing:
+            if not len(self.pool) and not self._coming():
                 return None  # none logs in (refused, dead, or waiting to retry): a fresh run
             left = deadline - time.monotonic()
             if left <= 0:
@@ -181,6 +180,10 @@ class Standby:
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), left)
+
+    def _coming(self) -> bool:
+        """Whether a standby is being started now (not after a pause to retry)."""
+        return len(self._starting) > self._pausing
 
     def prepare(self, argv: Sequence[rsync.Arg]) -> None:
         """Start a standby for lists sent with ``argv`` before the first one comes."""
@@ -197,11 +200,8 @@ class Standby:
     def _spawn_later(self, argv: Sequence[rsync.Arg], pause: float) -> None:
         task = asyncio.ensure_future(self._start(argv, pause))
         self._starting.add(task)  # held: a task nobody holds may be collected mid-run
-        task.add_done_callback(self._started)
-
-    def _started(self, task: asyncio.Task[None]) -> None:
-        self._starting.discard(task)
-        self._changed.set()
+        task.add_done_callback(self._starting.discard)
+        task.add_done_callback(lambda _: self._changed.set())  # _first_ready looks again
 
     async def _start(self, argv: Sequence[rsync.Arg], pause: float) -> None:
         if pause:
@@ -218,14 +218,12 @@ class Standby:
         except SetupError as exc:  # the next run reports it, fresh
             log.debug("%s: no standby: %s", self.name, exc)
             return
-        if not self.enabled:
+        if not self.enabled or proc.stdin is None:
             await rsync.stop(proc)
             return
-        assert proc.stdin is not None  # spawned with stdin=True
         proc.stdin.write(PROBE)
-        loop = asyncio.get_running_loop()
         self.pool.add(proc, time.monotonic())
-        self._timers[proc] = loop.call_later(self.recycle, self._expire, proc)
+        self._timers[proc] = asyncio.get_running_loop().call_later(self.recycle, self._expire, proc)
         watch = asyncio.ensure_future(self._watch(proc, argv))
         self._watchers.add(watch)
         watch.add_done_callback(self._watchers.discard)
@@ -261,27 +259,23 @@ class Standby:
             pause = random.uniform(*BUSY_PAUSE)  # refused: the current run holds the slot
         else:
             pause, self._retry = self._retry, min(self._retry * 2, RETRY_MAX)
+        why = rsync.reason(stderr)
         log.debug(
-            "%s: standby exited %s (%s); another in %.2f s",
-            self.name,
-            proc.returncode,
-            rsync.reason(stderr),
-            pause,
+            "%s: standby exited %s (%s); another in %.2f s", self.name, proc.returncode, why, pause
         )
         if self.enabled and not self._starting:
             self._spawn_later(argv, pause)
 
     def _expire(self, proc: Proc) -> None:
-        """A standby waited ``recycle`` seconds unused: replace it before a peer drops it.
-        It serves until the replacement has logged in (see ``_retire_one``), for half the
-        recycle age at most."""
+        """A standby waited ``recycle`` s unused: replace it before a peer drops it. It
+        serves until the replacement has logged in, for half the recycle age at most."""
         self._timers.pop(proc, None)
         if proc not in self.pool:
             return
         log.debug("%s: recycling a standby after %.0f s", self.name, self.recycle)
         if self.pool.retire(proc):
-            loop = asyncio.get_running_loop()
-            self._timers[proc] = loop.call_later(self.recycle * 0.5, self._stop_spare, proc)
+            later = asyncio.get_running_loop().call_later
+            self._timers[proc] = later(self.recycle * 0.5, self._stop_spare, proc)
             self.fill()
         else:
             self._stop_spare(proc)
@@ -289,8 +283,7 @@ class Standby:
     def _retire_one(self, *, force: bool = False) -> None:
         """Stop the oldest recycled standby once another is ready (or at once: ``force``)."""
         retiring = self.pool.retiring()
-        others_ready = len(self.pool.ready()) - len(retiring)
-        if retiring and (force or others_ready > 0):
+        if retiring and (force or len(self.pool.ready()) > len(retiring)):
             self._stop_spare(retiring[0])
 
     def _stop_spare(self, proc: Proc) -> None:
