@@ -140,7 +140,7 @@ class Standby:
 
     async def _take(self) -> Proc | None:
         """The ready standby that waited longest; with none ready, the first to log in."""
-        proc = self.pool.pick()
+        proc, asked = self.pool.pick(), time.monotonic()
         if proc is None and (len(self.pool) or self._coming()):
             self.pool.deepen()  # a change found none ready: they log in too slowly
             self.fill()
@@ -149,10 +149,12 @@ class Standby:
             return None
         now = time.monotonic()
         log.debug(
-            "%s: standby %d, started %.1f ms ago, takes the list (%d more ready, %d logging in)",
+            "%s: standby %d, started %.1f ms ago, takes the list after %.1f ms for a login "
+            "(%d more ready, %d logging in)",
             self.name,
             proc.pid,
             (now - (self.pool.born(proc) or now)) * 1000,
+            (now - asked) * 1000,
             sum(1 for p in self.pool.ready() if p is not proc),
             sum(1 for p in self.pool.logging_in() if p is not proc),
         )
