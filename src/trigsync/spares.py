@@ -29,7 +29,7 @@ H = TypeVar("H", bound=Hashable)
 # Measured back to back on a stock daemon (docs/performance.md): a fixed 3 was too few to
 # cover stalled logins, and 8 that were routed by age alone did no better.
 MAX_DEPTH = 4
-HEDGES = 2  # at most this many slow logins beside the pool (each holds a connection)
+HEDGES = 1  # at most this many slow logins beside the pool (each holds a connection)
 SLOW_MIN = 0.015  # a login is never slow before this (s)
 SLOW_FACTOR = 2.0  # ... nor before this many times a typical recent login
 SLOW_DEFAULT = 0.03  # until a login was seen

@@ -42,7 +42,9 @@ def test_a_stalled_login_gets_another_started_beside_it() -> None:
     pool.add("b", 0.0)
     assert pool.to_start(0.005, starting=0) == 0
     assert pool.slow(0.030) == ["a", "b"]
-    assert pool.to_start(0.030, starting=0) == HEDGES  # both stalled: two more, no more
+    assert (
+        pool.to_start(0.030, starting=0) == HEDGES
+    )  # both stalled: as many more as HEDGES allows, no more
     assert pool.to_start(0.030, starting=1) == HEDGES - 1
     pool.mark_ready("a", 0.050)  # the stalled one logs in after all: it counts again
     assert pool.to_start(0.050, starting=0) == 1
