@@ -70,12 +70,9 @@ class Runner:
             )
         if batch.full:
             await self.standby.drop()  # it may hold a daemon's only connection slot
-            result = await fullsync.run(
+            return await fullsync.run(
                 self.source, self.options, transport, first=self.full_sync, stall=self.standby.stall
             )
-            if result.outcome is rsync.Outcome.OK:  # the first change after it meets a standby
-                self.standby.prepare(rsync.batch_argv(self.source, self.options, transport))
-            return result
         argv = rsync.batch_argv(self.source, self.options, transport)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s: paths %r", self.target.name, entries)
