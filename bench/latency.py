@@ -6,7 +6,8 @@ a tuned one (``socket options = TCP_NODELAY``), and an ssh host whose login shel
 
 - back to back: each write follows the previous file's arrival at once;
 - every 0.5 s;
-- 40 s apart (few samples, to keep the run short).
+- 40 s apart (few samples, to keep the run short: each costs 40 s, so the report lists
+  them all beside their median, which one noisy sample can move).
 
 The contenders run side by side, each with its own daemon. Back to back, each takes a
 round of writes in turn (the first write of a round follows a pause, so it is not
@@ -38,6 +39,7 @@ from .trees import SEED
 SAMPLE_TIMEOUT = 30.0
 ROUND = 10  # back to back: writes per turn; the first of each turn is not counted
 SLOW_PACE = 40.0
+FEW = 20  # below this many samples, the report lists each one beside the median
 
 
 @dataclass(slots=True)
@@ -181,6 +183,13 @@ def _measure(ctx: Context, pace: _Pace, receiver: str) -> list[Row]:
         )
         for row, (pct, _) in zip(rows, pace.percentiles, strict=True):
             put(row, lane.name, percentile(lane.samples, pct))
+        if len(lane.samples) < FEW:
+            # A median of a handful moves with one noisy sample: show them all.
+            rows[0].notes.append(
+                f"{lane.name}: each sample, sorted: "
+                + ", ".join(f"{s:.1f}" for s in sorted(lane.samples))
+                + " ms"
+            )
     for who, cell in results.items():
         for row in rows:
             put(row, who, cell)

@@ -3,12 +3,17 @@
 Most of a small batch's cost is rsync's start-up, connect and login (over ssh to a
 host whose shell start-up is slow, 150 ms and more); a standby has paid it before the
 next change arrives. So the next standby is started as soon as the current one has
-been handed its list, not after its run ended. Changes that follow each other closely
-use standbys faster than one can log in (~50 ms on a stock daemon, which pays Nagle in
-its handshake), so the pool deepens (to ``MAX_DEPTH``) when a run takes the last one,
-and shrinks again when one waits unused until it is recycled. Waiting standbys are
-recycled on a timer, before a peer's idle timeout drops them, so a change after a long
-quiet meets a fresh one too.
+been handed its list, not after its run ended.
+
+Each standby is written one NUL at its start, which rsync reads (and skips as an empty
+name) only once its login is done and it builds its file list: so the pipe's unread
+byte count tells a ready standby from one still logging in, without a timer. The policy
+built on that (``spares.Pool``): a list goes to the ready standby that waited longest;
+with none ready, to the first that becomes ready (a stalled login, ~45 ms on a stock
+daemon with Nagle on, gets another started beside it rather than holding the change);
+the pool deepens while changes find none ready. Waiting standbys are recycled on a
+timer, before a peer's idle timeout drops them, and an old one serves until its
+replacement has logged in, so a change after a long quiet always meets a connected one.
 
 A standby counts against a daemon's ``max connections``. One that is refused is no
 failure: it is started again once a slot frees, or, when others already wait, the
@@ -17,25 +22,45 @@ pool stays at the size the daemon allows.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import dataclasses
+import fcntl
 import logging
 import random
+import termios
 import time
 from collections.abc import Mapping, Sequence
 
 from . import rsync
 from .errors import SetupError
+from .spares import Pool
 
 log = logging.getLogger(__name__)
 
-MAX_DEPTH = 3  # measured: 3 did better back to back than 8 (more logins at once compete for CPU)
 RECYCLE_MAX = 30.0  # a standby older than this is replaced, even with no timeout set
 BUSY_PAUSE = (0.03, 0.1)  # a daemon's slot stays taken ~60 ms after a client exits
 RETRY_MIN, RETRY_MAX = 0.5, 30.0  # a standby that died otherwise: the target may be down
+PROBE = b"\0"  # an empty name: rsync skips it (io.c read_line, RL_DUMP_COMMENTS)
+POLL = 0.002  # how often logins are checked while some are under way
+LOGIN_WAIT = 2.0  # a list waits this long for a login, then goes to the oldest standby
 
 Proc = asyncio.subprocess.Process
+
+
+def unread(proc: Proc) -> int | None:
+    """Bytes still in the standby's stdin pipe (0: it has read the probe), None if unknown."""
+    transport = proc.stdin.transport if proc.stdin is not None else None
+    pipe = transport.get_extra_info("pipe") if transport is not None else None
+    if pipe is None or transport is None or transport.get_write_buffer_size():
+        return None
+    count = array.array("i", [0])
+    try:
+        fcntl.ioctl(pipe.fileno(), termios.FIONREAD, count)
+    except (OSError, ValueError):
+        return None
+    return count[0]
 
 
 class Standby:
@@ -55,31 +80,40 @@ class Standby:
         self.stall = float(timeout) if timeout > 0 else None  # "no progress for N s"
         # A daemon's own `timeout` drops an idle connection; ours is not on the argv.
         self.recycle = min(RECYCLE_MAX, max(1.0, timeout * 0.5))
-        self.depth = 1
+        self.pool: Pool[Proc] = Pool()
         self._argv: Sequence[rsync.Arg] | None = None
-        self._spares: dict[Proc, asyncio.TimerHandle] = {}  # oldest first
-        self._born: dict[Proc, float] = {}
+        self._timers: dict[Proc, asyncio.TimerHandle] = {}
         self._starting: set[asyncio.Task[None]] = set()
         self._watchers: set[asyncio.Task[None]] = set()
+        self._stopping: set[asyncio.Task[None]] = set()
+        self._poller: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
         self._retry = RETRY_MIN
+        self._pausing = 0  # of the _starting tasks, those that wait to retry
 
     @property
     def ready(self) -> bool:
-        """Whether a standby rsync is waiting for a list now."""
-        return any(p.returncode is None for p in self._spares)
+        """Whether a standby waits for a list: logged in, or logging in."""
+        return any(p.returncode is None for p in self.pool)
+
+    @property
+    def connected(self) -> bool:
+        """Whether a standby has logged in and waits for its list now."""
+        return any(p.returncode is None for p in self.pool.ready())
 
     @property
     def pid(self) -> int | None:
         """The standby the next list goes to, if one waits."""
-        return next((p.pid for p in self._spares if p.returncode is None), None)
+        proc = self.pool.pick() or self.pool.oldest()
+        return proc.pid if proc is not None else None
 
     async def run(self, argv: Sequence[rsync.Arg], paths: bytes) -> rsync.Result:
         """Send ``paths`` with ``argv``; meanwhile the next standby starts for the next list."""
         self._argv = argv
-        proc = self._take()
+        proc = await self._take()
         if proc is not None:
             talk = asyncio.ensure_future(rsync.finish(proc, paths, stall=self.stall))
-            if self._spares:
+            if self.pool.ready():
                 # Another waits for the next change: starting one now would only take CPU
                 # from this run (the daemon forks and logs it in), so start it after.
                 talk.add_done_callback(lambda _: self.fill())
@@ -104,41 +138,81 @@ class Standby:
             self.fill()
         return dataclasses.replace(result, left_temp=True) if left_temp else result
 
-    def _take(self) -> Proc | None:
-        """The oldest waiting standby; taking the last one deepens the pool."""
-        while self._spares:
-            proc = next(iter(self._spares))
-            self._spares.pop(proc).cancel()
-            born = self._born.pop(proc, 0.0)
-            if proc.returncode is None:
-                if not self._spares:
-                    self.depth = min(MAX_DEPTH, self.depth + 1)
-                log.debug(
-                    "%s: standby %d, started %.1f ms ago, takes the list (%d more wait)",
-                    self.name,
-                    proc.pid,
-                    (time.monotonic() - born) * 1000,
-                    len(self._spares),
-                )
+    async def _take(self) -> Proc | None:
+        """The ready standby that waited longest; with none ready, the first to log in."""
+        proc, asked = self.pool.pick(), time.monotonic()
+        if proc is None and (len(self.pool) or self._coming()):
+            self.pool.deepen()  # a change found none ready: they log in too slowly
+            self.fill()
+            proc = await self._first_ready()
+        if proc is None:
+            return None
+        now = time.monotonic()
+        log.debug(
+            "%s: standby %d, started %.1f ms ago, takes the list after %.1f ms for a login "
+            "(%d more ready, %d logging in)",
+            self.name,
+            proc.pid,
+            (now - (self.pool.born(proc) or now)) * 1000,
+            (now - asked) * 1000,
+            sum(1 for p in self.pool.ready() if p is not proc),
+            sum(1 for p in self.pool.logging_in() if p is not proc),
+        )
+        self.pool.take(proc)
+        self._cancel_timer(proc)
+        return proc
+
+    def _cancel_timer(self, proc: Proc) -> None:
+        if (timer := self._timers.pop(proc, None)) is not None:
+            timer.cancel()
+
+    async def _first_ready(self) -> Proc | None:
+        """Wait until a standby is ready; past ``LOGIN_WAIT``, the oldest one (a frozen
+        login is then the run's to detect: see rsync.finish); None once none is left."""
+        deadline = time.monotonic() + LOGIN_WAIT
+        while True:
+            proc = self.pool.pick()
+            if proc is not None:
                 return proc
-        return None
+            if not len(self.pool) and not self._coming():
+                return None  # none logs in (refused, dead, or waiting to retry): a fresh run
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return self.pool.oldest()
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+
+    def _coming(self) -> bool:
+        """Whether a standby is being started now (not after a pause to retry)."""
+        return len(self._starting) > self._pausing
+
+    def prepare(self, argv: Sequence[rsync.Arg]) -> None:
+        """Start a standby for lists sent with ``argv`` before the first one comes."""
+        self._argv = argv
+        self.fill()
 
     def fill(self) -> None:
-        """Start standbys in the background until ``depth`` wait or are starting."""
+        """Start standbys in the background until the pool has what it needs."""
         if not self.enabled or self._argv is None:
             return
-        for _ in range(self.depth - len(self._spares) - len(self._starting)):
+        for _ in range(self.pool.to_start(time.monotonic(), len(self._starting))):
             self._spawn_later(self._argv, 0.0)
 
     def _spawn_later(self, argv: Sequence[rsync.Arg], pause: float) -> None:
         task = asyncio.ensure_future(self._start(argv, pause))
         self._starting.add(task)  # held: a task nobody holds may be collected mid-run
         task.add_done_callback(self._starting.discard)
+        task.add_done_callback(lambda _: self._changed.set())  # _first_ready looks again
 
     async def _start(self, argv: Sequence[rsync.Arg], pause: float) -> None:
         if pause:
-            await asyncio.sleep(pause)
-        if not self.enabled or len(self._spares) >= self.depth:
+            self._pausing += 1
+            try:
+                await asyncio.sleep(pause)
+            finally:
+                self._pausing -= 1
+        if not self.enabled:
             return
         try:
             # stdout: a list run says there when it made the destination (Result.created_root)
@@ -146,58 +220,81 @@ class Standby:
         except SetupError as exc:  # the next run reports it, fresh
             log.debug("%s: no standby: %s", self.name, exc)
             return
-        if not self.enabled or len(self._spares) >= self.depth:
+        if not self.enabled or proc.stdin is None:
             await rsync.stop(proc)
             return
-        loop = asyncio.get_running_loop()
-        self._spares[proc] = loop.call_later(self.recycle, self._expire, proc)
-        self._born[proc] = time.monotonic()
+        proc.stdin.write(PROBE)
+        self.pool.add(proc, time.monotonic())
+        self._timers[proc] = asyncio.get_running_loop().call_later(self.recycle, self._expire, proc)
         watch = asyncio.ensure_future(self._watch(proc, argv))
         self._watchers.add(watch)
         watch.add_done_callback(self._watchers.discard)
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.ensure_future(self._poll_logins())
+
+    async def _poll_logins(self) -> None:
+        """While standbys log in: mark those that read their probe; hedge stalled ones."""
+        while self.pool.logging_in():
+            await asyncio.sleep(POLL)
+            now = time.monotonic()
+            for proc in self.pool.logging_in():
+                if proc.returncode is None and unread(proc) == 0:
+                    self.pool.mark_ready(proc, now)
+                    self._changed.set()
+                    self._retire_one()
+            if self.pool.slow(now):
+                self.fill()
 
     async def _watch(self, proc: Proc, argv: Sequence[rsync.Arg]) -> None:
         """A standby that exits before it is used is replaced, after a pause that fits why."""
         await proc.wait()
-        timer = self._spares.pop(proc, None)
-        self._born.pop(proc, None)
-        if timer is None:
+        self._cancel_timer(proc)
+        if not self.pool.remove(proc):
             return  # it was taken for a run (or dropped): finish() owns its exit
-        timer.cancel()
+        self._changed.set()
         stderr = await proc.stderr.read() if proc.stderr else b""
         if rsync.busy(proc.returncode or 0, stderr):
-            if self._spares:  # the daemon allows no more than those waiting: keep to that
-                self.depth = max(1, len(self._spares))
+            if self.pool.retiring():  # the daemon's last slot: the old one gives it up
+                self._retire_one(force=True)
+            elif self.pool.refused():  # the daemon allows no more than those waiting
                 return
             pause = random.uniform(*BUSY_PAUSE)  # refused: the current run holds the slot
         else:
             pause, self._retry = self._retry, min(self._retry * 2, RETRY_MAX)
+        why = rsync.reason(stderr)
         log.debug(
-            "%s: standby exited %s (%s); another in %.2f s",
-            self.name,
-            proc.returncode,
-            rsync.reason(stderr),
-            pause,
+            "%s: standby exited %s (%s); another in %.2f s", self.name, proc.returncode, why, pause
         )
         if self.enabled and not self._starting:
             self._spawn_later(argv, pause)
 
     def _expire(self, proc: Proc) -> None:
-        """Replace a standby that waited ``recycle`` seconds, before a peer drops it."""
-        self._born.pop(proc, None)
-        if self._spares.pop(proc, None) is None:
+        """A standby waited ``recycle`` s unused: replace it before a peer drops it. It
+        serves until the replacement has logged in, for half the recycle age at most."""
+        self._timers.pop(proc, None)
+        if proc not in self.pool:
             return
-        self.depth = max(1, self.depth - 1)  # it was not needed: changes come slower
         log.debug("%s: recycling a standby after %.0f s", self.name, self.recycle)
+        if self.pool.retire(proc):
+            later = asyncio.get_running_loop().call_later
+            self._timers[proc] = later(self.recycle * 0.5, self._stop_spare, proc)
+            self.fill()
+        else:
+            self._stop_spare(proc)
 
-        async def replace() -> None:
-            await rsync.stop(proc)  # first: a daemon may allow one connection only
-            if self._argv is not None and self.enabled:
-                await self._start(self._argv, 0.0)
+    def _retire_one(self, *, force: bool = False) -> None:
+        """Stop the oldest recycled standby once another is ready (or at once: ``force``)."""
+        retiring = self.pool.retiring()
+        if retiring and (force or len(self.pool.ready()) > len(retiring)):
+            self._stop_spare(retiring[0])
 
-        task = asyncio.ensure_future(replace())
-        self._starting.add(task)
-        task.add_done_callback(self._starting.discard)
+    def _stop_spare(self, proc: Proc) -> None:
+        self._cancel_timer(proc)
+        if not self.pool.remove(proc):
+            return
+        task = asyncio.ensure_future(rsync.stop(proc))
+        self._stopping.add(task)  # held, and awaited by drop()
+        task.add_done_callback(self._stopping.discard)
 
     async def drop(self) -> None:
         """Stop every waiting rsync (a run that needs the daemon's only slot)."""
@@ -205,11 +302,15 @@ class Standby:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        spares, self._spares = self._spares, {}
-        self._born.clear()
-        for proc, timer in spares.items():
-            timer.cancel()
+        if self._poller is not None:
+            self._poller.cancel()
+        for proc in list(self.pool):
+            self.pool.remove(proc)
+            self._cancel_timer(proc)
             await rsync.stop(proc)
+        for task in list(self._stopping):
+            await task
+        self._changed.set()
 
     def disable(self) -> None:
         self.enabled = False

@@ -121,9 +121,67 @@ def test_a_refused_standby_is_started_again_and_fails_nothing(
 
 
 async def wait_ready(standby: Standby, timeout: float = 10.0) -> None:
-    """Until a standby waits, connected (its daemon greeted it) or at least started."""
+    """Until a standby has logged in and waits for its list (it read its probe byte)."""
     deadline = time.monotonic() + timeout
-    while not standby.ready:
-        assert time.monotonic() < deadline, "no standby was started"
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.2)  # time to connect and log in
+    while not standby.connected:
+        assert time.monotonic() < deadline, "no standby logged in"
+        await asyncio.sleep(0.005)
+
+
+def test_a_change_goes_to_the_standby_that_logged_in(
+    rsync_daemon: RsyncDaemon, tmp_path: Path
+) -> None:
+    """Against the stock daemon: the login is seen as done (the standby read its probe),
+    and the next list goes to that standby, which delivers it."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "a").write_bytes(b"a")
+    (source / "b").write_bytes(os.urandom(2048))
+    standby, argv = setup(rsync_daemon, source)
+
+    async def scenario() -> tuple[int | None, set[int], rsync.Result]:
+        standby.prepare(argv)  # as after the initial sync: no list run yet
+        await wait_ready(standby)
+        logged_in = standby.pid
+        result = await standby.run(argv, rsync.path_list([b"b"]))
+        left = {p.pid for p in standby.pool}
+        await standby.drop()
+        return logged_in, left, result
+
+    logged_in, left, result = asyncio.run(scenario())
+    assert result.code == 0, result.stderr
+    assert (rsync_daemon.module_path / "b").read_bytes() == (source / "b").read_bytes()
+    assert logged_in is not None and logged_in not in left, "the list went elsewhere"
+
+
+def test_recycling_never_leaves_the_pool_without_a_logged_in_standby(
+    rsync_daemon: RsyncDaemon, tmp_path: Path
+) -> None:
+    """The old standby serves until its replacement has logged in: a change that comes
+    at the moment of recycling (as one 40 s after the last does) meets a connected one."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "a").write_bytes(b"a")
+    standby, argv = setup(rsync_daemon, source)
+
+    async def scenario() -> tuple[int | None, int | None, list[bool], rsync.Result]:
+        standby.prepare(argv)
+        await wait_ready(standby)
+        first = standby.pid
+        seen = []
+        deadline = time.monotonic() + standby.recycle + 5.0
+        # Until it was recycled: replaced, and the old one stopped.
+        while first in {p.pid for p in standby.pool} or standby.pid is None:
+            assert time.monotonic() < deadline, "the standby was not recycled"
+            seen.append(standby.connected)
+            await asyncio.sleep(0.002)
+        later = standby.pid
+        result = await standby.run(argv, rsync.path_list([b"a"]))
+        await standby.drop()
+        return first, later, seen, result
+
+    first, later, seen, result = asyncio.run(scenario())
+    assert later is not None and later != first, "the standby was not recycled"
+    assert all(seen), f"no standby logged in at {seen.count(False)} of {len(seen)} looks"
+    assert result.code == 0, result.stderr
+    assert (rsync_daemon.module_path / "a").read_bytes() == b"a"

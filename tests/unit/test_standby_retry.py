@@ -13,7 +13,8 @@ from trigsync.standby import Standby
 # Stands in for rsync: its second run (the standby that takes the second list) reads its
 # list and dies as a receiver killed mid-transfer does; every other run succeeds.
 FAKE = """#!{python}
-import pathlib, sys
+import os, pathlib, sys
+os.read(0, 1)  # rsync reads its list a byte at a time, once logged in
 sys.stdin.buffer.read()
 count = pathlib.Path("{count}")
 n = int(count.read_text()) + 1 if count.exists() else 1
