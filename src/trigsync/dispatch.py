@@ -196,6 +196,8 @@ class Dispatcher:
                     connected=self._runner.standby.ready,
                 )
             )
+            if batch is not None and self.pending:
+                seq = None  # it took a part: confirming seq would confirm what it left
             if batch is None:
                 self._mark_idle()
                 if self._closing and (not self.pending or self.paused or self.held):

@@ -17,6 +17,11 @@ from .changes import Batch, PendingSet, ancestors
 # when the oldest has waited this long (a small change behind a big file, say).
 PARALLEL_AT = 1000
 PARALLEL_AFTER = 0.2
+# Most paths one run takes. A storm is then sent as it is written, in runs that overlap
+# (one builds its file list while another transfers), and what is left after the last
+# write is a run or two, not one run of everything that piled up meanwhile: rsync reads
+# its whole list, one byte per system call, before it sends the first file.
+CHUNK = 4000
 
 
 class Flight(NamedTuple):
@@ -82,9 +87,9 @@ def take(
     ``connected``: a standby is logged in and waiting, so another run costs nothing."""
     flights = list(flights)
     if not flights:
-        return pending.take() or None
+        return pending.take(limit=CHUNK) or None
     if single or not worth_another_run(len(pending), waited, connected=connected):
         return None
     if pending.full or pending.has_moves or alone(flights):
         return None  # these run alone
-    return pending.take(busy(flights)) or None
+    return pending.take(busy(flights), limit=CHUNK) or None
