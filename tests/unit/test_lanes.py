@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from trigsync.changes import Batch, Change, Kind, Move, PendingSet
 from trigsync.lanes import (
+    CHUNK,
     PARALLEL_AFTER,
     PARALLEL_AT,
     Flight,
@@ -74,3 +75,14 @@ def test_take_beside_a_flight_only_disjoint_paths_and_only_when_it_pays() -> Non
     late = PARALLEL_AFTER + 0.1
     assert take(pending_of(b"y", full=True), [flight(b"a")], single=False, waited=late) is None
     assert take(pending_of(b"y"), [flight(b"a")], single=False, waited=late) is not None
+
+
+def test_a_storm_is_taken_in_chunks_that_run_side_by_side() -> None:
+    storm = [b"d%05d/f" % i for i in range(2 * CHUNK + 10)]
+    pending = pending_of(*storm)
+    first = take(pending, [], single=False, waited=None)
+    assert first is not None and first.paths == storm[:CHUNK]
+    # The next chunk does not wait for the first run to end: it runs beside it.
+    second = take(pending, [Flight(first, None)], single=False, waited=0.0)
+    assert second is not None and second.paths == storm[CHUNK : 2 * CHUNK]
+    assert take(pending, [], single=False, waited=None) is not None and not pending
