@@ -131,3 +131,15 @@ def test_begin_run_on_a_full_disk_is_a_setup_error(tmp_path: Path) -> None:
     with pytest.raises(SetupError, match="cannot write state database"):
         store.begin_run()
     assert not store.end_run(1.0)
+
+
+def test_the_paths_a_chunk_delivered_are_never_written(tmp_path: Path) -> None:
+    # A storm goes in chunks beside each other, and no run takes everything until it
+    # is over: what each chunk delivered must not be written (and deleted again) meanwhile.
+    store = StateStore(tmp_path)
+    record(store, [b"a", b"b", b"c"])
+    taken = store.sequence("t")  # a run takes a and b only
+    record(store, [b"b"])  # and b changes again while it runs
+    store.forget_noted("t", [b"a", b"b"], taken)
+    store.flush()
+    assert store.load("t") == Batch((Change(b"b", Kind.CHANGED), Change(b"c", Kind.CHANGED)))
