@@ -194,6 +194,7 @@ class Dispatcher:
                     single=single,
                     waited=self._waited(),
                     connected=self._runner.standby.ready,
+                    lanes=self._lanes,
                 )
             )
             # One that took a part (a chunk, or beside runs) confirms only its own paths:

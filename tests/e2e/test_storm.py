@@ -45,6 +45,7 @@ def test_a_storm_goes_in_runs_of_a_chunk_and_the_journal_keeps_what_they_left(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(lanes, "CHUNK", 300)
+    monkeypatch.setattr(lanes, "CHUNK_MIN", 100)
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()
     dst.mkdir()
@@ -83,6 +84,7 @@ def test_a_storm_goes_in_runs_of_a_chunk_and_the_journal_keeps_what_they_left(
     asyncio.run(scenario())
     assert_trees_equal(src, dst)
     assert len(sizes) >= len(changes) // 300 and max(sizes) <= 300, sizes
+    assert sum(sizes) == len(changes), sizes
     assert not any(forgotten), [sorted(f)[:3] for f in forgotten]
 
 
