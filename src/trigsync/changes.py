@@ -242,20 +242,27 @@ class PendingSet:
     def has_moves(self) -> bool:
         return bool(self._moves)
 
-    def take(self, busy: Callable[[bytes], bool] | None = None) -> Batch:
+    def take(
+        self, busy: Callable[[bytes], bool] | None = None, *, limit: int | None = None
+    ) -> Batch:
         """Remove and return what is pending, ready to send.
 
         Entries below a deleted directory are dropped: deleting the directory covers them,
         and listing them would make rsync complain that their parent is missing.
         A full sync covers every entry, so it travels alone. With ``busy``, paths it
         names (those another run in flight touches) stay pending for a later batch;
-        rename hints then stay too, since they may touch any path.
+        rename hints then stay too, since they may touch any path. With ``limit``, at
+        most that many entries are taken, the oldest first, unless a full sync or rename
+        hints are pending (those take everything); the rest stay for the next batch.
         """
-        if busy is not None:
+        if limit is not None and (busy is not None or not (self.full or self._moves)):
+            kinds = self._take_some(busy, limit)
+            moves: tuple[Move, ...] = ()
+        elif busy is not None:
             keep = {p: k for p, k in self._kinds.items() if busy(p)}
             kinds = {p: k for p, k in self._kinds.items() if p not in keep}
             self._kinds = keep
-            moves: tuple[Move, ...] = ()
+            moves = ()
         else:
             kinds, self._kinds = self._kinds, {}
             moves, self._moves = tuple(self._moves), []
@@ -271,6 +278,19 @@ class PendingSet:
         for p, k in kinds.items():
             (covered if any(a in deleted for a in ancestors(p)) else changes).append(Change(p, k))
         return Batch(tuple(changes), moves=moves, covered=tuple(covered))
+
+    def _take_some(self, busy: Callable[[bytes], bool] | None, limit: int) -> dict[bytes, Kind]:
+        """Up to ``limit`` of the oldest entries ``busy`` does not name, removed; costs
+        what it takes (and the busy entries it passes), not what stays pending."""
+        taken: dict[bytes, Kind] = {}
+        for path, kind in self._kinds.items():
+            if len(taken) >= limit:
+                break
+            if busy is None or not busy(path):
+                taken[path] = kind
+        for path in taken:
+            del self._kinds[path]
+        return taken
 
     def restore(self, batch: Batch) -> None:
         """Put back a batch that failed, beneath anything that changed since it was taken.

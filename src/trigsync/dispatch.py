@@ -182,8 +182,8 @@ class Dispatcher:
                 wait = self._since + self.settings.delay - time.monotonic()
                 if wait > 0:
                     await asyncio.sleep(wait)  # lsyncd-style aggregation
-            takes_all = not self._flights  # a batch that takes everything may confirm its rows
-            seq = self.journal.sequence() if takes_all else None
+            idle = not self._flights  # a batch that takes everything may confirm its rows
+            seq = self.journal.sequence()
             single = time.monotonic() < self._single_until
             flights = self._flights.values()
             batch = (
@@ -195,8 +195,12 @@ class Dispatcher:
                     single=single,
                     waited=self._waited(),
                     connected=self._runner.standby.ready,
+                    lanes=self._lanes,
                 )
             )
+            # One that took a part (a chunk, or beside runs) confirms only its own paths:
+            # confirming seq would confirm what it left.
+            takes_all = idle and not self.pending
             if batch is None:
                 self._mark_idle()
                 if self._closing and (not self.pending or self.paused or self.held):
@@ -215,7 +219,7 @@ class Dispatcher:
                 return
             beside = bool(self._flights)  # a run beside others needs a connection of its own
             try:
-                await self._send(lane, batch, seq)
+                await self._send(lane, batch, seq, takes_all=takes_all)
             except BusySyncError as exc:
                 if beside and not self._closing:
                     # The daemon's max connections: one run at a time, and no failure.
@@ -276,8 +280,9 @@ class Dispatcher:
         batch = unconfirmed_kinds(self.pending.peek(), [*extra, Batch(self._aside.changes())])
         return batch if not self._full_owed or batch.full else Batch(batch.changes, full=True)
 
-    async def _send(self, lane: int, batch: Batch, seq: int | None) -> None:
-        """Run one batch; ``seq`` (if the batch took everything) is confirmed on success."""
+    async def _send(self, lane: int, batch: Batch, seq: int | None, *, takes_all: bool) -> None:
+        """Run one batch taken at journal sequence ``seq``, confirmed on success: all of
+        it if the batch ``takes_all`` that was pending, else the batch's own paths."""
         self._flights[lane] = lanes.Flight(batch, self._since)
         if not self.pending:
             self._since = None
@@ -333,7 +338,10 @@ class Dispatcher:
             self._wake.set()  # a lane waiting for these paths to be free may go now
         if result.left_temp:  # delivered, but a first try died mid-file on the receiver
             self.submit(Batch(full=True))
-        self.journal.confirm(seq, full=batch.full and not result.refused)
+        if takes_all:
+            self.journal.confirm(seq, full=batch.full and not result.refused)
+        else:
+            self.journal.confirm_paths(batch, seq)
         if batch.covered:
             self.submit(uncovered(batch, lambda p: os.path.lexists(self.source + b"/" + p)))
         self._tally.sent(len(batch.changes))

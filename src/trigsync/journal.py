@@ -51,6 +51,12 @@ class Journal:
         if self.store is not None and seq is not None:
             self.store.confirm(self.key, seq, full=full)
 
+    def confirm_paths(self, batch: Batch, seq: int | None) -> None:
+        """A run that took part of what was pending delivered ``batch`` as recorded up
+        to ``seq``: its paths' noted changes need not reach the disk."""
+        if self.store is not None and seq is not None:
+            self.store.forget_noted(self.key, (c.path for c in batch.changes + batch.covered), seq)
+
     def load(self) -> Batch:
         return self.store.load(self.key) if self.store is not None else Batch()
 

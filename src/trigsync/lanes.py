@@ -17,6 +17,20 @@ from .changes import Batch, PendingSet, ancestors
 # when the oldest has waited this long (a small change behind a big file, say).
 PARALLEL_AT = 1000
 PARALLEL_AFTER = 0.2
+# Most paths one run takes. A storm is then sent as it is written, in runs that overlap
+# (one builds its file list while another transfers), and what is left after the last
+# write is a run or two, not one run of everything that piled up meanwhile: rsync reads
+# its whole list, one byte per system call, before it sends the first file.
+CHUNK = 4000
+# Fewer than this are not split: a run costs ~10 ms of rsync start and daemon login.
+CHUNK_MIN = 1000
+
+
+def chunk(waiting: int, lanes: int) -> int:
+    """How many of ``waiting`` paths the next run takes: what is left is shared out over
+    the ``lanes`` in smaller runs as it shrinks, so that they end together rather than
+    one of them alone with a big last run."""
+    return max(CHUNK_MIN, min(CHUNK, -(-waiting // (2 * lanes))))
 
 
 class Flight(NamedTuple):
@@ -40,12 +54,16 @@ def busy(flights: Iterable[Flight]) -> Callable[[bytes], bool]:
     whole = frozenset[bytes]().union(*(f.whole for f in flights))
 
     def test(path: bytes) -> bool:
-        return (
-            path in claimed
-            or path in above
-            or any(a in claimed for a in ancestors(path))
-            or path.rpartition(b"/")[0] in whole
-        )
+        if path in claimed or path in above:
+            return True
+        parent = path.rpartition(b"/")[0]
+        if parent in whole:
+            return True
+        while parent:  # what ancestors() gives, without a generator per path (a storm's)
+            if parent in claimed:
+                return True
+            parent = parent.rpartition(b"/")[0]
+        return False
 
     return test
 
@@ -76,15 +94,17 @@ def take(
     single: bool,
     waited: float | None,
     connected: bool = False,
+    lanes: int = 2,
 ) -> Batch | None:
     """The next batch, or None while everything pending touches a run in flight (or
     another run beside them does not pay, or ``single``: one run at a time for now).
     ``connected``: a standby is logged in and waiting, so another run costs nothing."""
     flights = list(flights)
+    limit = chunk(len(pending), 1 if single else lanes)
     if not flights:
-        return pending.take() or None
+        return pending.take(limit=limit) or None
     if single or not worth_another_run(len(pending), waited, connected=connected):
         return None
     if pending.full or pending.has_moves or alone(flights):
         return None  # these run alone
-    return pending.take(busy(flights)) or None
+    return pending.take(busy(flights), limit=limit) or None

@@ -12,7 +12,9 @@ import enum
 import logging
 import os
 import re
+import select
 import signal
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -246,15 +248,60 @@ async def supervise(
     return ended
 
 
+# A list longer than this is written from a thread rather than by the event loop: rsync
+# reads it one byte per system call, so a long one drains for seconds, and it must not
+# wait for the next pipeful whenever the loop is busy (a storm of events, say).
+LIST_IN_THREAD = 64 * 1024
+_FEED_POLL_MS = 100  # how soon a feeding thread notices that its run was given up
+
+
 async def _communicate(
     proc: asyncio.subprocess.Process, stdin: bytes | None
 ) -> tuple[bytes, bytes]:
+    feeder = stop = None
+    if stdin is not None and len(stdin) > LIST_IN_THREAD and proc.stdin is not None:
+        stop = threading.Event()
+        feeder = asyncio.ensure_future(asyncio.to_thread(_feed, _own_stdin(proc), stdin, stop))
+        stdin = None
     try:
         out, err = await proc.communicate(stdin)
     except (BrokenPipeError, ConnectionResetError):  # it exited before reading its list
         await proc.wait()
         return b"", await proc.stderr.read() if proc.stderr else b""
+    finally:
+        if feeder is not None and stop is not None:
+            stop.set()  # rsync exited (or the run was given up): nobody reads any more
+            await asyncio.wait([feeder])
     return out or b"", err or b""
+
+
+def _own_stdin(proc: asyncio.subprocess.Process) -> int:
+    """An fd of its own for ``proc``'s stdin pipe; the loop's end is closed, so rsync
+    sees the end of its list when that one is closed."""
+    assert proc.stdin is not None
+    fd = os.dup(proc.stdin.transport.get_extra_info("pipe").fileno())
+    proc.stdin.close()
+    return fd
+
+
+def _feed(fd: int, data: bytes, stop: threading.Event) -> None:
+    """Write ``data`` to the (non-blocking) pipe ``fd`` as rsync drains it, then close
+    it; gives up once ``stop`` is set. Runs in a thread, which waits in poll()."""
+    view = memoryview(data)
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    try:
+        while view and not stop.is_set():
+            if not poller.poll(_FEED_POLL_MS):
+                continue
+            try:
+                view = view[os.write(fd, view) :]
+            except BlockingIOError:
+                continue
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # rsync exited before it read all of it: its exit status says why
+    finally:
+        os.close(fd)
 
 
 async def _stop_tree(proc: asyncio.subprocess.Process) -> None:

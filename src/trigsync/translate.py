@@ -41,6 +41,10 @@ PROBE = 0.05
 YOUNG = 0.5
 
 Event = tuple[int, int, int, bytes]  # wd, mask, cookie, name
+# Events on a file that change nothing in the tree of watched directories. A file's
+# create, writes and close come one after the other, so the directory (and its path)
+# of the last such event is kept for the next one.
+_FILE_EVENTS = ino.IN_CREATE | ino.IN_MODIFY | ino.IN_ATTRIB | ino.IN_CLOSE_WRITE | ino.IN_DELETE
 Key = tuple[int, bytes]  # parent wd, name
 _NO_EXCLUDES = Excludes()
 
@@ -100,6 +104,10 @@ class Translator:
         self._linked = LinkNames(self._prefix, self.tree, fs, self._scanner)
         self._links = self._linked.map
         self._moves: dict[int, _Move] = {}  # by cookie, oldest first
+        # Files created since the last take whose type is not known yet (see _probe_created).
+        self._probe: dict[Key, bytes] = {}
+        self._last_wd = -1  # the directory of the last file event, and its node and path
+        self._last: tuple[Node, bytes] | None = None
         self._out: list[Change] = []
         self._renames: list[Move] = []
         self._full = False
@@ -145,11 +153,13 @@ class Translator:
         self._files.clear()
         self._linked.clear()
         self._moves.clear()
+        self._probe.clear()
 
     # -- one wake-up: feed() the events read, then take() the batch ----------------------
 
     def feed(self, events: Iterable[Event]) -> None:
         self._now = self._clock()
+        self._last_wd = -1  # the tree may have changed since (a rewalk, a timed-out move)
         for wd, mask, cookie, name in events:
             self.events_read += 1
             self._handle(wd, mask, cookie, name)
@@ -162,6 +172,8 @@ class Translator:
             self._full = self._rewalk = True
         if self._rewalk:
             self._rewalk_tree()
+        if self._probe:
+            self._probe_created()
         if self._files.unclosed:
             for key in self._files.unclosed.due(now):
                 self._report_write(key)
@@ -210,15 +222,24 @@ class Translator:
             self._overflow_last = self._now
             self.overflows += 1
             return
-        node = self.tree.get(wd)
-        if node is None:
-            return
-        if not name:
-            self._handle_self(node, mask)
-            return
-        base = self.tree.path(node)
-        if base is not None:
-            self._handle_named(node, name, base + b"/" + name if base else name, mask, cookie)
+        last = self._last
+        if wd == self._last_wd and last is not None and name and not mask & ~_FILE_EVENTS:
+            node, base = last
+        else:
+            self._last_wd = -1
+            found = self.tree.get(wd)
+            if found is None:
+                return
+            if not name:
+                self._handle_self(found, mask)
+                return
+            path = self.tree.path(found)
+            if path is None:
+                return
+            node, base = found, path
+            if not mask & ~_FILE_EVENTS:  # handling it changes no directory's path
+                self._last_wd, self._last = wd, (node, base)
+        self._handle_named(node, name, base + b"/" + name if base else name, mask, cookie)
 
     def _handle_named(self, node: Node, name: bytes, path: bytes, mask: int, cookie: int) -> None:
         is_dir = bool(mask & ino.IN_ISDIR)
@@ -266,7 +287,8 @@ class Translator:
 
     def _report_links(self, key: Key) -> None:
         """Report the other names of a hard-linked file that was written or chmodded."""
-        self._out.extend(Change(path, Kind.CHANGED) for path in self._linked.others(key))
+        if self._links:  # else no file in the tree is known to have other names
+            self._out.extend(Change(path, Kind.CHANGED) for path in self._linked.others(key))
 
     def _handle_self(self, node: Node, mask: int) -> None:
         if node is self.tree.root and mask & (
@@ -299,24 +321,33 @@ class Translator:
         return st if stat.S_ISREG(st.st_mode) and st.st_nlink == 1 else None
 
     def _created_file(self, key: Key, path: bytes) -> None:
-        try:
-            st = self._lone_file(key, path)
-        except FileNotFoundError:
-            # Gone already (a deploy tool's temp file is often renamed by now): it was
-            # created all the same, and the IN_DELETE or IN_MOVED_FROM that follows for
-            # this name must know that no target has it.
-            st = None
-            missing = True
-        else:
-            missing = False
-        if st is not None or missing:
-            # Still being written, whatever its size: its close reports it, once, as NEW;
-            # a writer that never closes (or a create with no write) once it settles.
-            until = self._now + self._files.unclosed.settle
-            self._files.hold(key, self._now, until, fresh=True)
-            return
-        self._files.reported(key, self._now, new=True)
-        self._out.append(Change(path, Kind.NEW))
+        # Held as a file still being written, whatever its size: its close reports it,
+        # once, as NEW; a writer that never closes (or a create with no write) once it
+        # settles. Held even if it is gone already (a deploy tool's temp file is often
+        # renamed by now): the IN_DELETE or IN_MOVED_FROM that follows for this name
+        # must know that no target has it. What nothing will close (a symlink, a second
+        # link of a file) is found by _probe_created at the take, with no lstat for the
+        # files closed by then: most of a storm's.
+        until = self._now + self._files.unclosed.settle
+        self._files.hold(key, self._now, until, fresh=True)
+        self._probe[key] = path
+
+    def _probe_created(self) -> None:
+        """Report now the files created since the last take that no close will report
+        (not regular, or with other links), and learn the links of the latter; an lstat
+        only for those still waiting unreported (not closed, written or gone since)."""
+        probe, self._probe = self._probe, {}
+        for key, path in probe.items():
+            if not self._files.unreported(key):
+                continue
+            try:
+                st = self._lone_file(key, path)
+            except FileNotFoundError:
+                continue  # gone: what follows for this name says the rest
+            if st is None:
+                self._files.forget(key)
+                self._files.reported(key, self._now, new=True)
+                self._out.append(Change(path, Kind.NEW))
 
     def _add_tree(self, parent: Node, name: bytes, path: bytes, kind: Kind) -> None:
         """Watch and list a directory that appeared; its entries are reported as ``kind``,
@@ -431,6 +462,7 @@ class Translator:
             if move.node is not None:
                 move.node.moving = False
         self._moves.clear()
+        self._probe.clear()
         self._files.clear()
         if not self._lazy:
             self._linked.rewalk()

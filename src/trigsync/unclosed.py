@@ -94,6 +94,11 @@ class FileStates:
     def created_now(self, key: Key) -> bool:
         return key in self._created_now
 
+    def unreported(self, key: Key) -> bool:
+        """Whether ``key`` is held (created or written, not closed) and was not reported
+        since it was created."""
+        return key in self.unclosed and key not in self._reported
+
     def hold(self, key: Key, now: float, until: float, *, fresh: bool) -> None:
         """Report ``key`` at its close, or at ``until`` unless written again before."""
         if not fresh:

@@ -279,7 +279,9 @@ def test_target_converges_to_source(script: list[tuple[str, bytes, int]]) -> Non
             pending.extend(Batch(full=True))
         elif op == "begin" and flight is None:
             read()
-            flight = pending.take()
+            # A run may take only the oldest few (lanes.CHUNK): a deleted directory and
+            # the paths below it may then go in different runs.
+            flight = pending.take(limit=seed % 4 or None)
         elif op == "finish" and flight is not None:
             read()
             deliver(source, target, flight)
@@ -356,3 +358,46 @@ def test_thousands_of_renames_in_one_batch_cost_one_pass() -> None:
     taken = pending.take()
     assert len(taken.moves) == 3646
     assert len(taken.changes) == 2 * 3646
+
+
+def test_a_limit_takes_the_oldest_entries_and_leaves_the_rest_in_order() -> None:
+    pending = PendingSet()
+    pending.extend(batch(*((b"f%d" % i, Kind.NEW) for i in range(10))))
+    pending.extend(batch((b"f0", Kind.CHANGED)))  # a newer change keeps its place
+    first = pending.take(limit=4)
+    assert [c.path for c in first.changes] == [b"f0", b"f1", b"f2", b"f3"]
+    assert len(pending) == 6
+    assert [c.path for c in pending.take(limit=4).changes] == [b"f4", b"f5", b"f6", b"f7"]
+    assert [c.path for c in pending.take(limit=4).changes] == [b"f8", b"f9"]
+    assert not pending
+
+
+def test_a_limit_never_splits_a_full_sync_or_renames() -> None:
+    pending = PendingSet()
+    pending.extend(Batch((Change(b"a", Kind.CHANGED), Change(b"b", Kind.CHANGED)), full=True))
+    assert pending.take(limit=1).full and not pending
+    pending.extend(
+        Batch(
+            (Change(b"a", Kind.DELETED), Change(b"b", Kind.CHANGED), Change(b"c", Kind.NEW)),
+            moves=(Move(b"a", b"b"),),
+        )
+    )
+    taken = pending.take(limit=1)
+    assert taken.moves == (Move(b"a", b"b"),) and len(taken.changes) == 3 and not pending
+
+
+def test_a_limited_take_beside_runs_costs_what_it_takes_not_what_stays() -> None:
+    # A storm of 200,000 paths is sent in runs of a few thousand: each take must not look
+    # at every pending path (200,000 x 50 takes), only at those it passes.
+    pending = PendingSet()
+    pending.extend(batch(*((b"d%d/f" % i, Kind.NEW) for i in range(100_000))))
+    asked: list[bytes] = []
+
+    def busy(path: bytes) -> bool:
+        asked.append(path)
+        return path == b"d1/f"
+
+    taken = pending.take(busy, limit=1000)
+    assert len(taken.changes) == 1000 and b"d1/f" not in taken.paths
+    assert len(asked) == 1001
+    assert pending.get(b"d1/f") is Kind.NEW and len(pending) == 99_000

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from trigsync.changes import Batch, Change, Kind, Move, PendingSet
 from trigsync.lanes import (
+    CHUNK,
+    CHUNK_MIN,
     PARALLEL_AFTER,
     PARALLEL_AT,
     Flight,
     alone,
     busy,
+    chunk,
     due_in,
     take,
     worth_another_run,
@@ -74,3 +77,27 @@ def test_take_beside_a_flight_only_disjoint_paths_and_only_when_it_pays() -> Non
     late = PARALLEL_AFTER + 0.1
     assert take(pending_of(b"y", full=True), [flight(b"a")], single=False, waited=late) is None
     assert take(pending_of(b"y"), [flight(b"a")], single=False, waited=late) is not None
+
+
+def test_a_storm_is_taken_in_chunks_that_run_side_by_side() -> None:
+    storm = [b"d%05d/f" % i for i in range(4 * CHUNK + 10)]
+    pending = pending_of(*storm)
+    first = take(pending, [], single=False, waited=None)
+    assert first is not None and first.paths == storm[:CHUNK]
+    # The next chunk does not wait for the first run to end: it runs beside it.
+    second = take(pending, [Flight(first, None)], single=False, waited=0.0)
+    assert second is not None and second.paths == storm[CHUNK : CHUNK + len(second.changes)]
+    sizes = [len(first.changes), len(second.changes)]
+    while batch := take(pending, [], single=False, waited=None):
+        sizes.append(len(batch.changes))
+    assert sum(sizes) == len(storm) and not pending
+    # What is left is shared out in smaller runs as it shrinks, none below CHUNK_MIN.
+    assert sizes == sorted(sizes, reverse=True) and sizes[-1] < CHUNK, sizes
+    assert min(sizes[:-1]) >= CHUNK_MIN, sizes
+
+
+def test_a_chunk_is_at_most_chunk_and_never_splits_a_small_batch() -> None:
+    assert chunk(10 * CHUNK, lanes=2) == CHUNK
+    assert chunk(2 * CHUNK, lanes=2) == CHUNK // 2
+    assert chunk(CHUNK_MIN, lanes=2) == CHUNK_MIN  # taken whole
+    assert chunk(5, lanes=1) == CHUNK_MIN

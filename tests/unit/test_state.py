@@ -148,3 +148,15 @@ def test_a_rewrite_of_one_target_leaves_the_store_behind_for_the_others(
     assert store.behind  # "t" was never written: the write-behind must still catch it up
     assert store.rewrite(store.stage({"t": Batch((Change(b"a", Kind.CHANGED),))}))
     assert not store.behind
+
+
+def test_the_paths_a_chunk_delivered_are_never_written(tmp_path: Path) -> None:
+    # A storm goes in chunks beside each other, and no run takes everything until it
+    # is over: what each chunk delivered must not be written (and deleted again) meanwhile.
+    store = StateStore(tmp_path)
+    record(store, [b"a", b"b", b"c"])
+    taken = store.sequence("t")  # a run takes a and b only
+    record(store, [b"b"])  # and b changes again while it runs
+    store.forget_noted("t", [b"a", b"b"], taken)
+    store.flush()
+    assert store.load("t") == Batch((Change(b"b", Kind.CHANGED), Change(b"c", Kind.CHANGED)))

@@ -83,7 +83,7 @@ class Model:
             self.read(n)
         elif op == "begin" and self.flight is None:
             self.read()
-            self.flight = self.pending.take()
+            self.flight = self.pending.take(limit=n % 4 or None)  # maybe a chunk (lanes)
         elif op == "finish" and self.flight is not None:
             self.read()
             self.finish()
@@ -275,3 +275,31 @@ def test_hard_links_present_at_start_are_found_by_the_startup_walk() -> None:
     k.chmod(b"a/f")
     model.read()
     assert model.pending.take().paths == [b"a/f", b"g"]
+
+
+def test_a_storm_of_files_created_and_closed_costs_no_lstat() -> None:
+    # A storm of 200,000 new files spent 1.8 of its 6 CPU-s on one lstat per create
+    # (to tell a file that a close will report from one nothing will close).
+    model = Model()
+    k = model.kernel
+    k.mkdir(b"a")
+    model.read()
+    model.pending.take()
+    asked: list[bytes] = []
+    lstat = k.lstat
+
+    def counted(path: bytes) -> os.stat_result:
+        asked.append(path)
+        return lstat(path)
+
+    k.lstat = counted  # type: ignore[method-assign]
+    for n in range(50):
+        k.create(b"a/s%02d" % n)
+        k.write(b"a/s%02d" % n)
+        k.close(b"a/s%02d" % n)
+    k.symlink(b"a/link", 1)  # nothing closes it: an lstat, and it goes in the same batch
+    model.read()
+    assert asked == [ROOT + b"/a/link"]
+    taken = model.pending.take()
+    assert {c.path for c in taken.changes} == {b"a/s%02d" % n for n in range(50)} | {b"a/link"}
+    assert {c.kind for c in taken.changes} == {Kind.NEW}
