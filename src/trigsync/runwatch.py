@@ -3,8 +3,11 @@
 rsync's own ``--timeout`` does not fire when the peer goes silent without closing the
 connection (a peer that died without a FIN, a firewall that starts dropping): the
 client then waits in ``select`` forever. A frozen rsync and its children (ssh, or a
-local receiver) neither read, write nor use CPU, so the sum of their I/O counters
-(``/proc/PID/io`` rchar and wchar) and CPU ticks stops moving; anything else moves it.
+local receiver) read nothing and use no CPU, so the sum of their read counters
+(``/proc/PID/io`` rchar) and CPU ticks stops moving; anything else moves it. Writes do
+not count: with ``--timeout`` a sender whose peer froze after the last file still
+writes a 4-byte keepalive every second into the dead connection, for ever, while a live
+peer's keepalives through a long silent phase (a deletion scan) are reads on our side.
 ``watch`` samples them while a run goes on and says when to end it.
 """
 
@@ -67,7 +70,7 @@ def _io(pid: int) -> int:
     total = 0
     for line in text.splitlines():
         key, _, value = line.partition(b":")
-        if key in (b"rchar", b"wchar"):
+        if key == b"rchar":
             total += int(value)
     return total
 
@@ -79,7 +82,7 @@ def _cpu(pid: int) -> int:
 
 
 def counters(pids: Iterable[int]) -> tuple[int, ...]:
-    """One sample per process: I/O bytes plus CPU ticks. Equal samples mean no progress."""
+    """One sample per process: bytes read plus CPU ticks. Equal samples mean no progress."""
     return tuple(_io(pid) + _cpu(pid) for pid in pids)
 
 
