@@ -21,6 +21,12 @@ with warnings.catch_warnings(), contextlib.suppress(ImportError):
     import hypothesis.extra._patching  # noqa: F401
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked long go first: with pytest-xdist (make test), a worker that picked one up
+    near the end would keep the whole run waiting for it alone."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 @pytest.fixture
 def procs(tmp_path: Path) -> Iterator[ProcGroup]:
     """Start background processes with `procs.start(argv, ...)`; all are stopped at teardown."""

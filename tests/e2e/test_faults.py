@@ -156,6 +156,7 @@ def test_stalled_peer_times_out_is_retried_and_converges_after_heal(
     assert first < 10.0, f"the stalled run took {first:.1f}s to fail with timeout = 2"
 
 
+@pytest.mark.long
 @pytest.mark.timeout(OUTAGE_SECONDS + RSS_WRITES / 2000 + 300)
 def test_one_target_down_for_minutes_holds_back_nothing_and_loses_nothing(
     source: Path,

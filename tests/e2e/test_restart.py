@@ -8,6 +8,8 @@ import shutil
 import signal
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.conftest import Start, daemon_replica
 from tests.e2e.test_moves import inodes
 from tests.support.proc import wait_for
@@ -16,6 +18,7 @@ from tests.support.trees import wait_trees_equal
 from tests.support.workload import make_tree
 
 
+@pytest.mark.long
 def test_kill_9_mid_burst_then_restart(
     source: Path, rsync_daemon_factory: RsyncDaemonFactory, start_trigsync: Start
 ) -> None:
