@@ -179,7 +179,7 @@ def _rsync_daemons() -> set[int]:
     return found
 
 
-@pytest.mark.xdist_group("demo")  # the demo tests look for any demo dir or daemon
+@pytest.mark.serial  # it looks for any demo dir or daemon on the machine, not only its own
 def test_demo_ends_cleanly_on_ctrl_c_leaving_nothing_behind() -> None:
     if shutil.which("rsync") is None:
         pytest.skip("rsync not installed (apt-get install -y rsync)")
@@ -218,7 +218,7 @@ def test_demo_ends_cleanly_on_ctrl_c_leaving_nothing_behind() -> None:
     assert _rsync_daemons() == before_daemons, "the demo left its rsync daemon running"
 
 
-@pytest.mark.xdist_group("demo")  # the demo tests look for any demo dir or daemon
+@pytest.mark.serial  # it looks for any demo dir or daemon on the machine, not only its own
 def test_demo_cleans_up_on_sigterm_during_its_initial_sync() -> None:
     if shutil.which("rsync") is None:
         pytest.skip("rsync not installed (apt-get install -y rsync)")
@@ -239,7 +239,7 @@ def test_demo_cleans_up_on_sigterm_during_its_initial_sync() -> None:
     assert _rsync_daemons() == before_daemons, "the demo left its rsync daemon running"
 
 
-@pytest.mark.xdist_group("demo")  # the demo tests look for any demo dir or daemon
+@pytest.mark.serial  # its demo dir and daemon would show up in the two tests above
 @pytest.mark.root
 def test_demo_runs_as_an_unprivileged_user_whose_group_is_not_named_after_it() -> None:
     """Debian's nobody has group nogroup: the daemon's gid must be the group's name."""
