@@ -465,6 +465,7 @@ def test_malformed_control_requests_are_refused_not_taken_for_all(
     state = tmp_path / "state"
     config = write_config(tmp_path / "t.toml", source=source, replicas=[replica], state_dir=state)
     Trigsync(procs, config).start()
+    wait_for(lambda: answers(state), 10, what="the control socket")  # opens after "watching"
     sock = state / "control.sock"
     for target in (b"{}", b"[]", b"0", b"false"):
         reply = raw_request(sock, b'{"command": "pause", "target": ' + target + b"}\n")
