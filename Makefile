@@ -10,12 +10,16 @@ demo:
 	./scripts/setup
 	$(PY) -m trigsync demo
 
-# Set up and run the whole test suite (real rsync daemon, sshd, local dirs).
+# Set up and run the whole test suite (real rsync daemon, sshd, local dirs). Most tests wait
+# on I/O (daemons, delays, polls), so 4 workers pay off even on 2 cores; the tests marked
+# serial change or inspect what every other test would see (sysctls, any demo) or hold a
+# latency to a fixed limit, so they run alone afterwards.
 test:
 	./scripts/setup dev
 	$(PY) -m ruff check src tests bench
 	$(PY) -m mypy
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 4 -m "not serial"
+	$(PY) -m pytest -q -m serial
 
 lint:
 	$(PY) -m ruff check src tests bench

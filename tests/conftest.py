@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
+import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +22,40 @@ from tests.support.sshd import SshServer, sshd_unavailable_reason
 with warnings.catch_warnings(), contextlib.suppress(ImportError):
     warnings.simplefilter("ignore", DeprecationWarning)
     import hypothesis.extra._patching  # noqa: F401
+
+
+def _xdist_basetemp() -> Path | None:
+    """A pytest-xdist worker's base for tmp_path: /tmp/ts-RUN-gwN (None outside a worker).
+
+    xdist's own, /tmp/pytest-of-root/pytest-N/popen-gwN/, is 20 bytes longer, which pushes
+    the ssh target's ControlPath (a Unix socket, at most 108 bytes, in the test's state
+    directory) past the limit: every ssh run then fails with exit 255.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if not worker or not run:
+        return None
+    return Path(tempfile.gettempdir()) / f"ts-{run[:8]}-{worker}"
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's tmp_path plugin reads the option
+def pytest_configure(config: pytest.Config) -> None:
+    base = _xdist_basetemp()
+    if base is not None:
+        config.option.basetemp = str(base)
+
+
+@pytest.hookimpl(trylast=True)  # after every fixture's teardown
+def pytest_sessionfinish(exitstatus: int) -> None:
+    base = _xdist_basetemp()
+    if base is not None and exitstatus == 0:  # a failed run's files stay for a post-mortem
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked long go first: with pytest-xdist (make test), a worker that picked one up
+    near the end would keep the whole run waiting for it alone."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
 
 
 @pytest.fixture

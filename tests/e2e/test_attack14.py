@@ -23,6 +23,8 @@ from tests.e2e.harness import run_cli as trigsync
 from tests.support.proc import ProcGroup, wait_for
 from tests.support.rsyncd import RsyncDaemonFactory
 from tests.support.trees import wait_trees_equal
+from trigsync import control
+from trigsync.errors import ControlError
 
 
 def local(tmp_path: Path, name: str = "replica") -> Replica:
@@ -432,6 +434,15 @@ def test_a_reader_that_goes_away_is_no_traceback(tmp_path: Path) -> None:
     assert result.returncode in (1, 2), result
 
 
+def answers(state: Path) -> bool:
+    """Whether the daemon on ``state`` answers a status request on its control socket."""
+    try:
+        control.request(control.socket_path(state), "status")
+    except ControlError:
+        return False
+    return True
+
+
 def raw_request(sock_path: Path, body: bytes) -> dict[str, object]:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(20)
@@ -454,6 +465,7 @@ def test_malformed_control_requests_are_refused_not_taken_for_all(
     state = tmp_path / "state"
     config = write_config(tmp_path / "t.toml", source=source, replicas=[replica], state_dir=state)
     Trigsync(procs, config).start()
+    wait_for(lambda: answers(state), 10, what="the control socket")  # opens after "watching"
     sock = state / "control.sock"
     for target in (b"{}", b"[]", b"0", b"false"):
         reply = raw_request(sock, b'{"command": "pause", "target": ' + target + b"}\n")
@@ -638,6 +650,8 @@ def test_a_deeply_nested_request_gets_an_error_reply(
         tmp_path / "t.toml", source=source, replicas=[local(tmp_path)], state_dir=state
     )
     ts = Trigsync(procs, config).start()
+    # The control socket opens just after "watching" is logged: wait until it answers.
+    wait_for(lambda: answers(state), 10, what="the control socket")
     for body in (b"[" * 60000 + b"\n", b'{"command": "status", "x": ' + b"[" * 30000 + b"\n"):
         reply = raw_request(state / "control.sock", body)
         assert reply["ok"] is False, reply

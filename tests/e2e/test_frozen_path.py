@@ -29,6 +29,7 @@ STALL = 4  # the sync's `timeout`: seconds without progress before a run is ende
 NO_PROGRESS = "made no progress for"
 
 
+@pytest.mark.long
 @pytest.mark.timeout(FREEZE_SECONDS + 120)
 def test_files_written_during_a_freeze_arrive_after_it_heals(
     source: Path, rsync_daemon_factory: RsyncDaemonFactory, start_trigsync: Start
@@ -42,6 +43,7 @@ def test_files_written_during_a_freeze_arrive_after_it_heals(
         freeze_and_heal(proxy, replica, start_trigsync, source)
 
 
+@pytest.mark.long
 @pytest.mark.timeout(FREEZE_SECONDS + 150)
 def test_over_ssh_files_written_during_a_freeze_arrive_after_it_heals(
     source: Path, ssh_target: SshServer, start_trigsync: Start

@@ -16,6 +16,8 @@ from tests.support.trees import wait_trees_equal
 from trigsync import fanotify
 
 LIMIT = "/proc/sys/fs/inotify/max_user_watches"
+# The lowered limit holds for every watcher on the machine: run alone (see the Makefile).
+pytestmark = pytest.mark.serial
 
 
 @pytest.fixture

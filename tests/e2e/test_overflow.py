@@ -16,9 +16,11 @@ from tests.support.trees import wait_trees_equal
 
 SMALL_QUEUE = 32
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0, reason="needs root to shrink the event queue's sysctl"
-)
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root to shrink the event queue's sysctl"),
+    # While the queue is small, every watcher started beside it gets the small queue too.
+    pytest.mark.serial,
+]
 
 
 @BOTH_BACKENDS

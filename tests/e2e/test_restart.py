@@ -8,14 +8,19 @@ import shutil
 import signal
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.conftest import Start, daemon_replica
 from tests.e2e.test_moves import inodes
 from tests.support.proc import wait_for
 from tests.support.rsyncd import RsyncDaemonFactory
 from tests.support.trees import wait_trees_equal
 from tests.support.workload import make_tree
+from trigsync import control, health
+from trigsync.errors import ControlError
 
 
+@pytest.mark.long
 def test_kill_9_mid_burst_then_restart(
     source: Path, rsync_daemon_factory: RsyncDaemonFactory, start_trigsync: Start
 ) -> None:
@@ -83,13 +88,27 @@ def test_pending_paths_survive_a_stop_while_the_target_is_down(
     assert re.search(r"resuming (49|50) pending paths", again.log()), again.log()
 
 
+def idle(state: Path) -> bool:
+    """Whether the daemon on ``state`` has nothing pending or in flight (its status says)."""
+    try:
+        reply = control.request(control.socket_path(state), "status")
+    except ControlError:  # its control socket is not open yet
+        return False
+    return health.from_json(reply["status"]).idle
+
+
 def test_sigusr1_logs_a_status_line_per_target(
-    source: Path, rsync_daemon_factory: RsyncDaemonFactory, start_trigsync: Start
+    source: Path,
+    rsync_daemon_factory: RsyncDaemonFactory,
+    start_trigsync: Start,
+    tmp_path: Path,
 ) -> None:
     replica = daemon_replica(rsync_daemon_factory)
     trig = start_trigsync(replica)
     (source / "one").write_text("1")
     wait_trees_equal(source, replica.path, timeout=10)
+    # The file is there a moment before its run is booked as done: wait for that too.
+    wait_for(lambda: idle(tmp_path / "state"), timeout=10, what="no path pending or in flight")
     assert trig.proc is not None
     trig.proc.signal(signal.SIGUSR1)
     wait_for(lambda: "status rsync://" in trig.log(), timeout=5, what="a status line")

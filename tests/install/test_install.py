@@ -85,6 +85,7 @@ def test_setup_repairs_a_venv_left_without_pip(tmp_path: Path) -> None:
     assert version.stdout.startswith("trigsync ")
 
 
+@pytest.mark.long
 def test_wheel_and_sdist_install_and_run_in_a_clean_venv(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
     subprocess.run(  # noqa: S603 - fixed argv
@@ -110,6 +111,7 @@ def test_wheel_and_sdist_install_and_run_in_a_clean_venv(tmp_path: Path) -> None
 
 @needs_system_python
 @pytest.mark.root
+@pytest.mark.long
 def test_install_script_puts_trigsync_on_path_for_root_and_others(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("the /opt install needs root")
@@ -177,6 +179,7 @@ def _rsync_daemons() -> set[int]:
     return found
 
 
+@pytest.mark.serial  # it looks for any demo dir or daemon on the machine, not only its own
 def test_demo_ends_cleanly_on_ctrl_c_leaving_nothing_behind() -> None:
     if shutil.which("rsync") is None:
         pytest.skip("rsync not installed (apt-get install -y rsync)")
@@ -215,6 +218,7 @@ def test_demo_ends_cleanly_on_ctrl_c_leaving_nothing_behind() -> None:
     assert _rsync_daemons() == before_daemons, "the demo left its rsync daemon running"
 
 
+@pytest.mark.serial  # it looks for any demo dir or daemon on the machine, not only its own
 def test_demo_cleans_up_on_sigterm_during_its_initial_sync() -> None:
     if shutil.which("rsync") is None:
         pytest.skip("rsync not installed (apt-get install -y rsync)")
@@ -235,6 +239,7 @@ def test_demo_cleans_up_on_sigterm_during_its_initial_sync() -> None:
     assert _rsync_daemons() == before_daemons, "the demo left its rsync daemon running"
 
 
+@pytest.mark.serial  # its demo dir and daemon would show up in the two tests above
 @pytest.mark.root
 def test_demo_runs_as_an_unprivileged_user_whose_group_is_not_named_after_it() -> None:
     """Debian's nobody has group nogroup: the daemon's gid must be the group's name."""

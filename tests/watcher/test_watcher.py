@@ -427,6 +427,7 @@ def inotify_limit(name: str, value: int, kernel: str = "inotify") -> Any:
 
 
 @pytest.mark.root
+@pytest.mark.serial  # it lowers a machine-wide sysctl: run alone (see the Makefile)
 @needs_root
 def test_overflow_gives_full_batch_and_keeps_watching(src: Path, backend: str) -> None:
     watcher = Watcher(os.fsencode(src))
@@ -451,6 +452,7 @@ def test_overflow_gives_full_batch_and_keeps_watching(src: Path, backend: str) -
 
 
 @pytest.mark.root
+@pytest.mark.serial  # it lowers a machine-wide sysctl: run alone (see the Makefile)
 @needs_root
 def test_watch_limit_at_start_names_the_sysctl(src: Path) -> None:
     for i in range(50):
@@ -466,6 +468,7 @@ def test_watch_limit_at_start_names_the_sysctl(src: Path) -> None:
 
 
 @pytest.mark.root
+@pytest.mark.serial  # it lowers a machine-wide sysctl: run alone (see the Makefile)
 @needs_root
 def test_watch_limit_at_runtime_logs_advice_and_still_reports(
     src: Path, caplog: pytest.LogCaptureFixture
