@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import socket
 import threading
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Start, daemon_replica
-from tests.e2e.harness import run_cli
+from tests.e2e.harness import Replica, run_cli
 from tests.e2e.test_ssh_channel import (  # noqa: F401 - fixtures
     FAST_UP,
     bash_sshd,
@@ -166,3 +167,35 @@ def test_check_with_a_missing_or_broken_config_is_unknown(
     assert result.stdout.startswith("TRIGSYNC UNKNOWN - "), result.stdout
     assert str(path) in result.stdout, result.stdout
     assert len(result.stdout.strip().splitlines()) == 1, result.stdout
+
+
+SECRET = r"(.*/)?[^/]*secret[0-9]+\.txt"  # no rsync pattern for it (the "+")
+
+
+@pytest.mark.parametrize("replica", ["local"], indirect=True)
+def test_a_directory_made_again_keeps_out_what_an_exclude_regex_excludes(
+    source: Path, replica: Replica, start_trigsync: Start
+) -> None:
+    """Kind.REPLACED sends the directory recursively: a regex exclude with no rsync
+    pattern must hold there as on full syncs (nothing sent, the receiver's copy kept)."""
+    from trigsync.excludes import regex_to_rsync_all
+
+    assert regex_to_rsync_all(SECRET) is None
+    site = source / "site"
+    site.mkdir()
+    (site / "page").write_bytes(b"old")
+    trig = start_trigsync(replica, extra={"exclude_regex": [SECRET], "delay": 0.3})
+    wait_trees_equal(source, replica.path, timeout=10)
+    (replica.path / "site" / "secret1.txt").write_bytes(b"the receiver's own")
+    shutil.rmtree(site)  # a deploy: the directory deleted and made again, in one batch
+    site.mkdir()
+    (site / "page").write_bytes(b"new")
+    (site / "secret1.txt").write_bytes(b"top secret")
+    (site / "sub").mkdir()
+    (site / "sub" / "secret2.txt").write_bytes(b"top secret")
+    wait_for((replica.path / "site" / "sub").exists, timeout=10, what="site/sub")
+    assert "directories made again" in trig.log()
+    assert sorted(os.listdir(replica.path / "site")) == ["page", "secret1.txt", "sub"]
+    assert (replica.path / "site" / "secret1.txt").read_bytes() == b"the receiver's own"
+    assert os.listdir(replica.path / "site" / "sub") == []
+    assert trig.stop() == 0
