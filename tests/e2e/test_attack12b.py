@@ -117,13 +117,13 @@ def rsync_children(pid: int) -> list[int]:
     strict=True,
     reason=(
         "standby.Standby: at each recycle (every timeout/2 s, here 1 s) of a standby on a "
-        "daemon whose max connections the pool already fills (1 or 2), the replacement is "
-        "refused (the old one keeps its slot until the replacement is in) and started "
-        "again every BUSY_PAUSE (30-100 ms), 4-5 times per recycle, while nothing changes: "
-        "4 refused logins a second here, each an @ERROR line in the daemon's log. Expected: "
-        "a refused replacement while the old one waits ends the recycle (the old one is "
-        "stopped first, or kept until the next recycle), as the README's 'the pool stays "
-        "at the size the daemon allows' says"
+        "daemon whose max connections the pool already fills, the replacement is refused; "
+        "_watch then stops the old one (retiring: _retire_one(force=True)) and starts the "
+        "replacement again every BUSY_PAUSE (30-100 ms), but the daemon frees the slot only "
+        "later, so it is refused 4-5 times per recycle while nothing changes: 4 refused "
+        "logins a second here, each an @ERROR line in the daemon's log. Expected: one "
+        "refusal per recycle at most (stop the old one before starting its replacement "
+        "when the pool is at the daemon's limit, or wait for the slot with a backoff)"
     ),
 )
 @pytest.mark.parametrize("max_connections", [1])
@@ -198,4 +198,25 @@ def test_a_directory_made_again_keeps_out_what_an_exclude_regex_excludes(
     assert sorted(os.listdir(replica.path / "site")) == ["page", "secret1.txt", "sub"]
     assert (replica.path / "site" / "secret1.txt").read_bytes() == b"the receiver's own"
     assert os.listdir(replica.path / "site" / "sub") == []
+    assert trig.stop() == 0
+
+
+def test_standbys_are_recycled_before_the_daemons_own_idle_timeout_drops_them(
+    source: Path, rsync_daemon_factory: RsyncDaemonFactory, start_trigsync: Start
+) -> None:
+    """A stock daemon with its own `timeout = 1` drops a standby that waited longer;
+    trigsync's timeout (60 s: a recycle every 30 s) cannot see it, and each change after
+    a quiet then cost a failed standby, a fresh run and a full sync. The first standby
+    found dropped teaches the recycle age: after later quiets, a connected one waits."""
+    (source / "seed").write_bytes(b"initial")
+    replica = daemon_replica(rsync_daemon_factory, timeout=1)
+    trig = start_trigsync(replica)
+    wait_trees_equal(source, replica.path, timeout=10)
+    for name in ("a", "b", "c", "d"):  # a starts a standby, which b finds dropped
+        if name != "a":
+            time.sleep(2.2)  # quiet past the daemon's timeout (1 s; it drops at 2 s)
+        (source / name).write_bytes(b"x")
+        wait_for((replica.path / name).exists, timeout=5, what=name)
+    failed = trig.log().count("standby failed")
+    assert failed <= 1, f"{failed} standbys dropped by the daemon were handed a list"
     assert trig.stop() == 0
