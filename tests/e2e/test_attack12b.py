@@ -91,7 +91,7 @@ def test_a_local_user_holding_connections_to_the_spawner_stops_no_sync(
         # One by one: the standbys logged in before the squatter came are used up first.
         for i in range(8):
             (source / f"after-{i}").write_bytes(os.urandom(100))
-            wait_for((server.replica / f"after-{i}").exists, timeout=4, what=f"after-{i}")
+            wait_for((server.replica / f"after-{i}").exists, timeout=2, what=f"after-{i}")
     finally:
         squatter.stop()
 
