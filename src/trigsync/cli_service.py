@@ -111,10 +111,11 @@ def _talk(args: argparse.Namespace) -> int:
             max_lag = parse_duration(args.max_lag)
             warn_lag = parse_duration(args.warn_lag) if args.warn_lag else None
             canary_timeout = parse_duration(args.canary_timeout) if args.canary_timeout else None
+            state_dir = _state_dir(args)  # a --config that is missing or wrong: UNKNOWN too
         except ConfigError as exc:
             return check_usage_error(str(exc))
         return ctl.check(
-            _state_dir(args),
+            state_dir,
             max_lag=max_lag,
             warn_lag=warn_lag,
             canary=args.canary,

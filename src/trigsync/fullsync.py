@@ -112,21 +112,25 @@ def unreadable_dirs(source: bytes) -> list[bytes]:
 Matched = tuple[list[bytes], list[bytes]]  # (directories, other entries), relative paths
 
 
-async def regex_rules(source: bytes, opts: Options) -> tuple[Matched, bytes | None]:
-    """What the exclude regexes without an rsync pattern match now, and the rules for
-    ``--exclude-from=-`` that exclude it (None when there is nothing to exclude)."""
+async def regex_rules(
+    source: bytes, opts: Options, below: Sequence[bytes] = (b"",)
+) -> tuple[Matched, bytes | None]:
+    """What the exclude regexes without an rsync pattern match now (in ``below``), and the
+    rules for ``--exclude-from`` that exclude it (None when there is nothing to exclude)."""
     if not opts.regex_excludes:
         return ([], []), None
-    matched = await asyncio.to_thread(regex_matches, source, Excludes((), opts.regex_excludes))
+    regexes = Excludes((), opts.regex_excludes)
+    matched = await asyncio.to_thread(regex_matches, source, regexes, below)
     return matched, exclude_list(*matched) if matched != ([], []) else None
 
 
-def regex_matches(source: bytes, regexes: Excludes) -> Matched:
+def regex_matches(source: bytes, regexes: Excludes, below: Sequence[bytes] = (b"",)) -> Matched:
     """The entries below ``source`` that ``regexes`` exclude (not descended into), as
-    directories and others; symlinks are not followed."""
+    directories and others; symlinks are not followed. ``below``: only in these
+    directories (relative paths; b"" is the whole source)."""
     dirs: list[bytes] = []
     others: list[bytes] = []
-    stack = [b""]
+    stack = list(below)
     while stack:
         rel = stack.pop()
         try:

@@ -7,6 +7,7 @@ import itertools
 import logging
 import os
 import stat
+import tempfile
 import time
 from collections.abc import Sequence
 
@@ -97,9 +98,18 @@ class Runner:
         transport = self._transport
         argv = rsync.batch_argv(self.source, self.options, transport, recursive=True)
         log.debug("%s: directories made again, sent whole: %r", self.target.name, dirs)
-        return await rsync.run(
-            argv, stdin=rsync.path_list(dirs), env=transport.env, stall=self.standby.stall
-        )
+        with tempfile.NamedTemporaryFile(prefix="trigsync-excludes-") as rules:
+            # The exclude regexes with no rsync pattern hold here as on a full sync: what
+            # they match below the directories goes to rsync as anchored excludes (a file:
+            # stdin holds the list), so it is neither sent nor deleted on the target.
+            _, matched = await fullsync.regex_rules(self.source, self.options, below=dirs)
+            if matched is not None:
+                rules.write(matched)
+                rules.flush()
+                argv[-2:-2] = [f"--exclude-from={rules.name}"]  # after --from0
+            return await rsync.run(
+                argv, stdin=rsync.path_list(dirs), env=transport.env, stall=self.standby.stall
+            )
 
     def entries_in(self, directory: bytes, limit: int) -> int | None:
         """How many entries a source directory holds (counting to ``limit`` + 1 at most),

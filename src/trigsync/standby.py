@@ -40,6 +40,7 @@ from .spares import Pool
 log = logging.getLogger(__name__)
 
 RECYCLE_MAX = 30.0  # a standby older than this is replaced, even with no timeout set
+MIN_RECYCLE = 0.5  # nor is one replaced sooner (each replacement costs the peer a login)
 BUSY_PAUSE = (0.03, 0.1)  # a daemon's slot stays taken ~60 ms after a client exits
 RETRY_MIN, RETRY_MAX = 0.5, 30.0  # a standby that died otherwise: the target may be down
 PROBE = b"\0"  # an empty name: rsync skips it (io.c read_line, RL_DUMP_COMMENTS)
@@ -110,8 +111,9 @@ class Standby:
     async def run(self, argv: Sequence[rsync.Arg], paths: bytes) -> rsync.Result:
         """Send ``paths`` with ``argv``; meanwhile the next standby starts for the next list."""
         self._argv = argv
-        proc = await self._take()
-        if proc is not None:
+        taken = await self._take()
+        if taken is not None:
+            proc, born = taken
             talk = asyncio.ensure_future(rsync.finish(proc, paths, stall=self.stall))
             if self.pool.ready():
                 # Another waits for the next change: starting one now would only take CPU
@@ -129,6 +131,7 @@ class Standby:
                 return result
             # The peer may have dropped an idle standby: the batch goes again, fresh.
             log.debug("%s: standby failed (exit %d); running afresh", self.name, result.code)
+            self._recycle_sooner(time.monotonic() - born)
             left_temp = rsync.cut_short(result)
         else:
             left_temp = False
@@ -138,7 +141,32 @@ class Standby:
             self.fill()
         return dataclasses.replace(result, left_temp=True) if left_temp else result
 
-    async def _take(self) -> Proc | None:
+    def _recycle_sooner(self, age: float) -> None:
+        """A standby that waited ``age`` s failed when used: the peer may drop idle ones
+        sooner than our recycle age (a daemon's own ``timeout = 5``, which the client
+        cannot see). Recycle at half that age from now on, and stop the standbys already
+        older, which the peer has likely dropped too: each would fail a change in turn."""
+        if age < 2 * MIN_RECYCLE or age > self.recycle:
+            return  # too young to tell (a daemon restarted), or older than we let any get
+        self.recycle = max(MIN_RECYCLE, age * 0.5)
+        log.info(
+            "%s: a standby that waited %.1f s was dropped by the peer; recycling after %.1f s",
+            self.name,
+            age,
+            self.recycle,
+        )
+        now, later = time.monotonic(), asyncio.get_running_loop().call_later
+        for proc in list(self.pool):
+            born = self.pool.born(proc)
+            if born is None or proc in self.pool.retiring():
+                continue
+            self._cancel_timer(proc)
+            if now - born >= self.recycle:
+                self._stop_spare(proc)
+            else:
+                self._timers[proc] = later(born + self.recycle - now, self._expire, proc)
+
+    async def _take(self) -> tuple[Proc, float] | None:
         """The ready standby that waited longest; with none ready, the first to log in."""
         proc, asked = self.pool.pick(), time.monotonic()
         if proc is None and (len(self.pool) or self._coming()):
@@ -158,9 +186,10 @@ class Standby:
             sum(1 for p in self.pool.ready() if p is not proc),
             sum(1 for p in self.pool.logging_in() if p is not proc),
         )
+        born = self.pool.born(proc) or now
         self.pool.take(proc)
         self._cancel_timer(proc)
-        return proc
+        return proc, born
 
     def _cancel_timer(self, proc: Proc) -> None:
         if (timer := self._timers.pop(proc, None)) is not None:
