@@ -58,11 +58,14 @@ class FanotifyFs(InotifyFs):
         self.handles = handles
         self.root = root
         self.real_root = os.path.realpath(root)
+        self._prefix = self.real_root.rstrip(b"/") + b"/"
         self._fsid: dict[int, bytes] = {}  # mount id -> fsid, each of them marked
-        # fsid -> the mount point of a mount of it, to resolve its handles through; and
-        # those opened since the last release(). None is held open longer than one
+        # fsid -> the mount points of mounts of it to resolve its handles through: the
+        # one it was first marked through, then those at or below the source (a bind
+        # mount there shows a directory that lies outside the source on the first);
+        # and those opened since the last release(). None is held open longer than one
         # wake-up: an open directory keeps its filesystem from being unmounted.
-        self._mounts: dict[bytes, bytes] = {}
+        self._mounts: dict[bytes, list[bytes]] = {}
         self._open: dict[bytes, int] = {}
 
     def add_watch(self, path: bytes, mask: int) -> int:
@@ -92,8 +95,11 @@ class FanotifyFs(InotifyFs):
         for _, point in sorted(mounts, key=lambda m: len(m[1])):
             try:
                 _, mount_id = fan.handle_of(point, follow=True)
-                if mount_id not in self._fsid:
-                    self._fsid[mount_id] = self._mark(point)
+                fsid = self._fsid.get(mount_id)
+                if fsid is None:
+                    fsid = self._fsid[mount_id] = self._mark(point)
+                if point not in (points := self._mounts[fsid]):
+                    points.append(point)
             except OSError as exc:
                 if exc.errno in _UNMARKABLE:
                     raise _unwatchable(point, exc) from exc
@@ -106,22 +112,26 @@ class FanotifyFs(InotifyFs):
             fan.mark_filesystem(self.fd, path)
             # The mount's root, not ``path``: an open directory is deleted only once
             # closed, and its FAN_DELETE_SELF would wait until then.
-            self._mounts[fsid] = _mount_point(path)
+            self._mounts[fsid] = [_mount_point(path)]
         return fsid
 
     def locate(self, key: bytes) -> bytes | None:
-        """Where the directory of handle ``key`` is now; None if deleted or unknown."""
-        fsid = key[:8]
-        try:
-            mount_fd = self._open.get(fsid)
-            if mount_fd is None:
-                point = self._mounts.get(fsid)
-                if point is None:
-                    return None
-                mount_fd = self._open[fsid] = os.open(point, _DIR)
-            return fan.path_of_handle(mount_fd, key)
-        except OSError:
-            return None
+        """Where the directory of handle ``key`` is now, below the source if a mount
+        shows it there; None if deleted or unknown."""
+        first = None
+        for point in self._mounts.get(key[:8], ()):
+            try:
+                mount_fd = self._open.get(point)
+                if mount_fd is None:
+                    mount_fd = self._open[point] = os.open(point, _DIR)
+                where = fan.path_of_handle(mount_fd, key)
+            except OSError:
+                return first  # deleted (ESTALE): so it is through every mount
+            # Through a bind mount, a directory outside what it shows reads as "/".
+            if where == self.real_root or where.startswith(self._prefix):
+                return where
+            first = where if first is None else first
+        return first
 
     def release(self) -> None:
         """Close the mounts opened to resolve handles with (at the end of a wake-up)."""
