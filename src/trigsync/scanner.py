@@ -135,7 +135,9 @@ class TreeScanner:
         while stack:
             node, base = stack.pop()
             try:
-                entries = self.fs.listdir(self.prefix + base if base else self.root)
+                # The root as "root/": a source given as a symlink is followed there
+                # (listdir follows none, so that nothing below the root is).
+                entries = self.fs.listdir(self.prefix + base)
             except OSError as exc:
                 if exc.errno not in _VANISHED:
                     log.warning("cannot list directory %r: %s", base or b".", exc.strerror)
@@ -188,7 +190,7 @@ class TreeScanner:
         while stack:
             node, base = stack.pop()
             try:
-                entries = self.fs.listdir(self.prefix + base if base else self.root)
+                entries = self.fs.listdir(self.prefix + base)
             except OSError:
                 continue  # gone or unreadable: its events say more
             for name, is_dir, number in entries:

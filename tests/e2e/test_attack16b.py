@@ -16,6 +16,7 @@ import pytest
 
 from tests.e2e.conftest import BOTH_BACKENDS, Start
 from tests.e2e.harness import Replica
+from tests.e2e.test_attack16 import stopped
 from tests.support.proc import wait_for
 from tests.support.trees import wait_trees_equal
 
@@ -147,3 +148,96 @@ def test_a_directory_bind_mounted_from_beside_the_source_after_start_is_watched(
         wait_trees_equal(source, replica.path, timeout=BROKEN)
     finally:
         _umount(source / "shared")
+
+
+@BOTH_BACKENDS
+def test_deep_directories_never_cached_chmodded_renamed_and_written_in_one_read(
+    source: Path, replica: Replica, outside: Path, start_trigsync: Start
+) -> None:
+    (source / "a" / "b" / "c" / "d").mkdir(parents=True)
+    (source / "a" / "b" / "c" / "d" / "f").write_text("old")
+    (source / "p" / "q").mkdir(parents=True)
+    trig = start_trigsync(replica)
+    wait_trees_equal(source, replica.path, timeout=SETTLE)
+    with stopped(trig):
+        (source / "a" / "b" / "c" / "d" / "new").write_text("written before the rename")
+        os.chmod(source / "a" / "b" / "c" / "d", 0o750)
+        os.rename(source / "a" / "b" / "c", source / "x")
+        (source / "x" / "d" / "after").write_text("written after it")
+        os.chmod(source / "p" / "q", 0o700)
+        os.rename(source / "p", outside / "p")
+        os.rename(outside / "p", source / "p2")
+        (source / "p2" / "q" / "g").write_text("in a directory moved out and back in")
+    wait_trees_equal(source, replica.path, timeout=BROKEN)
+
+
+@BOTH_BACKENDS
+def test_a_file_held_open_in_a_directory_never_cached_goes_out_once_it_settles(
+    source: Path, replica: Replica, start_trigsync: Start
+) -> None:
+    (source / "logs" / "2026").mkdir(parents=True)
+    start_trigsync(replica, extra={"delay": 0})
+    wait_trees_equal(source, replica.path, timeout=SETTLE)
+    with open(source / "logs" / "2026" / "app.log", "w") as f:
+        f.write("first line\n")
+        f.flush()
+        wait_trees_equal(source, replica.path, timeout=SETTLE)
+        f.write("second line\n")
+        f.flush()
+        wait_trees_equal(source, replica.path, timeout=SETTLE)
+
+
+@BOTH_BACKENDS
+def test_many_directories_made_and_removed_at_once_then_one_kept(
+    source: Path, replica: Replica, start_trigsync: Start
+) -> None:
+    trig = start_trigsync(replica)
+    with stopped(trig):
+        for i in range(300):
+            d = source / f"t{i}"
+            (d / "sub").mkdir(parents=True)
+            (d / "sub" / "f").write_text("brief")
+            (d / "sub" / "f").unlink()
+            (d / "sub").rmdir()
+            d.rmdir()
+        (source / "t7" / "sub").mkdir(parents=True)
+    wait_trees_equal(source, replica.path, timeout=SETTLE)
+    (source / "t7" / "sub" / "kept").write_text("in the one made again")
+    wait_trees_equal(source, replica.path, timeout=BROKEN)
+
+
+@BOTH_BACKENDS
+def test_a_release_symlink_swapped_then_written_deep_in_the_new_release(
+    tmp_path: Path, replica: Replica, start_trigsync: Start, source: Path
+) -> None:
+    for n in (1, 2):
+        (tmp_path / f"rel{n}" / "deep" / "er").mkdir(parents=True)
+        (tmp_path / f"rel{n}" / "index").write_text(f"release {n}")
+    source.rmdir()
+    source.symlink_to("rel1")
+    trig = start_trigsync(replica)
+    wait_trees_equal(source, replica.path, timeout=SETTLE)
+    (tmp_path / "cur.tmp").symlink_to("rel2")
+    os.rename(tmp_path / "cur.tmp", source)
+    wait_for(lambda: "now names" in trig.log(), timeout=SETTLE, what="the swap to be seen")
+    wait_trees_equal(source, replica.path, timeout=SETTLE)
+    (tmp_path / "rel2" / "deep" / "er" / "later").write_text("after the deploy")
+    (tmp_path / "rel1" / "deep" / "er" / "stale").write_text("in the old release")
+    wait_trees_equal(source, replica.path, timeout=BROKEN)
+
+
+@BOTH_BACKENDS
+def test_a_source_given_as_a_symlink_is_watched_below_its_top(
+    tmp_path: Path, replica: Replica, start_trigsync: Start, source: Path
+) -> None:
+    """inotify: the start's walk listed the root without following it (listdir opens
+    with O_NOFOLLOW since a directory swapped for a symlink must not be listed through
+    it), so only the top directory was watched: every change below it was lost."""
+    (tmp_path / "rel1" / "sub" / "deeper").mkdir(parents=True)
+    source.rmdir()
+    source.symlink_to("rel1")
+    start_trigsync(replica)
+    wait_trees_equal(source, replica.path, timeout=SETTLE)
+    (source / "sub" / "f").write_text("below the top")
+    (source / "sub" / "deeper" / "g").write_text("further down")
+    wait_trees_equal(source, replica.path, timeout=BROKEN)
