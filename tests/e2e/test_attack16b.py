@@ -8,16 +8,17 @@ Cases of ``test_attack16`` are not repeated here.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import BOTH_BACKENDS, Start
-from tests.e2e.harness import Replica
+from tests.e2e.harness import Replica, Trigsync
 from tests.e2e.test_attack16 import stopped
-from tests.support.proc import wait_for
+from tests.support.proc import ProcGroup, wait_for
 from tests.support.trees import wait_trees_equal
 
 SETTLE = 5.0  # the deadline of an outcome that comes in well under a second
@@ -241,3 +242,94 @@ def test_a_source_given_as_a_symlink_is_watched_below_its_top(
     (source / "sub" / "f").write_text("below the top")
     (source / "sub" / "deeper" / "g").write_text("further down")
     wait_trees_equal(source, replica.path, timeout=BROKEN)
+
+
+# -- a cache smaller than the tree ------------------------------------------------------------
+
+FANOTIFY = pytest.mark.parametrize("watch_backend", ["fanotify"], indirect=True)
+
+
+@pytest.fixture
+def small_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> int:
+    """trigsync's lazy fanotify tree holds 3 directories: most are forgotten at once."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "from trigsync.fanlazy import LazyDirs\nLazyDirs.__init__.__kwdefaults__['cap'] = 3\n"  # type: ignore[index]
+    )
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    )
+    return 3
+
+
+@FANOTIFY
+def test_forgotten_directories_renamed_deleted_and_moved_out_and_in(
+    source: Path, replica: Replica, outside: Path, small_cache: int, start_trigsync: Start
+) -> None:
+    for i in range(10):
+        (source / f"d{i}" / "sub").mkdir(parents=True)
+    trig = start_trigsync(replica)
+    wait_trees_equal(source, replica.path, timeout=SETTLE)
+    for i in range(10):  # each is cached, and all but a few are forgotten again
+        (source / f"d{i}" / "sub" / "f").write_text(f"{i}")
+    wait_trees_equal(source, replica.path, timeout=SETTLE)
+    with stopped(trig):
+        (source / "d3" / "sub" / "g").write_text("before its move out")
+        os.rename(source / "d3", outside / "d3")
+        (outside / "d3" / "sub" / "h").write_text("while outside")
+        os.rename(outside / "d3", source / "e3")
+        (source / "e3" / "sub" / "i").write_text("after its move back in")
+        (source / "d5" / "sub" / "x").write_text("in a directory deleted next")
+        shutil.rmtree(source / "d5")
+        (source / "d7" / "sub" / "y").write_text("before the deep rename")
+        os.rename(source / "d7" / "sub", source / "top")
+        (source / "top" / "z").write_text("after it")
+        os.link(source / "d1" / "sub" / "f", source / "d2" / "sub" / "linked")
+    wait_trees_equal(source, replica.path, timeout=SETTLE)
+    for i in (0, 4, 6, 8, 9):  # the cache turns over again
+        (source / f"d{i}" / "sub" / "f").write_text(f"{i} again")
+    (source / "e3" / "sub" / "late").write_text("in the moved-in directory")
+    (source / "top" / "late").write_text("in the renamed one")
+    with open(source / "d2" / "sub" / "linked", "a") as f:
+        f.write(" through the link")
+    wait_trees_equal(source, replica.path, timeout=BROKEN)
+
+
+@BOTH_BACKENDS
+def test_two_syncs_on_one_filesystem_one_inside_the_other_s_excludes(
+    procs: ProcGroup, tmp_path: Path, source: Path, watch_backend: str
+) -> None:
+    inner = source / "inner"
+    (inner / "x" / "deep").mkdir(parents=True)
+    (source / "top" / "deep").mkdir(parents=True)
+    outer_replica, inner_replica = tmp_path / "r-outer", tmp_path / "r-inner"
+    outer_replica.mkdir()
+    inner_replica.mkdir()
+    config = tmp_path / "two.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n'
+        f'[[sync]]\nsource = "{source}"\nexcludes = ["/inner/"]\ninitial_sync = true\n'
+        f'watch_backend = "{watch_backend}"\ntargets = ["{outer_replica}"]\n'
+        f'[[sync]]\nsource = "{inner}"\ninitial_sync = true\n'
+        f'watch_backend = "{watch_backend}"\ntargets = ["{inner_replica}"]\n'
+    )
+    trig = Trigsync(procs, config, "-v").start()
+    wait_for(lambda: trig.log().count("watching ") >= 2, timeout=SETTLE, what="both to watch")
+
+    def equal(timeout: float) -> None:
+        wait_trees_equal(source, outer_replica, timeout=timeout, exclude=_below(b"inner"))
+        wait_trees_equal(inner, inner_replica, timeout=timeout)
+
+    equal(SETTLE)
+    (inner / "x" / "deep" / "f").write_text("the inner sync's only")
+    (source / "top" / "deep" / "g").write_text("the outer sync's only")
+    os.rename(inner / "x", source / "top" / "x")  # from the inner sync to the outer one
+    (source / "top" / "x" / "deep" / "h").write_text("moved across")
+    os.rename(source / "top" / "deep", inner / "deep")  # and the other way
+    (inner / "deep" / "i").write_text("moved the other way")
+    equal(BROKEN)
+
+
+def _below(top: bytes) -> Callable[[bytes], bool]:
+    return lambda p: p == top or p.startswith(top + b"/")
