@@ -255,7 +255,7 @@ def small_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> int:
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(
-        "from trigsync.fanlazy import LazyDirs\nLazyDirs.__init__.__kwdefaults__['cap'] = 3\n"  # type: ignore[index]
+        "from trigsync.fanlazy import LazyDirs\nLazyDirs.__init__.__kwdefaults__['cap'] = 3\n"
     )
     monkeypatch.setenv(
         "PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
