@@ -95,24 +95,27 @@ class FanotifyFs(InotifyFs):
         for _, point in sorted(mounts, key=lambda m: len(m[1])):
             try:
                 _, mount_id = fan.handle_of(point, follow=True)
-                fsid = self._fsid.get(mount_id)
-                if fsid is None:
-                    fsid = self._fsid[mount_id] = self._mark(point)
-                if point not in (points := self._mounts[fsid]):
-                    points.append(point)
+                if mount_id not in self._fsid:
+                    self._fsid[mount_id] = self._mark(point)
             except OSError as exc:
                 if exc.errno in _UNMARKABLE:
                     raise _unwatchable(point, exc) from exc
                 log.debug("cannot mark %r: %s", point, exc.strerror)
 
     def _mark(self, path: bytes) -> bytes:
+        """Mark ``path``'s filesystem if it is not yet, and resolve its handles through
+        the mount that holds ``path`` too (a mount of it met first may show only part of
+        it: a bind mount); returns its fsid."""
         fsid = fan.fsid_of(path)
-        if fsid not in self._mounts:
+        points = self._mounts.get(fsid)
+        if points is None:
             # Bind mounts of one filesystem share its fsid and its one mark.
             fan.mark_filesystem(self.fd, path)
-            # The mount's root, not ``path``: an open directory is deleted only once
-            # closed, and its FAN_DELETE_SELF would wait until then.
-            self._mounts[fsid] = [_mount_point(path)]
+            points = self._mounts[fsid] = []
+        # The mount's root, not ``path``: an open directory is deleted only once
+        # closed, and its FAN_DELETE_SELF would wait until then.
+        if (point := _mount_point(path)) not in points:
+            points.append(point)
         return fsid
 
     def locate(self, key: bytes) -> bytes | None:
@@ -125,8 +128,10 @@ class FanotifyFs(InotifyFs):
                 if mount_fd is None:
                     mount_fd = self._open[point] = os.open(point, _DIR)
                 where = fan.path_of_handle(mount_fd, key)
-            except OSError:
-                return first  # deleted (ESTALE): so it is through every mount
+            except OSError as exc:
+                if exc.errno == errno.ESTALE:
+                    return first  # deleted: so it is through every mount
+                continue  # this mount is gone since: a check of the mounts follows
             # Through a bind mount, a directory outside what it shows reads as "/".
             if where == self.real_root or where.startswith(self._prefix):
                 return where

@@ -333,3 +333,56 @@ def test_two_syncs_on_one_filesystem_one_inside_the_other_s_excludes(
 
 def _below(top: bytes) -> Callable[[bytes], bool]:
     return lambda p: p == top or p.startswith(top + b"/")
+
+
+@BOTH_BACKENDS
+def test_hostile_directory_names_never_cached(
+    source: Path, replica: Replica, start_trigsync: Start
+) -> None:
+    """A handle resolves through readlink, which ends a deleted directory's path with
+    " (deleted)": a live directory of that name, a newline, bytes that are not UTF-8."""
+    src = os.fsencode(source)
+    names = [b"gone (deleted)", b"line\nbreak", b"latin-\xe9", b" (deleted)"]
+    for name in names:
+        os.makedirs(src + b"/" + name + b"/sub")
+    os.mkdir(src + b"/gone")
+    trig = start_trigsync(replica)
+    wait_trees_equal(source, replica.path, timeout=SETTLE)
+    with stopped(trig):
+        with open(src + b"/gone/f", "wb") as f:  # queued in a directory deleted next
+            f.write(b"brief")
+        shutil.rmtree(src + b"/gone")
+        for name in names:
+            with open(src + b"/" + name + b"/sub/f", "wb") as f:
+                f.write(name)
+    wait_trees_equal(source, replica.path, timeout=SETTLE)
+    for name in names:
+        with open(src + b"/" + name + b"/g", "wb") as f:
+            f.write(name)
+    wait_trees_equal(source, replica.path, timeout=BROKEN)
+
+
+@BOTH_BACKENDS
+def test_a_mount_below_the_source_and_a_mkdir_in_a_bind_mount_in_one_wake_up(
+    source: Path, bound: Path, replica: Replica, start_trigsync: Start
+) -> None:
+    """fanotify: a mount change forgets which mounts resolve handles; the mkdir read in
+    the same wake-up marked the filesystem again through the bind mount it is on, so
+    that mount alone resolved its handles from then on, and a directory of the source
+    proper read as outside it (every change in one not cached yet was lost)."""
+    (source / "a" / "b").mkdir(parents=True)
+    (source / "mnt").mkdir()
+    trig = start_trigsync(replica)
+    wait_trees_equal(source, replica.path, timeout=SETTLE)
+    (bound / "x").write_text("the bind mount's directory is cached now")
+    wait_trees_equal(source, replica.path, timeout=SETTLE)
+    try:
+        with stopped(trig):
+            (bound / "newdir").mkdir()
+            _mount("-t", "tmpfs", "-o", "size=1m", "none", str(source / "mnt"))
+        wait_for(lambda: "was mounted or unmounted" in trig.log(), timeout=SETTLE, what="mount")
+        wait_trees_equal(source, replica.path, timeout=SETTLE)
+        (source / "a" / "b" / "f").write_text("in a directory of the source not cached yet")
+        wait_trees_equal(source, replica.path, timeout=BROKEN)
+    finally:
+        _umount(source / "mnt")
