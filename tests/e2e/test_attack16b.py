@@ -386,3 +386,19 @@ def test_a_mount_below_the_source_and_a_mkdir_in_a_bind_mount_in_one_wake_up(
         wait_trees_equal(source, replica.path, timeout=BROKEN)
     finally:
         _umount(source / "mnt")
+
+
+@BOTH_BACKENDS
+def test_the_source_renamed_away_stops_trigsync(
+    source: Path, replica: Replica, outside: Path, start_trigsync: Start
+) -> None:
+    (source / "d").mkdir()
+    (source / "d" / "f").write_text("kept on the replica")
+    trig = start_trigsync(replica)
+    wait_trees_equal(source, replica.path, timeout=SETTLE)
+    os.rename(source, outside / "renamed")
+    (outside / "renamed" / "d" / "g").write_text("written after the move")
+    assert trig.proc is not None
+    wait_for(lambda: not trig.proc.running, timeout=SETTLE, what="trigsync to stop")  # type: ignore[union-attr]
+    assert trig.proc.returncode == 4, trig.log()[-2000:]
+    assert (replica.path / "d" / "f").read_text() == "kept on the replica"
