@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -402,3 +403,45 @@ def test_the_source_renamed_away_stops_trigsync(
     wait_for(lambda: not trig.proc.running, timeout=SETTLE, what="trigsync to stop")  # type: ignore[union-attr]
     assert trig.proc.returncode == 4, trig.log()[-2000:]
     assert (replica.path / "d" / "f").read_text() == "kept on the replica"
+
+
+# -- without CAP_DAC_READ_SEARCH (docker's default set with SYS_ADMIN added, say) ---------------
+
+
+def _without_dac_read_search(*args: str) -> list[str]:
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to drop CAP_DAC_READ_SEARCH")
+    drop = ["setpriv", "--inh-caps=-dac_read_search", "--bounding-set=-dac_read_search"]
+    return [*drop, sys.executable, "-m", "trigsync", *args]
+
+
+def test_auto_without_dac_read_search_falls_back_to_inotify_and_says_why(
+    procs: ProcGroup, source: Path, replica: Replica, tmp_path: Path
+) -> None:
+    """fanotify was chosen (it can mark the filesystem), but no handle could be resolved
+    (open_by_handle_at needs CAP_DAC_READ_SEARCH): every directory below the top read as
+    one elsewhere on the filesystem, and every change in it was lost, without a word."""
+    (source / "a" / "b").mkdir(parents=True)
+    argv = _without_dac_read_search(
+        "run", str(source), str(replica.path), "--state-dir", str(tmp_path / "state"),
+        "--watch-backend", "auto", "--initial-sync",
+    )  # fmt: skip
+    proc = procs.start(argv, name="trigsync", env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    wait_for(lambda: b"watching " in proc.stderr() or not proc.running, timeout=20, what="start")
+    assert b"with inotify: auto: fanotify needs CAP_DAC_READ_SEARCH" in proc.stderr()
+    wait_trees_equal(source, replica.path, timeout=SETTLE)
+    (source / "a" / "b" / "f").write_text("below the top")
+    wait_trees_equal(source, replica.path, timeout=BROKEN)
+
+
+def test_fanotify_without_dac_read_search_is_one_line_naming_the_fix(
+    source: Path, replica: Replica, tmp_path: Path
+) -> None:
+    argv = _without_dac_read_search(
+        "run", str(source), str(replica.path), "--state-dir", str(tmp_path / "state"),
+        "--watch-backend", "fanotify",
+    )  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)  # noqa: S603
+    assert done.returncode == 4, done
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "needs CAP_DAC_READ_SEARCH" in done.stderr, done.stderr
