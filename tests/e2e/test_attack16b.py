@@ -445,3 +445,30 @@ def test_fanotify_without_dac_read_search_is_one_line_naming_the_fix(
     assert done.returncode == 4, done
     assert done.stderr.count("\n") == 1, done.stderr
     assert "needs CAP_DAC_READ_SEARCH" in done.stderr, done.stderr
+
+
+@FANOTIFY
+def test_hard_links_made_after_start_in_a_small_cache(
+    source: Path, replica: Replica, small_cache: int, start_trigsync: Start
+) -> None:
+    for d in ("a/x", "b/y", "c/z", "e"):
+        (source / d).mkdir(parents=True)
+    (source / "a" / "x" / "orig").write_text("one")
+    (source / "c" / "z" / "other").write_text("one")
+    start_trigsync(replica)
+    wait_trees_equal(source, replica.path, timeout=SETTLE)
+    os.link(source / "a" / "x" / "orig", source / "b" / "y" / "link")
+    os.link(source / "c" / "z" / "other", source / "e" / "link2")
+    for i in range(6):  # the cache turns over
+        (source / "e" / f"n{i}").mkdir()
+        (source / "e" / f"n{i}" / "f").write_text("x")
+    wait_trees_equal(source, replica.path, timeout=SETTLE)
+    with open(source / "b" / "y" / "link", "a") as f:
+        f.write(" through the new name")
+    with open(source / "c" / "z" / "other", "a") as f:
+        f.write(" through the old name")
+    wait_trees_equal(source, replica.path, timeout=BROKEN)
+    os.rename(source / "a", source / "a2")
+    with open(source / "b" / "y" / "link", "a") as f:
+        f.write(" after a rename")
+    wait_trees_equal(source, replica.path, timeout=BROKEN)
