@@ -1,14 +1,13 @@
 """The fanotify event source of the watcher, and the choice between it and inotify.
 
 One FAN_MARK_FILESYSTEM mark per filesystem under the source reports every change there,
-with no watch per directory, so no ``max_user_watches`` limit applies. The tree's
-directories are still listed at start (their handles are how events are matched to the
-tree, and the translator needs the tree either way), but nothing is asked of the kernel
-per directory beyond one name_to_handle_at. A filesystem mark reports nothing when a
-filesystem is mounted or unmounted below the source: ``rootwatch.py`` (the mount table's
-POLLPRI, for both backends) makes the translator walk the tree again, which marks a new
-filesystem as its first directory is listed.
-"""
+with no watch per directory, so no ``max_user_watches`` limit applies. Nothing is listed
+at start: a directory's handle is resolved when its first event comes (``fanlazy.py``),
+through each mount of its filesystem at or below the source until one shows it there (a
+bind mount from beside the source shows what the source's own mount puts outside it).
+A filesystem mark reports nothing when a filesystem is mounted or unmounted below the
+source: ``rootwatch.py`` (the mount table's POLLPRI, for both backends) makes the
+translator start over from the root, which marks the filesystems mounted there now."""
 
 from __future__ import annotations
 
