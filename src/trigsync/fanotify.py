@@ -182,11 +182,27 @@ def probe(path: bytes) -> str | None:
     try:
         # FAN_RENAME is the newest bit we need: an older kernel rejects the mask.
         mark_filesystem(fd, path, TREE_EVENTS)
-        handle_of(path, follow=True)
+        handle, _ = handle_of(path, follow=True)
     except OSError as exc:
         return _MARK_REFUSED.get(exc.errno or 0, f"fanotify_mark failed: {exc.strerror}")
     finally:
         os.close(fd)
+    try:
+        # Directories are found from the handles events carry (open_by_handle_at), which
+        # needs a capability of its own: without it, every change below the top would
+        # be taken for one elsewhere on the filesystem.
+        mount_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            path_of_handle(mount_fd, fsid_of(path) + handle)
+        finally:
+            os.close(mount_fd)
+    except OSError as exc:
+        if exc.errno == errno.EPERM:
+            return (
+                "fanotify needs CAP_DAC_READ_SEARCH to find directories by handle "
+                "(run as root, with that capability)"
+            )
+        return f"open_by_handle_at failed: {exc.strerror}"
     return None
 
 

@@ -1,14 +1,13 @@
 """The fanotify event source of the watcher, and the choice between it and inotify.
 
 One FAN_MARK_FILESYSTEM mark per filesystem under the source reports every change there,
-with no watch per directory, so no ``max_user_watches`` limit applies. The tree's
-directories are still listed at start (their handles are how events are matched to the
-tree, and the translator needs the tree either way), but nothing is asked of the kernel
-per directory beyond one name_to_handle_at. A filesystem mark reports nothing when a
-filesystem is mounted or unmounted below the source: ``rootwatch.py`` (the mount table's
-POLLPRI, for both backends) makes the translator walk the tree again, which marks a new
-filesystem as its first directory is listed.
-"""
+with no watch per directory, so no ``max_user_watches`` limit applies. Nothing is listed
+at start: a directory's handle is resolved when its first event comes (``fanlazy.py``),
+through each mount of its filesystem at or below the source until one shows it there (a
+bind mount from beside the source shows what the source's own mount puts outside it).
+A filesystem mark reports nothing when a filesystem is mounted or unmounted below the
+source: ``rootwatch.py`` (the mount table's POLLPRI, for both backends) makes the
+translator start over from the root, which marks the filesystems mounted there now."""
 
 from __future__ import annotations
 
@@ -58,11 +57,14 @@ class FanotifyFs(InotifyFs):
         self.handles = handles
         self.root = root
         self.real_root = os.path.realpath(root)
+        self._prefix = self.real_root.rstrip(b"/") + b"/"
         self._fsid: dict[int, bytes] = {}  # mount id -> fsid, each of them marked
-        # fsid -> the mount point of a mount of it, to resolve its handles through; and
-        # those opened since the last release(). None is held open longer than one
+        # fsid -> the mount points of mounts of it to resolve its handles through: the
+        # one it was first marked through, then those at or below the source (a bind
+        # mount there shows a directory that lies outside the source on the first);
+        # and those opened since the last release(). None is held open longer than one
         # wake-up: an open directory keeps its filesystem from being unmounted.
-        self._mounts: dict[bytes, bytes] = {}
+        self._mounts: dict[bytes, list[bytes]] = {}
         self._open: dict[bytes, int] = {}
 
     def add_watch(self, path: bytes, mask: int) -> int:
@@ -100,28 +102,40 @@ class FanotifyFs(InotifyFs):
                 log.debug("cannot mark %r: %s", point, exc.strerror)
 
     def _mark(self, path: bytes) -> bytes:
+        """Mark ``path``'s filesystem if it is not yet, and resolve its handles through
+        the mount that holds ``path`` too (a mount of it met first may show only part of
+        it: a bind mount); returns its fsid."""
         fsid = fan.fsid_of(path)
-        if fsid not in self._mounts:
+        points = self._mounts.get(fsid)
+        if points is None:
             # Bind mounts of one filesystem share its fsid and its one mark.
             fan.mark_filesystem(self.fd, path)
-            # The mount's root, not ``path``: an open directory is deleted only once
-            # closed, and its FAN_DELETE_SELF would wait until then.
-            self._mounts[fsid] = _mount_point(path)
+            points = self._mounts[fsid] = []
+        # The mount's root, not ``path``: an open directory is deleted only once
+        # closed, and its FAN_DELETE_SELF would wait until then.
+        if (point := _mount_point(path)) not in points:
+            points.append(point)
         return fsid
 
     def locate(self, key: bytes) -> bytes | None:
-        """Where the directory of handle ``key`` is now; None if deleted or unknown."""
-        fsid = key[:8]
-        try:
-            mount_fd = self._open.get(fsid)
-            if mount_fd is None:
-                point = self._mounts.get(fsid)
-                if point is None:
-                    return None
-                mount_fd = self._open[fsid] = os.open(point, _DIR)
-            return fan.path_of_handle(mount_fd, key)
-        except OSError:
-            return None
+        """Where the directory of handle ``key`` is now, below the source if a mount
+        shows it there; None if deleted or unknown."""
+        first = None
+        for point in self._mounts.get(key[:8], ()):
+            try:
+                mount_fd = self._open.get(point)
+                if mount_fd is None:
+                    mount_fd = self._open[point] = os.open(point, _DIR)
+                where = fan.path_of_handle(mount_fd, key)
+            except OSError as exc:
+                if exc.errno == errno.ESTALE:
+                    return first  # deleted: so it is through every mount
+                continue  # this mount is gone since: a check of the mounts follows
+            # Through a bind mount, a directory outside what it shows reads as "/".
+            if where == self.real_root or where.startswith(self._prefix):
+                return where
+            first = where if first is None else first
+        return first
 
     def release(self) -> None:
         """Close the mounts opened to resolve handles with (at the end of a wake-up)."""

@@ -279,9 +279,7 @@ class LinkNames:
             if node.wd not in dev:
                 base = path.rpartition(b"/")[0]
                 try:
-                    dev[node.wd] = self._fs.lstat(
-                        self._prefix + base if base else self._root
-                    ).st_dev
+                    dev[node.wd] = self._fs.lstat(self._prefix + base).st_dev
                 except OSError:
                     dev[node.wd] = None  # gone since: its events say more
             if (d := dev[node.wd]) is not None:

@@ -41,8 +41,19 @@ def new_inodes() -> array[int]:
 class TreeScanner:
     """Adds, prunes and re-walks the watches of one tree."""
 
-    def __init__(self, root: bytes, tree: WatchTree, excludes: Excludes, mask: int, fs: Fs) -> None:
+    def __init__(
+        self,
+        root: bytes,
+        tree: WatchTree,
+        excludes: Excludes,
+        mask: int,
+        fs: Fs,
+        *,
+        lazy: bool = False,
+    ) -> None:
         self.root = root
+        # The tree holds only the directories events named (fanotify, ``fanlazy.py``).
+        self.lazy = lazy
         self.prefix = root if root == b"/" else root + b"/"
         self.tree = tree
         self.excludes = excludes
@@ -124,7 +135,9 @@ class TreeScanner:
         while stack:
             node, base = stack.pop()
             try:
-                entries = self.fs.listdir(self.prefix + base if base else self.root)
+                # The root as "root/": a source given as a symlink is followed there
+                # (listdir follows none, so that nothing below the root is).
+                entries = self.fs.listdir(self.prefix + base)
             except OSError as exc:
                 if exc.errno not in _VANISHED:
                     log.warning("cannot list directory %r: %s", base or b".", exc.strerror)
@@ -163,25 +176,48 @@ class TreeScanner:
         return dirs, nospace
 
     def find(self, numbers: set[int]) -> list[tuple[Node, bytes, bytes, int]]:
-        """The files in watched directories whose inode number (d_ino) is in ``numbers``,
-        as (directory node, name, path, number): a walk of listings only."""
+        """The files below the root whose inode number (d_ino) is in ``numbers``, as
+        (directory node, name, path, number): a walk of listings only.
+
+        Eager, it walks the watched directories; lazy, every directory that is not
+        excluded (a name may be anywhere), and places in the tree the directories of
+        the names it finds.
+        """
         out = []
         excludes = self.excludes
-        stack = [] if self.tree.root is None else [(self.tree.root, b"")]
+        root = self.tree.root
+        stack: list[tuple[Node | None, bytes]] = [] if root is None else [(root, b"")]
         while stack:
             node, base = stack.pop()
             try:
-                entries = self.fs.listdir(self.prefix + base if base else self.root)
+                entries = self.fs.listdir(self.prefix + base)
             except OSError:
                 continue  # gone or unreadable: its events say more
             for name, is_dir, number in entries:
                 path = base + b"/" + name if base else name
                 if is_dir:
-                    if (child := node.children.get(name)) is not None:
+                    child = None if node is None else node.children.get(name)
+                    if child is not None:
                         stack.append((child, path))
+                    elif self.lazy and not (excludes and excludes.excludes(path, is_dir=True)):
+                        stack.append((None, path))
                 elif number in numbers and not (excludes and excludes.excludes(path, is_dir=False)):
+                    if node is None and (node := self._place(base)) is None:
+                        break  # gone since it was listed
                     out.append((node, name, path, number))
         return out
+
+    def _place(self, path: bytes) -> Node | None:
+        """The node of the directory at ``path``, watching what is missing on its way."""
+        node = self.tree.root
+        here = b""
+        for part in path.split(b"/"):
+            if node is None:
+                return None
+            here = here + b"/" + part if here else part
+            child = node.children.get(part)
+            node = child if child is not None else self.watch(node, part, here)
+        return node
 
     def log_no_space(self, unwatched: int) -> None:
         fmt, args = ino.watch_limit_advice(self.root, len(self.tree) + unwatched)

@@ -96,7 +96,7 @@ class Translator:
         self._clock = clock
         self._wall = wall
         self.tree = WatchTree()
-        self._scanner = TreeScanner(root, self.tree, excludes, MASK, fs)
+        self._scanner = TreeScanner(root, self.tree, excludes, MASK, fs, lazy=lazy)
         # A file created and not reported yet goes out NEW at its close, or once its
         # unclosed writes settle (which also covers a create with no write at all).
         self._files = FileStates(modify_settle, YOUNG)

@@ -82,6 +82,10 @@ def test_dir_swapped_for_a_symlink_never_copies_what_it_points_to(
     (source / "a" / "key").write_text("public")
     start_trigsync(replica, extra=DELAYED)
     wait_trees_equal(source, replica.path, timeout=SETTLE)
+    # fanotify finds a directory at its first event: one not found yet has its deletion
+    # reported by name alone (its handle no longer resolves), with nothing listed in it.
+    (source / "a" / "found").write_text("a is known now")
+    wait_trees_equal(source, replica.path, timeout=SETTLE)
     shutil.rmtree(source / "a")
     os.symlink(secret, source / "a")
     wait_trees_equal(source, replica.path, timeout=BROKEN)

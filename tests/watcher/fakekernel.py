@@ -67,7 +67,7 @@ class FakeKernel:
     # -- Fs -------------------------------------------------------------------------------
 
     def _lookup(self, path: bytes) -> int:
-        if path == ROOT:
+        if path in (ROOT, ROOT + b"/"):
             return ROOT_INO
         if not path.startswith(ROOT + b"/"):
             raise _err(errno.ENOENT, path)
