@@ -10,8 +10,9 @@ import stat
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
-from . import fullsync, partial, rsync
+from . import ancestry, fullsync, partial, rsync
 from .changes import Batch, Change
+from .sourceview import SourceView
 from .standby import Standby
 from .targets import Target
 
@@ -33,6 +34,7 @@ class Runner:
         self, source: bytes, target: Target, options: rsync.Options, *, standby: bool
     ) -> None:
         self.source = source
+        self.view = SourceView(source)  # what rsync reads: logs and hooks name the source
         self.target = target
         self.options = options
         self._transport = target.transport()
@@ -60,8 +62,9 @@ class Runner:
 
     async def _run_batch(self, batch: Batch, entries: list[bytes]) -> rsync.Result:
         transport = self._transport
+        view = self.view.path()
         if batch.moves:
-            moved = await self.target.apply_moves(batch.moves, self.source, self.options)
+            moved = await self.target.apply_moves(batch.moves, view, self.options)
             log.info(
                 "%s: moved %d of %d renamed paths in place",
                 self.target.name,
@@ -71,9 +74,11 @@ class Runner:
         if batch.full:
             await self.standby.drop()  # it may hold a daemon's only connection slot
             return await fullsync.run(
-                self.source, self.options, transport, first=self.full_sync, stall=self.standby.stall
+                view, self.options, transport, first=self.full_sync, stall=self.standby.stall
             )
-        argv = rsync.batch_argv(self.source, self.options, transport)
+        argv = rsync.batch_argv(view, self.options, transport)
+        # Last, with no await before the standby takes the list: see ancestry.py.
+        entries = ancestry.confine_below(view, entries)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s: paths %r", self.target.name, entries)
         return await self.standby.run(argv, rsync.path_list(entries))
@@ -92,10 +97,11 @@ class Runner:
 
     async def isolate(self, changes: Sequence[Change], result: rsync.Result) -> partial.Refused:
         """Find the paths that made ``result`` exit 23 or 11; the rest are delivered on the way."""
-        argv = rsync.batch_argv(self.source, self.options, self._transport)
+        view = self.view.path()
+        argv = rsync.batch_argv(view, self.options, self._transport)
 
         async def send(half: Sequence[Change]) -> rsync.Result:
-            paths = rsync.path_list(c.path for c in half)
+            paths = rsync.path_list(ancestry.confine_below(view, (c.path for c in half)))
             return await rsync.run(
                 argv, stdin=paths, env=self._transport.env, stall=self.standby.stall
             )

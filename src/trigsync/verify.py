@@ -11,6 +11,7 @@ from . import rsync
 from .config import Config
 from .errors import SyncError
 from .excludes import Excludes
+from .sourceview import SourceView
 from .targets import build
 
 
@@ -42,8 +43,12 @@ async def verify(config: Config) -> list[Drift]:
 
 
 async def _one(source: str, name: str, options: rsync.Options, transport: rsync.Transport) -> Drift:
-    argv = rsync.verify_argv(os.fsencode(source), options, transport)
-    result = await rsync.run(argv, env=transport.env, stdout=True)
+    view = SourceView(os.fsencode(source))  # rsync reads it with no symlink followed
+    try:
+        argv = rsync.verify_argv(view.path(), options, transport)
+        result = await rsync.run(argv, env=transport.env, stdout=True)
+    finally:
+        view.close()
     try:
         rsync.raise_for(result, f"target {name}")
     except SyncError as exc:

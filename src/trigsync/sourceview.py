@@ -1,0 +1,150 @@
+"""The source as rsync reads it: a mount of it where the kernel follows no symlink.
+
+``ancestry.py`` checks each list before rsync gets it, which leaves a race of a few
+milliseconds: a directory swapped for a symlink between the check and rsync's open is
+still followed. Here the kernel closes it. The source's mount tree is cloned into a
+detached mount (``open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)``: mounts below the source
+come along) and marked ``MOUNT_ATTR_NOSYMFOLLOW``: a path resolved in it fails with
+ELOOP at any symlink, while ``readlink`` still works, so rsync still copies symlinks as
+symlinks. rsync gets it as ``/proc/self/fd/N/`` (the fd inherited at the same number).
+
+A detached mount is in no mount table, not the host's nor ours (so ``rootwatch`` keeps
+watching the real source, and a crash leaves nothing behind), needs no mount namespace
+(whose ``unshare`` would fail in a threaded process, and would stop mounts made later
+below the source from reaching us where ``/`` is not shared), and is gone when the last
+rsync holding its fd exits. It is cloned afresh for every run (about 7 µs): a source
+symlink swapped by a deploy, or a filesystem mounted below the source, shows in the
+next run. The fd number stays the same (``dup2``), so a waiting standby's argv is valid.
+
+It needs CAP_SYS_ADMIN and Linux 5.14+; otherwise rsync reads the source path itself,
+and one WARNING says the protection is weaker and why.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import platform
+import threading
+
+log = logging.getLogger(__name__)
+
+# x86_64 and aarch64 (and every architecture since 5.x) share these numbers.
+SYS_OPEN_TREE = 428
+SYS_MOUNT_SETATTR = 442
+OPEN_TREE_CLONE = 1
+AT_RECURSIVE = 0x8000
+AT_EMPTY_PATH = 0x1000
+MOUNT_ATTR_NOSYMFOLLOW = 0x00200000
+AT_FDCWD = -100
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_lock = threading.Lock()
+_held: set[int] = set()  # every view's fd: each rsync inherits them (rsync.spawn)
+_warned: set[bytes] = set()
+
+
+def held() -> tuple[int, ...]:
+    """The fds every rsync must inherit for its ``/proc/self/fd/N/`` source to resolve."""
+    with _lock:
+        return tuple(_held)
+
+
+def _syscall_fd(number: int, *args: object) -> int:
+    result = int(_libc.syscall(number, *args))
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return result
+
+
+def clone_nosymfollow(source: bytes) -> int:
+    """A new fd of a detached, recursive clone of ``source``'s mounts, no symlink followed."""
+    fd = _syscall_fd(
+        SYS_OPEN_TREE,
+        ctypes.c_int(AT_FDCWD),
+        ctypes.c_char_p(source),
+        ctypes.c_uint(OPEN_TREE_CLONE | AT_RECURSIVE | os.O_CLOEXEC),
+    )
+    attr = _MountAttr(MOUNT_ATTR_NOSYMFOLLOW, 0, 0, 0)
+    try:
+        _syscall_fd(
+            SYS_MOUNT_SETATTR,
+            ctypes.c_int(fd),
+            ctypes.c_char_p(b""),
+            ctypes.c_uint(AT_EMPTY_PATH | AT_RECURSIVE),
+            ctypes.byref(attr),
+            ctypes.c_size_t(ctypes.sizeof(attr)),
+        )
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class SourceView:
+    """The path rsync reads ``source`` by: the nosymfollow view, or the source itself."""
+
+    def __init__(self, source: bytes) -> None:
+        self.source = source
+        self._fd = -1
+        self._off = platform.system() != "Linux"
+
+    def path(self) -> bytes:
+        """The view, cloned afresh from the source as it is now; the source if none."""
+        if self._off:
+            return self.source
+        try:
+            fresh = clone_nosymfollow(self.source)
+        except OSError as exc:
+            if self._fd < 0:
+                self._give_up(exc)
+                return self.source
+            # Gone for now (a deploy between two symlinks): the last clone still stands,
+            # and the watcher tells what became of the source.
+            log.debug("cannot clone %s again: %s", os.fsdecode(self.source), exc.strerror)
+            return self._as_path()
+        with _lock:
+            if self._fd < 0:
+                self._fd = os.dup(fresh)  # a number of its own, kept for this view's life
+                os.set_inheritable(self._fd, False)  # passed to rsync only (pass_fds)
+                _held.add(self._fd)
+            else:
+                os.dup2(fresh, self._fd, inheritable=False)
+        os.close(fresh)
+        return self._as_path()
+
+    def _as_path(self) -> bytes:
+        return b"/proc/self/fd/%d" % self._fd
+
+    def _give_up(self, exc: OSError) -> None:
+        self._off = True
+        if self.source in _warned:
+            return
+        _warned.add(self.source)
+        log.warning(
+            "source %s: rsync reads it without the kernel's no-symlink view (%s); a "
+            "directory swapped for a symlink is kept out by a check before each run "
+            "only, which leaves a race of milliseconds: run trigsync as root on Linux "
+            "5.14 or later",
+            os.fsdecode(self.source),
+            exc.strerror,
+        )
+
+    def close(self) -> None:
+        with _lock:
+            if self._fd >= 0:
+                _held.discard(self._fd)
+                os.close(self._fd)
+                self._fd = -1
