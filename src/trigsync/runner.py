@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import re
 import stat
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -25,6 +26,12 @@ FullSyncRunner = Callable[[list[rsync.Arg], Mapping[str, str] | None], Awaitable
 # path still counts as possibly delivered. inotify events reach us within milliseconds;
 # the margin covers a busy event loop. Erring long only costs a needless delete entry.
 UNLISTED_GRACE = 1.0
+
+
+# rsync's receiver, when the sender read a path below a directory the nosymfollow view
+# (sourceview.py) showed as a symlink: "ABORTING due to invalid path from sender: d/f".
+_SWAPPED = re.compile(rb"(?m)^ABORTING due to invalid path from sender: ")
+SWAPPED_TRIES = 3  # a writer racing every try keeps the list pending, as a fatal error
 
 
 class Runner:
@@ -77,11 +84,20 @@ class Runner:
                 view, self.options, transport, first=self.full_sync, stall=self.standby.stall
             )
         argv = rsync.batch_argv(view, self.options, transport)
-        # Last, with no await before the standby takes the list: see ancestry.py.
-        entries = ancestry.confine_below(view, entries)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s: paths %r", self.target.name, entries)
-        return await self.standby.run(argv, rsync.path_list(entries))
+        for _ in range(SWAPPED_TRIES):
+            # Last, with no await before the standby takes the list: see ancestry.py.
+            entries = ancestry.confine_below(view, entries)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s: paths %r", self.target.name, entries)
+            result = await self.standby.run(argv, rsync.path_list(entries))
+            if not _SWAPPED.search(result.stderr):
+                break
+            # A directory became a symlink after the check: the view made rsync refuse it
+            # (exit 2, a fatal code otherwise). The next check lists the symlink instead.
+            log.info(
+                "%s: a source directory was swapped for a symlink; sending again", self.target.name
+            )
+        return result
 
     def entries_in(self, directory: bytes, limit: int) -> int | None:
         """How many entries a source directory holds (counting to ``limit`` + 1 at most),
