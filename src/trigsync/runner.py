@@ -3,6 +3,7 @@ through the standby, or a full sync; and the exit-23/11 halving on fresh connect
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -58,6 +59,7 @@ class Runner:
     async def run(self, batch: Batch, entries: list[bytes], whole: bool) -> rsync.Result:
         try:
             result = await self._run_batch(batch, entries)
+            result = dataclasses.replace(result, stderr=self.view.unview(result.stderr))
             if result.stalled is not None:
                 await self.target.reset()  # the next run must not reuse a frozen connection
             return result

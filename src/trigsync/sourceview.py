@@ -23,6 +23,7 @@ and one WARNING says the protection is weaker and why.
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
 import os
 import platform
@@ -38,6 +39,8 @@ AT_RECURSIVE = 0x8000
 AT_EMPTY_PATH = 0x1000
 MOUNT_ATTR_NOSYMFOLLOW = 0x00200000
 AT_FDCWD = -100
+# Why a view cannot be made at all: no CAP_SYS_ADMIN, an old kernel, a seccomp filter.
+UNSUPPORTED = frozenset({errno.EPERM, errno.ENOSYS, errno.EINVAL, errno.EACCES})
 
 
 class _MountAttr(ctypes.Structure):
@@ -109,8 +112,9 @@ class SourceView:
             fresh = clone_nosymfollow(self.source)
         except OSError as exc:
             if self._fd < 0:
-                self._give_up(exc)
-                return self.source
+                if exc.errno in UNSUPPORTED:
+                    self._give_up(exc)
+                return self.source  # else gone for now: the watcher tells what became of it
             # Gone for now (a deploy between two symlinks): the last clone still stands,
             # and the watcher tells what became of the source.
             log.debug("cannot clone %s again: %s", os.fsdecode(self.source), exc.strerror)
@@ -124,6 +128,12 @@ class SourceView:
                 os.dup2(fresh, self._fd, inheritable=False)
         os.close(fresh)
         return self._as_path()
+
+    def unview(self, text: bytes) -> bytes:
+        """rsync's output with the view's path shown as the source's (logs name the source)."""
+        if self._fd < 0:
+            return text
+        return text.replace(self._as_path(), self.source)
 
     def _as_path(self) -> bytes:
         return b"/proc/self/fd/%d" % self._fd

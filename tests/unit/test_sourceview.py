@@ -77,3 +77,23 @@ def test_a_swapped_source_root_shows_in_the_next_path(tmp_path: Path) -> None:
     assert second == first  # the same fd number: a waiting standby's argv stays valid
     assert Path(os.fsdecode(second), "which").read_text() == "two"
     v.close()
+
+
+def test_a_view_that_cannot_be_made_says_so_once_and_reads_the_source(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = os.fsencode(tmp_path / "no-such-source")
+    assert SourceView(missing).path() == missing  # gone for now: no warning
+    assert not caplog.records
+    views = [SourceView(missing), SourceView(missing)]
+    monkeypatch.setattr(sourceview, "UNSUPPORTED", frozenset({errno.ENOENT}))
+    assert [v.path() for v in views] == [missing, missing]
+    warnings = [r for r in caplog.records if "no-symlink view" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_rsync_output_names_the_source_not_the_view(view: SourceView) -> None:
+    path = view.path()
+    said = b'rsync: [sender] link_stat "' + path + b'/x" failed'
+    assert view.unview(said) == b'rsync: [sender] link_stat "' + view.source + b'/x" failed'
+    view.close()
