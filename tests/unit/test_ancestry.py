@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from trigsync.ancestry import confine, confine_below
 
 
@@ -57,3 +60,30 @@ def test_on_disk_symlinks_files_and_missing_ancestors(tmp_path: Path) -> None:
     entries = [b"real/f", b"link/f", b"link/g", b"file/x", b"gone/x", b"real/"]
     # a missing ancestor: the entry is a deletion, sent as it is
     assert confine_below(src, entries) == [b"real/f", b"link", b"file", b"gone/x", b"real/"]
+
+
+def _naive(entries: list[bytes], bad: set[bytes]) -> list[bytes]:
+    out: list[bytes] = []
+    for entry in entries:
+        parts = entry.rstrip(b"/").split(b"/")
+        upto = len(parts) if entry.endswith(b"/") else len(parts) - 1
+        prefixes = [b"/".join(parts[:i]) for i in range(1, upto + 1)]
+        listed = next((p for p in prefixes if p in bad), entry)
+        if listed not in out:
+            out.append(listed)
+    return out
+
+
+NAMES = st.sampled_from([b"a", b"b", b"c"])
+PATHS = st.lists(NAMES, min_size=1, max_size=4).map(b"/".join)
+
+
+@given(
+    entries=st.lists(st.tuples(PATHS, st.booleans()).map(lambda t: t[0] + b"/" * t[1])),
+    bad=st.sets(PATHS),
+)
+def test_confine_lists_the_highest_non_directory_of_each_entry(
+    entries: list[bytes], bad: set[bytes]
+) -> None:
+    entries = list(dict.fromkeys(entries))
+    assert confine(entries, bad.__contains__) == _naive(entries, bad)
