@@ -12,9 +12,10 @@ A detached mount is in no mount table, not the host's nor ours (so ``rootwatch``
 watching the real source, and a crash leaves nothing behind), needs no mount namespace
 (whose ``unshare`` would fail in a threaded process, and would stop mounts made later
 below the source from reaching us where ``/`` is not shared), and is gone when the last
-rsync holding its fd exits. It is cloned afresh for every run (about 7 µs): a source
-symlink swapped by a deploy, or a filesystem mounted below the source, shows in the
-next run. The fd number stays the same (``dup2``), so a waiting standby's argv is valid.
+rsync holding its fd exits. It is cloned again when the source path names another
+directory (a deploy swapped its symlink) or the mount table changed (a filesystem
+mounted below the source): the next run sees it. The fd number stays the same
+(``dup2``), so a waiting standby's argv stays valid.
 
 It needs CAP_SYS_ADMIN and Linux 5.14+; otherwise rsync reads the source path itself,
 and one WARNING says the protection is weaker and why.
@@ -27,6 +28,7 @@ import errno
 import logging
 import os
 import platform
+import select
 import threading
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ AT_RECURSIVE = 0x8000
 AT_EMPTY_PATH = 0x1000
 MOUNT_ATTR_NOSYMFOLLOW = 0x00200000
 AT_FDCWD = -100
+MOUNTINFO = b"/proc/self/mountinfo"
 # Why a view cannot be made at all: no CAP_SYS_ADMIN, an old kernel, a seccomp filter.
 UNSUPPORTED = frozenset({errno.EPERM, errno.ENOSYS, errno.EINVAL, errno.EACCES})
 
@@ -96,6 +99,14 @@ def clone_nosymfollow(source: bytes) -> int:
     return fd
 
 
+def _identity(path: bytes) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 class SourceView:
     """The path rsync reads ``source`` by: the nosymfollow view, or the source itself."""
 
@@ -103,11 +114,22 @@ class SourceView:
         self.source = source
         self._fd = -1
         self._off = platform.system() != "Linux"
+        self._identity: tuple[int, int] | None = None
+        self._mounts: select.poll | None = None
+        self._mountinfo = -1
 
     def path(self) -> bytes:
-        """The view, cloned afresh from the source as it is now; the source if none."""
+        """The view of the source as it is now; the source itself if there is none.
+
+        It is cloned again only when the source path names another directory (a deploy
+        swapped its symlink) or a mount changed: dropping a detached mount costs the
+        kernel an RCU grace period, which a clone per run paid in latency.
+        """
         if self._off:
             return self.source
+        identity = _identity(self.source)
+        if self._fd >= 0 and identity == self._identity and not self._mounts_changed():
+            return self._as_path()
         try:
             fresh = clone_nosymfollow(self.source)
         except OSError as exc:
@@ -119,15 +141,30 @@ class SourceView:
             # and the watcher tells what became of the source.
             log.debug("cannot clone %s again: %s", os.fsdecode(self.source), exc.strerror)
             return self._as_path()
+        self._identity = identity
         with _lock:
             if self._fd < 0:
                 self._fd = os.dup(fresh)  # a number of its own, kept for this view's life
                 os.set_inheritable(self._fd, False)  # passed to rsync only (pass_fds)
                 _held.add(self._fd)
+                self._watch_mounts()
             else:
                 os.dup2(fresh, self._fd, inheritable=False)
         os.close(fresh)
         return self._as_path()
+
+    def _watch_mounts(self) -> None:
+        try:
+            self._mountinfo = os.open(MOUNTINFO, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return  # no /proc: a clone per run then
+        self._mounts = select.poll()
+        self._mounts.register(self._mountinfo, select.POLLPRI)
+        self._mounts.poll(0)  # clears the event a fresh open reports
+
+    def _mounts_changed(self) -> bool:
+        """Whether this namespace's mounts changed since the last call (POLLPRI clears)."""
+        return self._mounts is None or bool(self._mounts.poll(0))
 
     def unview(self, text: bytes) -> bytes:
         """rsync's output with the view's path shown as the source's (logs name the source)."""
@@ -153,6 +190,9 @@ class SourceView:
         )
 
     def close(self) -> None:
+        if self._mountinfo >= 0:
+            os.close(self._mountinfo)
+            self._mountinfo, self._mounts = -1, None
         with _lock:
             if self._fd >= 0:
                 _held.discard(self._fd)

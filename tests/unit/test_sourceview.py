@@ -97,3 +97,21 @@ def test_rsync_output_names_the_source_not_the_view(view: SourceView) -> None:
     said = b'rsync: [sender] link_stat "' + path + b'/x" failed'
     assert view.unview(said) == b'rsync: [sender] link_stat "' + view.source + b'/x" failed'
     view.close()
+
+
+def test_a_filesystem_mounted_below_the_source_shows_in_the_next_path(view: SourceView) -> None:
+    below = Path(os.fsdecode(view.source), "d")
+    assert (Path(os.fsdecode(view.path()), "d", "f")).exists()
+    assert not view._mounts_changed()  # nothing changed: no clone on the next path()
+    mounted = subprocess.run(  # noqa: S603
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "none", str(below)],
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip("mount is not permitted here")
+    try:
+        (below / "on-tmpfs").write_text("x")
+        assert (Path(os.fsdecode(view.path()), "d", "on-tmpfs")).read_text() == "x"
+    finally:
+        subprocess.run(["umount", "-l", str(below)], check=False)  # noqa: S603
+        view.close()
