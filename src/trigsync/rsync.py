@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import runwatch
+from . import runwatch, sourceview
 from .errors import (
     BusySyncError,
     PermanentSyncError,
@@ -183,6 +183,7 @@ async def spawn(
             stdout=asyncio.subprocess.PIPE if stdout else asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
             env=child_environment(env),
+            pass_fds=sourceview.held(),  # a source given as /proc/self/fd/N/ resolves
         )
     except OSError as exc:
         raise SetupError(f"cannot run {argv[0]!r}: {exc.strerror}; check rsync_path") from exc

@@ -3,17 +3,20 @@ through the standby, or a full sync; and the exit-23/11 halving on fresh connect
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
+import re
 import stat
 import tempfile
 import time
 from collections.abc import Sequence
 
-from . import fullsync, partial, rsync
+from . import ancestry, fullsync, partial, rsync
 from .changes import Batch, Change, Kind
 from .fullsync import FullSyncRunner
+from .sourceview import SourceView
 from .standby import Standby
 from .targets import Target
 
@@ -25,6 +28,12 @@ log = logging.getLogger(__name__)
 UNLISTED_GRACE = 1.0
 
 
+# rsync's receiver, when the sender read a path below a directory the nosymfollow view
+# (sourceview.py) showed as a symlink: "ABORTING due to invalid path from sender: d/f".
+_SWAPPED = re.compile(rb"(?m)^ABORTING due to invalid path from sender: ")
+SWAPPED_TRIES = 3  # a writer racing every try keeps the list pending, as a fatal error
+
+
 class Runner:
     """The I/O of one target's runs; the dispatcher decides what to run and when."""
 
@@ -32,6 +41,7 @@ class Runner:
         self, source: bytes, target: Target, options: rsync.Options, *, standby: bool
     ) -> None:
         self.source = source
+        self.view = SourceView(source)  # what rsync reads: logs and hooks name the source
         self.target = target
         self.options = options
         self._transport = target.transport()
@@ -51,6 +61,7 @@ class Runner:
             result = await self._replace(replaced) if replaced else None
             if result is None or result.outcome is rsync.Outcome.OK or result.refused:
                 result = await self._run_batch(batch, entries)
+            result = dataclasses.replace(result, stderr=self.view.unview(result.stderr))
             if result.stalled is not None:
                 await self.target.reset()  # the next run must not reuse a frozen connection
             else:
@@ -66,8 +77,9 @@ class Runner:
 
     async def _run_batch(self, batch: Batch, entries: list[bytes]) -> rsync.Result:
         transport = self._transport
+        view = self.view.path()
         if batch.moves:
-            moved = await self.target.apply_moves(batch.moves, self.source, self.options)
+            moved = await self.target.apply_moves(batch.moves, view, self.options)
             log.info(
                 "%s: moved %d of %d renamed paths in place",
                 self.target.name,
@@ -77,12 +89,23 @@ class Runner:
         if batch.full:
             await self.standby.drop()  # it may hold a daemon's only connection slot
             return await fullsync.run(
-                self.source, self.options, transport, first=self.full_sync, stall=self.standby.stall
+                view, self.options, transport, first=self.full_sync, stall=self.standby.stall
             )
-        argv = rsync.batch_argv(self.source, self.options, transport)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s: paths %r", self.target.name, entries)
-        return await self.standby.run(argv, rsync.path_list(entries))
+        argv = rsync.batch_argv(view, self.options, transport)
+        for _ in range(SWAPPED_TRIES):
+            # Last, with no await before the standby takes the list: see ancestry.py.
+            entries = ancestry.confine_below(view, entries)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s: paths %r", self.target.name, entries)
+            result = await self.standby.run(argv, rsync.path_list(entries))
+            if not _SWAPPED.search(result.stderr):
+                break
+            # A directory became a symlink after the check: the view made rsync refuse it
+            # (exit 2, a fatal code otherwise). The next check lists the symlink instead.
+            log.info(
+                "%s: a source directory was swapped for a symlink; sending again", self.target.name
+            )
+        return result
 
     def _replaced_dirs(self, batch: Batch) -> list[bytes]:
         """The batch's paths that were deleted and made again, and are directories now."""
@@ -96,7 +119,8 @@ class Runner:
         """Make each directory equal to the source below it, extras deleted: the target's
         copy may still hold what the deleted directory held (a list run is not recursive)."""
         transport = self._transport
-        argv = rsync.batch_argv(self.source, self.options, transport, recursive=True)
+        view = self.view.path()
+        argv = rsync.batch_argv(view, self.options, transport, recursive=True)
         log.debug("%s: directories made again, sent whole: %r", self.target.name, dirs)
         with tempfile.NamedTemporaryFile(prefix="trigsync-excludes-") as rules:
             # The exclude regexes with no rsync pattern hold here as on a full sync: what
@@ -107,9 +131,8 @@ class Runner:
                 rules.write(matched)
                 rules.flush()
                 argv[-2:-2] = [f"--exclude-from={rules.name}"]  # after --from0
-            return await rsync.run(
-                argv, stdin=rsync.path_list(dirs), env=transport.env, stall=self.standby.stall
-            )
+            paths = rsync.path_list(ancestry.confine_below(view, dirs))  # see ancestry.py
+            return await rsync.run(argv, stdin=paths, env=transport.env, stall=self.standby.stall)
 
     def entries_in(self, directory: bytes, limit: int) -> int | None:
         """How many entries a source directory holds (counting to ``limit`` + 1 at most),
@@ -125,10 +148,11 @@ class Runner:
 
     async def isolate(self, changes: Sequence[Change], result: rsync.Result) -> partial.Refused:
         """Find the paths that made ``result`` exit 23 or 11; the rest are delivered on the way."""
-        argv = rsync.batch_argv(self.source, self.options, self._transport)
+        view = self.view.path()
+        argv = rsync.batch_argv(view, self.options, self._transport)
 
         async def send(half: Sequence[Change]) -> rsync.Result:
-            paths = rsync.path_list(c.path for c in half)
+            paths = rsync.path_list(ancestry.confine_below(view, (c.path for c in half)))
             return await rsync.run(
                 argv, stdin=paths, env=self._transport.env, stall=self.standby.stall
             )

@@ -11,6 +11,7 @@ from . import fullsync, rsync
 from .config import Config
 from .engine import rsync_options
 from .errors import SyncError
+from .sourceview import SourceView
 from .targets import build
 
 
@@ -38,10 +39,14 @@ async def verify(config: Config) -> list[Drift]:
 
 async def _one(source: str, name: str, options: rsync.Options, transport: rsync.Transport) -> Drift:
     _, rules = await fullsync.regex_rules(os.fsencode(source), options)
-    argv = rsync.verify_argv(
-        os.fsencode(source), options, transport, exclude_from_stdin=rules is not None
-    )
-    result = await rsync.run(argv, stdin=rules, env=transport.env, stdout=True)
+    view = SourceView(os.fsencode(source))  # rsync reads it with no symlink followed
+    try:
+        argv = rsync.verify_argv(
+            view.path(), options, transport, exclude_from_stdin=rules is not None
+        )
+        result = await rsync.run(argv, stdin=rules, env=transport.env, stdout=True)
+    finally:
+        view.close()
     try:
         rsync.raise_for(result, f"target {name}")
     except SyncError as exc:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from .. import rsync
+from .. import ancestry, rsync
 from ..changes import Move
 from ..excludes import rebase
 from ..rsync import Options, Transport
@@ -68,7 +68,9 @@ class Target(abc.ABC):
         """
         moves = [m for m in moves if _same_excludes_below(source, m, options.excludes)]
         moved = [m for m in await self.rename(moves) if m.old != m.new]
-        dirs = [m.new for m in moved if os.path.isdir(source + b"/" + m.new)]
+        # Only real directories (isdir would follow a symlink), and below real ones only.
+        dirs = [m.new for m in moved if _real_dir(source + b"/" + m.new)]
+        dirs = [d for d in ancestry.confine_below(source, dirs) if _real_dir(source + b"/" + d)]
         if dirs:
             transport = self.transport()
             argv = rsync.batch_argv(source, options, transport, recursive=True)
@@ -92,6 +94,13 @@ class Target(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - most targets hold nothing open
         """Release anything held open for this target (connections, sockets)."""
+
+
+def _real_dir(path: bytes) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _same_excludes_below(source: bytes, move: Move, excludes: Sequence[str]) -> bool:
