@@ -71,6 +71,7 @@ class TrigsyncSsh:
             "[[sync.target]]",
             f"url = {json.dumps(where.server.url)}",
             f"ssh_options = {json.dumps(where.server.ssh_options())}",
+            "ssh_fast_path = true",  # the mechanism for a slow login shell (off by default)
         ]
         path = where.workdir / "trigsync.toml"
         path.write_text("\n".join(lines) + "\n")

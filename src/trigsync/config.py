@@ -366,7 +366,7 @@ def _target(table: Any, origin: str, where: str, default_password: str | None) -
         identity_file=table.get("identity_file"),
         ssh_options=tuple(strings(table, "ssh_options", origin, where)),
         remote_rsync=table.get("remote_rsync"),
-        ssh_fast_path=table.get("ssh_fast_path", True),
+        ssh_fast_path=table.get("ssh_fast_path", False),
         max_parallel=int(table.get("max_parallel", 2)),
         extra_rsync_args=tuple(strings(table, "rsync_args", origin, where)),
         # Only a daemon target without a password file takes the environment's password.

@@ -90,7 +90,8 @@ def wait_log(trig: Trigsync, text: str) -> None:
 
 
 def replica_of(server: SshServer) -> Replica:
-    return Replica("ssh", server.url, server.replica, {"ssh_options": server.ssh_options()})
+    options: dict[str, object] = {"ssh_options": server.ssh_options(), "ssh_fast_path": True}
+    return Replica("ssh", server.url, server.replica, options)
 
 
 def test_changes_one_by_one_start_no_shell_each(
@@ -172,12 +173,12 @@ def test_without_python3_on_the_receiver_runs_start_the_shell(
     assert trig.stop() == 0
 
 
-def test_ssh_fast_path_false_never_starts_a_spawner(
+def test_by_default_no_spawner_is_started(
     source: Path, server: SshServer, start_trigsync: Start
 ) -> None:
-    """A receiver's admin may not want a listener of ours there: the config can say so."""
+    """The fast path opens a port to the receiver's other users: only on request."""
     replica = replica_of(server)
-    replica.options["ssh_fast_path"] = False
+    del replica.options["ssh_fast_path"]
     (source / "seed").write_bytes(b"initial")
     trig = start_trigsync(replica)
     before = shell_starts(server)

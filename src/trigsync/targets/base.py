@@ -25,7 +25,7 @@ class TargetSpec:
     identity_file: str | None = None
     ssh_options: tuple[str, ...] = ()
     remote_rsync: str | None = None
-    ssh_fast_path: bool = True  # a spawner on the receiver, so no run starts its shell
+    ssh_fast_path: bool = False  # a spawner on the receiver, so no run starts its shell
     max_parallel: int = 2
     extra_rsync_args: tuple[str, ...] = field(default=())
     on_success: tuple[str, ...] = ()  # hook argv for this target; else the sync's

@@ -131,8 +131,8 @@ class SshTarget(Target):
         _remove_stale(self.control_path)
 
     def connect(self) -> None:
-        """Start the remote spawner in the background once (see sshchannel.py), unless
-        the config says ``ssh_fast_path = false``."""
+        """Start the remote spawner in the background once (see sshchannel.py), if the
+        config says ``ssh_fast_path = true`` (README: why it is off by default)."""
         if self.spec.ssh_fast_path:
             self.channel.start(self.ssh_argv(), self.address.login)
 
