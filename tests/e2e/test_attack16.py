@@ -63,15 +63,6 @@ def test_dir_moved_out_and_made_again_at_once_drops_its_old_content(
 
 
 @BOTH_BACKENDS
-@pytest.mark.xfail(
-    strict=True,
-    reason="a listed path below a directory since replaced by a symlink (here the "
-    "deletion of a/key after rm -r a; ln -s /elsewhere a) is read by rsync through the "
-    "symlink (--files-from implies --relative, and the sender follows symlinks in implied "
-    "directories): a file from outside the source lands on the replica, as root. Needs "
-    "the list filtered of entries with a non-directory ancestor right before the run "
-    "(and the scanner's listdir must not follow a symlink either). Both backends.",
-)
 def test_dir_swapped_for_a_symlink_never_copies_what_it_points_to(
     source: Path, replica: Replica, outside: Path, start_trigsync: Start
 ) -> None:
