@@ -115,6 +115,10 @@ class Dispatcher:
         self._closed.set()
         self._wake.set()
 
+    def release(self) -> None:
+        """Free what the worker holds open, once it has ended (its source view)."""
+        self._runner.view.close()
+
     def pause(self, paused: bool = True) -> None:
         """Stop or restart taking batches; a run in flight finishes either way."""
         self.paused = paused

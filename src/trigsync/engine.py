@@ -181,9 +181,10 @@ class SyncJob:
     def close(self) -> None:
         if self.watcher is not None:
             self.watcher.close()
-        for target in self.targets:
+        for dispatcher in self.dispatchers:
+            dispatcher.release()
             with contextlib.suppress(OSError, TimeoutError):
-                target.close()
+                dispatcher.target.close()
 
 
 def _with_progress(dispatcher: Dispatcher) -> TargetStatus:

@@ -287,6 +287,7 @@ class Reloader:
         for old, successor in retired:
             with contextlib.suppress(OSError, TimeoutError):
                 old.target.close()  # before its successor runs: an ssh control socket is shared
+            old.release()
             leftover = old.unconfirmed()
             if successor is not None:
                 successor.submit(leftover)

@@ -3,13 +3,14 @@ removed, and excludes changed, while changes wait for a target that is down or p
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
 from tests.e2e.conftest import Start, daemon_replica
 from tests.e2e.harness import Replica, Trigsync, write_config
 from tests.e2e.test_service import cli, status
-from tests.support.proc import wait_for
+from tests.support.proc import ProcGroup, wait_for
 from tests.support.rsyncd import RsyncDaemonFactory
 from tests.support.trees import wait_trees_equal
 
@@ -124,4 +125,32 @@ def test_a_config_that_cannot_work_is_refused_whole(
     (source / "still").write_text("running\n")
     wait_trees_equal(source, replica.path)
     assert len(pending(tmp_path / "state")) == 1
+    assert ts.stop() == 0
+
+
+def test_a_target_removed_on_reload_releases_its_source_view(
+    source: Path, tmp_path: Path, procs: ProcGroup
+) -> None:
+    """Each target's runner holds a nosymfollow view of the source (an fd on a detached
+    mount tree): one removed by a reload must not keep it for the life of the daemon."""
+    (tmp_path / "r1").mkdir()
+    (tmp_path / "r2").mkdir()
+    first = Replica("local", str(tmp_path / "r1"), tmp_path / "r1")
+    second = Replica("local", str(tmp_path / "r2"), tmp_path / "r2")
+    config = write_config(
+        tmp_path / "t.toml", source=source, replicas=[first, second], state_dir=tmp_path / "s"
+    )
+    ts = Trigsync(procs, config, "-v").start()
+    assert ts.proc is not None
+    pid = ts.proc.pid
+
+    def views() -> int:
+        """A detached mount tree's fd reads as "/" (it is the root of its own tree)."""
+        fds = Path(f"/proc/{pid}/fd")
+        return sum(1 for fd in fds.iterdir() if os.readlink(fd) == "/")
+
+    held = views()
+    write_config(config, source=source, replicas=[first], state_dir=tmp_path / "s")
+    ts.proc.signal(signal.SIGHUP)
+    wait_for(lambda: views() < held, 10, what="the removed target's view to be released")
     assert ts.stop() == 0
