@@ -86,7 +86,7 @@ class RootWatch:
 
     def __init__(self, root: bytes) -> None:
         self.root = root
-        self._identity = _identity(root)
+        self._identity = identity(root)
         self._real = os.path.realpath(root)
         self._mounts = frozenset[Mount]()
         self._unresolved = False
@@ -149,8 +149,8 @@ class RootWatch:
                     break
             except BlockingIOError:
                 break
-        identity = _identity(self.root)
-        if identity is None:
+        now = identity(self.root)
+        if now is None:
             if not self._unresolved:
                 log.warning(
                     "source %s names no directory now; still watching %s until it does",
@@ -160,7 +160,7 @@ class RootWatch:
             self._unresolved = True
             return Verdict.SAME
         self._unresolved = False
-        if identity != self._identity:
+        if now != self._identity:
             if os.path.realpath(self.root) == self._real:
                 # No symlink on the way changed: the directory at that very place did (a
                 # filesystem unmounted from it, or mounted over it). Following it would
@@ -207,7 +207,8 @@ class RootWatch:
         self._mountinfo = self._anchors = -1
 
 
-def _identity(path: bytes) -> tuple[int, int] | None:
+def identity(path: bytes) -> tuple[int, int] | None:
+    """The (device, inode) that ``path`` names now, following symlinks; None if none."""
     try:
         st = os.stat(path)
     except OSError:

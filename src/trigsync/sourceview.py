@@ -31,6 +31,8 @@ import platform
 import select
 import threading
 
+from .rootwatch import identity
+
 log = logging.getLogger(__name__)
 
 # x86_64 and aarch64 (and every architecture since 5.x) share these numbers.
@@ -99,14 +101,6 @@ def clone_nosymfollow(source: bytes) -> int:
     return fd
 
 
-def _identity(path: bytes) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
 class SourceView:
     """The path rsync reads ``source`` by: the nosymfollow view, or the source itself."""
 
@@ -127,8 +121,8 @@ class SourceView:
         """
         if self._off:
             return self.source
-        identity = _identity(self.source)
-        if self._fd >= 0 and identity == self._identity and not self._mounts_changed():
+        now = identity(self.source)
+        if self._fd >= 0 and now == self._identity and not self._mounts_changed():
             return self._as_path()
         try:
             fresh = clone_nosymfollow(self.source)
@@ -141,7 +135,7 @@ class SourceView:
             # and the watcher tells what became of the source.
             log.debug("cannot clone %s again: %s", os.fsdecode(self.source), exc.strerror)
             return self._as_path()
-        self._identity = identity
+        self._identity = now
         with _lock:
             if self._fd < 0:
                 self._fd = os.dup(fresh)  # a number of its own, kept for this view's life

@@ -83,13 +83,16 @@ def test_dir_swapped_for_a_symlink_never_copies_what_it_points_to(
     assert not (replica.path / "a" / "key").exists() or (replica.path / "a").is_symlink()
 
 
-def _mount(*argv: str) -> None:
+def mount(*argv: str) -> None:
+    """mount(8), or skip the test where it is not permitted."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount")
     done = subprocess.run(["mount", *argv], check=False, capture_output=True)  # noqa: S603
     if done.returncode != 0:
         pytest.skip(f"mount {' '.join(argv)} is not permitted here")
 
 
-def _umount(path: Path) -> None:
+def umount(path: Path) -> None:
     subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True)  # noqa: S603
 
 
@@ -99,11 +102,11 @@ def mounted_source(source: Path) -> Iterator[Path]:
     if os.geteuid() != 0:
         pytest.skip("needs root to mount")
     (source / "under-the-mount").mkdir()  # what the mount point shows once it is gone
-    _mount("-t", "tmpfs", "-o", "size=4m", "none", str(source))
+    mount("-t", "tmpfs", "-o", "size=4m", "none", str(source))
     try:
         yield source
     finally:
-        _umount(source)
+        umount(source)
 
 
 @BOTH_BACKENDS
@@ -118,7 +121,7 @@ def test_source_filesystem_unmounted_stops_without_emptying_the_replica(
     (source / "data" / "precious").write_text("backed up")
     trig = start_trigsync(replica)
     wait_trees_equal(source, replica.path, timeout=SETTLE)
-    _umount(source)  # lazy: a standby rsync may hold it busy
+    umount(source)  # lazy: a standby rsync may hold it busy
     assert trig.proc is not None
     wait_for(lambda: not trig.proc.running, timeout=SETTLE, what="trigsync to stop")  # type: ignore[union-attr]
     assert trig.proc.returncode == 4, trig.log()[-2000:]
@@ -133,11 +136,11 @@ def ramfs_inside(source: Path) -> Iterator[Path]:
         pytest.skip("needs root to mount")
     path = source / "ram"
     path.mkdir()
-    _mount("-t", "ramfs", "none", str(path))
+    mount("-t", "ramfs", "none", str(path))
     try:
         yield path
     finally:
-        _umount(path)
+        umount(path)
 
 
 FANOTIFY = pytest.mark.parametrize("watch_backend", ["fanotify"], indirect=True)
@@ -170,12 +173,12 @@ def test_a_mount_fanotify_cannot_mark_stops_the_fanotify_backend_loudly(
     trig = start_trigsync(replica)
     wait_trees_equal(source, replica.path, timeout=SETTLE)
     (source / "ram").mkdir()
-    _mount("-t", "ramfs", "none", str(source / "ram"))
+    mount("-t", "ramfs", "none", str(source / "ram"))
     try:
         assert trig.proc is not None
         wait_for(lambda: not trig.proc.running, timeout=SETTLE, what="trigsync to stop")  # type: ignore[union-attr]
     finally:
-        _umount(source / "ram")
+        umount(source / "ram")
     assert trig.proc.returncode == 4, trig.log()[-2000:]
     assert 'fanotify cannot watch (Operation not supported); set watch_backend = "inotify"' in (
         trig.log()
@@ -234,14 +237,14 @@ def test_a_local_target_bind_mounted_from_inside_the_source_is_refused(
     (source / "a").write_text("a")
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    _mount("--bind", str(source / "mirror"), str(mnt))
+    mount("--bind", str(source / "mirror"), str(mnt))
     try:
         argv = [sys.executable, "-m", "trigsync", "run", str(source), str(mnt)]
         argv += ["--state-dir", str(tmp_path / "state"), "--initial-sync"]
         proc = procs.start(argv, name="trigsync")
         wait_for(lambda: not proc.running, timeout=SETTLE, what="trigsync to refuse the target")
     finally:
-        _umount(mnt)
+        umount(mnt)
     assert proc.returncode == 2, proc.stderr()
     assert b"lies inside source" in proc.stderr(), proc.stderr()
     assert not (source / "mirror" / "mirror").exists()
@@ -265,14 +268,14 @@ def test_one_directory_bind_mounted_at_two_places_in_the_source(
     (source / "a").mkdir()
     (source / "b").mkdir()
     (source / "a" / "old").write_text("old")
-    _mount("--bind", str(source / "a"), str(source / "b"))
+    mount("--bind", str(source / "a"), str(source / "b"))
     try:
         start_trigsync(replica)
         wait_trees_equal(source, replica.path, timeout=SETTLE)
         (source / "a" / "new").write_text("written through a, shown at b too")
         wait_trees_equal(source, replica.path, timeout=BROKEN)
     finally:
-        _umount(source / "b")
+        umount(source / "b")
 
 
 @BOTH_BACKENDS
@@ -284,7 +287,7 @@ def test_one_directory_bind_mounted_at_two_places_is_named_at_start(
         pytest.skip("needs root to bind-mount")
     (source / "a").mkdir()
     (source / "b").mkdir()
-    _mount("--bind", str(source / "a"), str(source / "b"))
+    mount("--bind", str(source / "a"), str(source / "b"))
     try:
         trig = start_trigsync(replica)
         assert f"{str(source / 'b')!r} shows the same directory as {str(source / 'a')!r}" in (
@@ -292,7 +295,7 @@ def test_one_directory_bind_mounted_at_two_places_is_named_at_start(
         ), trig.log()[-2000:]
         assert trig.stop() == 0
     finally:
-        _umount(source / "b")
+        umount(source / "b")
 
 
 @BOTH_BACKENDS
@@ -306,7 +309,7 @@ def test_a_filesystem_mounted_again_below_the_source_is_watched_again(
         pytest.skip("needs root to mount")
     mnt = source / "mnt"
     mnt.mkdir()
-    _mount("-t", "tmpfs", "-o", "size=1m", "none", str(mnt))
+    mount("-t", "tmpfs", "-o", "size=1m", "none", str(mnt))
     try:
         trig = start_trigsync(replica)
         (mnt / "first").write_text("on the first tmpfs")
@@ -325,7 +328,7 @@ def test_a_filesystem_mounted_again_below_the_source_is_watched_again(
         (mnt / "third").write_text("only an event can send this")
         wait_trees_equal(source, replica.path, timeout=BROKEN)
     finally:
-        _umount(mnt)
+        umount(mnt)
 
 
 @contextlib.contextmanager

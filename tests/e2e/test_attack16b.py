@@ -18,12 +18,10 @@ import pytest
 
 from tests.e2e.conftest import BOTH_BACKENDS, Start
 from tests.e2e.harness import Replica, Trigsync
-from tests.e2e.test_attack16 import stopped
+from tests.e2e.test_attack16 import BROKEN, SETTLE, mount, stopped, umount
 from tests.support.proc import ProcGroup, wait_for
 from tests.support.trees import wait_trees_equal
 
-SETTLE = 5.0  # the deadline of an outcome that comes in well under a second
-BROKEN = 2.0  # the same, where the outcome was wrong before: it costs this much
 # The lazy backend is what these attack; inotify too where it broke, or as a guard.
 FANOTIFY = pytest.mark.parametrize("watch_backend", ["fanotify"], indirect=True)
 
@@ -43,29 +41,17 @@ def outside(tmp_path: Path) -> Path:
     return path
 
 
-def _mount(*argv: str) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to mount")
-    done = subprocess.run(["mount", *argv], check=False, capture_output=True)  # noqa: S603
-    if done.returncode != 0:
-        pytest.skip(f"mount {' '.join(argv)} is not permitted here")
-
-
-def _umount(path: Path) -> None:
-    subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True)  # noqa: S603
-
-
 @pytest.fixture
 def bound(source: Path, outside: Path) -> Iterator[Path]:
     """``outside/shared`` (same filesystem as the source) bind-mounted at source/shared."""
     (outside / "shared" / "old").mkdir(parents=True)
     (outside / "shared" / "old" / "f").write_text("made before start")
     (source / "shared").mkdir()
-    _mount("--bind", str(outside / "shared"), str(source / "shared"))
+    mount("--bind", str(outside / "shared"), str(source / "shared"))
     try:
         yield source / "shared"
     finally:
-        _umount(source / "shared")
+        umount(source / "shared")
 
 
 @BOTH_BACKENDS
@@ -143,7 +129,7 @@ def test_a_directory_bind_mounted_from_beside_the_source_after_start_is_watched(
     (source / "shared").mkdir()
     trig = start_trigsync(replica)
     wait_trees_equal(source, replica.path, timeout=SETTLE)
-    _mount("--bind", str(outside / "shared"), str(source / "shared"))
+    mount("--bind", str(outside / "shared"), str(source / "shared"))
     try:
         wait_for(lambda: "was mounted or unmounted" in trig.log(), timeout=SETTLE, what="mount")
         wait_trees_equal(source, replica.path, timeout=SETTLE)
@@ -151,7 +137,7 @@ def test_a_directory_bind_mounted_from_beside_the_source_after_start_is_watched(
         (source / "shared" / "old" / "g").write_text("deeper")
         wait_trees_equal(source, replica.path, timeout=BROKEN)
     finally:
-        _umount(source / "shared")
+        umount(source / "shared")
 
 
 @FANOTIFY
@@ -380,13 +366,13 @@ def test_a_mount_below_the_source_and_a_mkdir_in_a_bind_mount_in_one_wake_up(
     try:
         with stopped(trig):
             (bound / "newdir").mkdir()
-            _mount("-t", "tmpfs", "-o", "size=1m", "none", str(source / "mnt"))
+            mount("-t", "tmpfs", "-o", "size=1m", "none", str(source / "mnt"))
         wait_for(lambda: "was mounted or unmounted" in trig.log(), timeout=SETTLE, what="mount")
         wait_trees_equal(source, replica.path, timeout=SETTLE)
         (source / "a" / "b" / "f").write_text("in a directory of the source not cached yet")
         wait_trees_equal(source, replica.path, timeout=BROKEN)
     finally:
-        _umount(source / "mnt")
+        umount(source / "mnt")
 
 
 @FANOTIFY
