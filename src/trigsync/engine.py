@@ -15,16 +15,17 @@ from . import fanwatch, mounts, rsync, targets
 from .catchup import changed_since
 from .changes import Batch
 from .config import Config, SyncConfig, private_dir
-from .dispatch import Dispatcher, Settings
+from .dispatch import Dispatcher
 from .errors import SetupError, TrigsyncError, WatchError, WatchLimitError
 from .excludes import Excludes
-from .hooks import CommandHooks, Hooks
+from .hooks import CommandHooks
 from .journal import save, write_behind
 from .progress import FullSync
 from .progress import describe as describe_progress
 from .state import LastRun, StateStore
 from .status import EngineStatus, RunReport, SyncStatus, TargetStatus, handing_over
 from .watcher import Watcher
+from .workers import make_dispatcher
 
 log = logging.getLogger(__name__)
 
@@ -192,34 +193,6 @@ def _with_progress(dispatcher: Dispatcher) -> TargetStatus:
     running = dispatcher.full_sync
     last = running.current.last if isinstance(running, FullSync) and running.current else None
     return status._replace(progress=describe_progress(last)) if last else status
-
-
-def rsync_options(config: SyncConfig) -> rsync.Options:
-    """The rsync settings every run of this sync's targets shares."""
-    excludes = Excludes(config.excludes, config.exclude_regex)
-    return rsync.Options(
-        rsync_path=config.rsync_path,
-        timeout=config.timeout,
-        excludes=excludes.rsync_patterns,
-        extra=config.rsync_args,
-        regex_excludes=excludes.untranslatable,
-    )
-
-
-def make_dispatcher(
-    config: SyncConfig, spec: targets.TargetSpec, *, state_dir: Path, store: StateStore | None
-) -> Dispatcher:
-    """One target's worker, with the sync's rsync options and the target's hooks."""
-    options = rsync_options(config)
-    settings = Settings(delay=config.delay, standby=config.standby, backoff_max=config.retry_max)
-    target = targets.build(spec, state_dir=state_dir, contimeout=config.contimeout)
-    dispatcher = Dispatcher(os.fsencode(config.source), target, options, settings, store=store)
-    # A progress bar, or a log line every 10 s; no progress for `timeout` s ends the run.
-    dispatcher.full_sync = FullSync(target.name, stall=config.timeout or None)
-    hooks = Hooks.of(config, spec)
-    if hooks is not None:
-        dispatcher.observers.append(hooks.observe)
-    return dispatcher
 
 
 def raise_limit(exc: WatchLimitError) -> bool:

@@ -29,12 +29,13 @@ from . import rsync
 from .changes import Batch
 from .config import Config, SyncConfig
 from .dispatch import Dispatcher
-from .engine import Engine, SyncJob, make_dispatcher
+from .engine import Engine, SyncJob
 from .errors import ConfigError, TrigsyncError
 from .excludes import Excludes
 from .hooks import Hooks
 from .targets import TargetSpec
 from .watcher import Watcher
+from .workers import make_dispatcher
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from . import fullsync, rsync
 from .config import Config
-from .engine import rsync_options
 from .errors import SyncError
 from .sourceview import SourceView
 from .targets import build
+from .workers import rsync_options
 
 
 @dataclass(frozen=True, slots=True)
