@@ -149,7 +149,11 @@ def test_a_target_removed_on_reload_releases_its_source_view(
         fds = Path(f"/proc/{pid}/fd")
         return sum(1 for fd in fds.iterdir() if os.readlink(fd) == "/")
 
+    (source / "f").write_text("sent to both")
+    for replica in (first, second):  # a view is made by a target's first run
+        wait_trees_equal(source, replica.path)
     held = views()
+    assert held >= 2, held
     write_config(config, source=source, replicas=[first], state_dir=tmp_path / "s")
     ts.proc.signal(signal.SIGHUP)
     wait_for(lambda: views() < held, 10, what="the removed target's view to be released")
