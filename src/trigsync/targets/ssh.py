@@ -12,14 +12,16 @@ import logging
 import os
 import re
 import shlex
+import stat
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import rsync
 from ..changes import Move
-from ..errors import ConfigError
+from ..errors import ConfigError, SetupError
 from ..rsync import Transport
 from . import beneath
 from .base import Target, TargetSpec, require_absolute
@@ -80,11 +82,12 @@ class SshTarget(Target):
         self.address = parse(spec.url)
         # Unix socket paths are short (108 bytes): name the socket by a hash of the URL.
         digest = hashlib.sha1(spec.url.encode()).hexdigest()[:16]
-        self.control_path = state_dir / "ssh" / digest
+        self.control_path = control_path(state_dir, spec.url)
+        self._digest = digest
         self._remote_python = True
         # One channel file per target object: two syncs may push to the same URL.
         Channel.count += 1
-        fast = self.control_path.with_name(f"{digest}.{os.getpid()}.{Channel.count}.fast")
+        fast = state_dir / "ssh" / f"{digest}.{os.getpid()}.{Channel.count}.fast"
         remote = spec.remote_rsync or "rsync"
         self.channel = Channel(self.name, fast, rsync_path=remote, timeout=contimeout + 5)
 
@@ -127,8 +130,10 @@ class SshTarget(Target):
         return [m for m, ok in zip(todo, result.stdout, strict=True) if ok == ord("1")]
 
     def check(self) -> None:
+        (self.state_dir / "ssh").mkdir(mode=0o700, parents=True, exist_ok=True)
         self.control_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _remove_stale(self.control_path)
+        _require_private(self.control_path.parent)
+        _remove_stale(self.state_dir / "ssh", self._digest)
 
     def connect(self) -> None:
         """Start the remote spawner in the background once (see sshchannel.py), if the
@@ -166,9 +171,38 @@ class SshTarget(Target):
             )
 
 
-def _remove_stale(control_path: Path) -> None:
+# ssh binds "ControlPath.<16 random letters>" first, then renames it: with the NUL, a
+# socket name of 108 bytes leaves 90 for the path.
+CONTROL_PATH_MAX = 90
+
+
+def control_path(state_dir: Path, url: str) -> Path:
+    """The ssh control socket: in the state directory's ``ssh/``, or, where that path is
+    too long for a socket, in a private directory of the runtime directory, named by the
+    state directory too (two trigsyncs must not share one master)."""
+    digest = hashlib.sha1(url.encode()).hexdigest()[:16]
+    ours = state_dir / "ssh" / digest
+    if len(os.fsencode(ours)) <= CONTROL_PATH_MAX:
+        return ours
+    uid = os.geteuid()
+    base = "/run" if uid == 0 else os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    key = hashlib.sha1(os.fsencode(state_dir.absolute()) + b"\0" + url.encode()).hexdigest()
+    return Path(base) / f"trigsync-ssh-{uid}" / key[:16]
+
+
+def _require_private(directory: Path) -> None:
+    """The control socket's directory must be ours alone (it may lie in /tmp)."""
+    st = os.lstat(directory)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        raise SetupError(
+            f"{directory} must be a directory of this user with mode 700 (it holds the ssh "
+            "control socket); remove it, or set a shorter state_dir"
+        )
+
+
+def _remove_stale(directory: Path, digest: str) -> None:
     """Remove channel files that a trigsync killed before its clean-up left behind."""
-    for path in control_path.parent.glob(f"{control_path.name}.*.fast*"):
+    for path in directory.glob(f"{digest}.*.fast*"):
         pid = path.name.split(".")[1]
         if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
             path.unlink(missing_ok=True)
