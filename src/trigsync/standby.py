@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 RECYCLE_MAX = 30.0  # a standby older than this is replaced, even with no timeout set
 MIN_RECYCLE = 0.5  # nor is one replaced sooner (each replacement costs the peer a login)
 BUSY_PAUSE = (0.03, 0.1)  # a daemon's slot stays taken ~60 ms after a client exits
+SLOT_FREED = (0.1, 0.2)  # after stopping the standby that held it: the daemon sees it go
 RETRY_MIN, RETRY_MAX = 0.5, 30.0  # a standby that died otherwise: the target may be down
 PROBE = b"\0"  # an empty name: rsync skips it (io.c read_line, RL_DUMP_COMMENTS)
 POLL = 0.002  # how often logins are checked while some are under way
@@ -283,11 +284,16 @@ class Standby:
         self._changed.set()
         stderr = await proc.stderr.read() if proc.stderr else b""
         if rsync.busy(proc.returncode or 0, stderr):
+            pause = random.uniform(*BUSY_PAUSE)  # refused: the current run holds the slot
             if self.pool.retiring():  # the daemon's last slot: the old one gives it up
-                self._retire_one(force=True)
+                stopping = self._retire_one(force=True)
+                if stopping is not None:
+                    # Asking again before it is gone (and the daemon has seen it go) is
+                    # refused again: 4-5 @ERROR lines in the daemon's log per recycle.
+                    await asyncio.shield(stopping)
+                    pause = random.uniform(*SLOT_FREED)
             elif self.pool.refused():  # the daemon allows no more than those waiting
                 return
-            pause = random.uniform(*BUSY_PAUSE)  # refused: the current run holds the slot
         else:
             pause, self._retry = self._retry, min(self._retry * 2, RETRY_MAX)
         why = rsync.reason(stderr)
@@ -311,19 +317,22 @@ class Standby:
         else:
             self._stop_spare(proc)
 
-    def _retire_one(self, *, force: bool = False) -> None:
-        """Stop the oldest recycled standby once another is ready (or at once: ``force``)."""
+    def _retire_one(self, *, force: bool = False) -> asyncio.Future[None] | None:
+        """Stop the oldest recycled standby once another is ready (or at once: ``force``);
+        returns its stop, if it stops one."""
         retiring = self.pool.retiring()
         if retiring and (force or len(self.pool.ready()) > len(retiring)):
-            self._stop_spare(retiring[0])
+            return self._stop_spare(retiring[0])
+        return None
 
-    def _stop_spare(self, proc: Proc) -> None:
+    def _stop_spare(self, proc: Proc) -> asyncio.Future[None] | None:
         self._cancel_timer(proc)
         if not self.pool.remove(proc):
-            return
+            return None
         task = asyncio.ensure_future(rsync.stop(proc))
         self._stopping.add(task)  # held, and awaited by drop()
         task.add_done_callback(self._stopping.discard)
+        return task
 
     async def drop(self) -> None:
         """Stop every waiting rsync (a run that needs the daemon's only slot)."""

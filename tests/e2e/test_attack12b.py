@@ -114,7 +114,7 @@ def rsync_children(pid: int) -> list[int]:
 
 
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,  # it passes now and then since the retry waits for the old one's stop
     reason=(
         "standby.Standby: at each recycle (every timeout/2 s, here 1 s) of a standby on a "
         "daemon whose max connections the pool already fills, the replacement is refused; "
