@@ -13,8 +13,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -329,18 +330,10 @@ def test_many_sighups_that_change_a_paused_target_lose_nothing(
     """Twenty reloads in a row, each replacing the worker of a paused target (its
     rsync_args change) and each changing the excludes, while files keep coming: the
     pause lasts across all of them, and after resume the replica equals the source."""
-    replica = local(tmp_path)
-    state = tmp_path / "state"
+    replica, state, throttle = throttled(tmp_path, source)
 
     def configure(i: int) -> None:
-        opts: dict[str, object] = {"rsync_args": [f"--bwlimit={1000 + i}"]}
-        write_config(
-            tmp_path / "t.toml",
-            source=source,
-            replicas=[Replica("local", replica.url, replica.path, opts)],
-            state_dir=state,
-            excludes=[f"*.tmp{i}"],
-        )
+        throttle(1000 + i, excludes=[f"*.tmp{i}"])
 
     configure(0)
     ts = Trigsync(procs, tmp_path / "t.toml", "-v").start()
@@ -570,18 +563,23 @@ def test_a_failing_webhook_never_logs_the_token_in_its_path(
         dead.close()
 
 
-def throttled(tmp_path: Path, source: Path) -> tuple[Replica, Path, Callable[[int], None]]:
+class Throttle(Protocol):
+    def __call__(self, limit: int, excludes: Sequence[str] = ()) -> None: ...
+
+
+def throttled(tmp_path: Path, source: Path) -> tuple[Replica, Path, Throttle]:
     """A local replica, the state dir, and a writer of t.toml with a --bwlimit (KiB/s)."""
     replica = local(tmp_path)
     state = tmp_path / "state"
 
-    def configure(limit: int) -> None:
+    def configure(limit: int, excludes: Sequence[str] = ()) -> None:
         opts: dict[str, object] = {"rsync_args": [f"--bwlimit={limit}"]}
         write_config(
             tmp_path / "t.toml",
             source=source,
             replicas=[Replica("local", replica.url, replica.path, opts)],
             state_dir=state,
+            excludes=excludes,
         )
 
     return replica, state, configure
