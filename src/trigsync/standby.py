@@ -6,9 +6,8 @@ next change arrives. So the next standby is started as soon as the current one h
 been handed its list, not after its run ended.
 
 Each standby is written one NUL at its start, which rsync reads (and skips as an empty
-name) only once its login is done and it builds its file list: so the pipe's unread
-byte count tells a ready standby from one still logging in, without a timer. The policy
-built on that (``spares.Pool``): a list goes to the ready standby that waited longest;
+name) only once its login is done and it builds its file list; the event loop wakes the
+moment it does (``probe``). The policy built on that (``spares.Pool``): a list goes to the ready standby that waited longest;
 with none ready, to the first that becomes ready (a stalled login, ~45 ms on a stock
 daemon with Nagle on, gets another started beside it rather than holding the change);
 the pool deepens while changes find none ready. Waiting standbys are recycled on a
@@ -22,19 +21,17 @@ pool stays at the size the daemon allows.
 
 from __future__ import annotations
 
-import array
 import asyncio
 import contextlib
 import dataclasses
-import fcntl
 import logging
 import random
-import termios
 import time
 from collections.abc import Mapping, Sequence
 
 from . import rsync
 from .errors import SetupError
+from .probe import Probe
 from .spares import Pool
 
 log = logging.getLogger(__name__)
@@ -44,25 +41,10 @@ MIN_RECYCLE = 0.5  # nor is one replaced sooner (each replacement costs the peer
 BUSY_PAUSE = (0.03, 0.1)  # a daemon's slot stays taken ~60 ms after a client exits
 SLOT_FREED = (0.1, 0.2)  # after stopping the standby that held it: the daemon sees it go
 RETRY_MIN, RETRY_MAX = 0.5, 30.0  # a standby that died otherwise: the target may be down
-PROBE = b"\0"  # an empty name: rsync skips it (io.c read_line, RL_DUMP_COMMENTS)
-POLL = 0.002  # how often logins are checked while some are under way
+HEDGE_SLACK = 0.001  # a login's hedge fires this long past its limit: then it is slow
 LOGIN_WAIT = 2.0  # a list waits this long for a login, then goes to the oldest standby
 
 Proc = asyncio.subprocess.Process
-
-
-def unread(proc: Proc) -> int | None:
-    """Bytes still in the standby's stdin pipe (0: it has read the probe), None if unknown."""
-    transport = proc.stdin.transport if proc.stdin is not None else None
-    pipe = transport.get_extra_info("pipe") if transport is not None else None
-    if pipe is None or transport is None or transport.get_write_buffer_size():
-        return None
-    count = array.array("i", [0])
-    try:
-        fcntl.ioctl(pipe.fileno(), termios.FIONREAD, count)
-    except (OSError, ValueError):
-        return None
-    return count[0]
 
 
 class Standby:
@@ -88,7 +70,7 @@ class Standby:
         self._starting: set[asyncio.Task[None]] = set()
         self._watchers: set[asyncio.Task[None]] = set()
         self._stopping: set[asyncio.Task[None]] = set()
-        self._poller: asyncio.Task[None] | None = None
+        self._probes: dict[Proc, Probe] = {}
         self._changed = asyncio.Event()
         self._retry = RETRY_MIN
         self._pausing = 0  # of the _starting tasks, those that wait to retry
@@ -161,7 +143,7 @@ class Standby:
             born = self.pool.born(proc)
             if born is None or proc in self.pool.retiring():
                 continue
-            self._cancel_timer(proc)
+            self._forget(proc)
             if now - born >= self.recycle:
                 self._stop_spare(proc)
             else:
@@ -189,12 +171,15 @@ class Standby:
         )
         born = self.pool.born(proc) or now
         self.pool.take(proc)
-        self._cancel_timer(proc)
+        self._forget(proc)
         return proc, born
 
-    def _cancel_timer(self, proc: Proc) -> None:
+    def _forget(self, proc: Proc) -> None:
+        """No timer or probe of ``proc`` fires any more (it was taken, or it ended)."""
         if (timer := self._timers.pop(proc, None)) is not None:
             timer.cancel()
+        if (probe := self._probes.pop(proc, None)) is not None:
+            probe.cancel()
 
     async def _first_ready(self) -> Proc | None:
         """Wait until a standby is ready; past ``LOGIN_WAIT``, the oldest one (a frozen
@@ -253,32 +238,40 @@ class Standby:
         if not self.enabled or proc.stdin is None:
             await rsync.stop(proc)
             return
-        proc.stdin.write(PROBE)
         self.pool.add(proc, time.monotonic())
-        self._timers[proc] = asyncio.get_running_loop().call_later(self.recycle, self._expire, proc)
+        loop = asyncio.get_running_loop()
+        self._timers[proc] = loop.call_later(self.recycle, self._expire, proc)
+        try:
+            self._probes[proc] = Probe(proc, lambda: self._logged_in(proc))
+        except OSError as exc:  # its stdin is gone: it has died already
+            log.debug("%s: standby without a pipe: %s", self.name, exc)
+        # A login that has not ended by then is stalled: another starts beside it.
+        loop.call_later(self.pool.slow_after() + HEDGE_SLACK, self._hedge, proc)
         watch = asyncio.ensure_future(self._watch(proc, argv))
         self._watchers.add(watch)
         watch.add_done_callback(self._watchers.discard)
-        if self._poller is None or self._poller.done():
-            self._poller = asyncio.ensure_future(self._poll_logins())
 
-    async def _poll_logins(self) -> None:
-        """While standbys log in: mark those that read their probe; hedge stalled ones."""
-        while self.pool.logging_in():
-            await asyncio.sleep(POLL)
-            now = time.monotonic()
-            for proc in self.pool.logging_in():
-                if proc.returncode is None and unread(proc) == 0:
-                    self.pool.mark_ready(proc, now)
-                    self._changed.set()
-                    self._retire_one()
-            if self.pool.slow(now):
-                self.fill()
+    def _logged_in(self, proc: Proc) -> None:
+        self._probes.pop(proc, None)
+        if proc.returncode is None and proc in self.pool:
+            self.pool.mark_ready(proc, time.monotonic())
+            self._changed.set()
+            self._retire_one()
+
+    def _hedge(self, proc: Proc) -> None:
+        if proc not in self.pool.logging_in() or proc.returncode is not None:
+            return
+        now, born = time.monotonic(), self.pool.born(proc) or 0.0
+        if proc in self.pool.slow(now):
+            self.fill()
+        else:  # recent logins were slower: the limit moved
+            later = born + self.pool.slow_after() + HEDGE_SLACK - now
+            asyncio.get_running_loop().call_later(max(later, HEDGE_SLACK), self._hedge, proc)
 
     async def _watch(self, proc: Proc, argv: Sequence[rsync.Arg]) -> None:
         """A standby that exits before it is used is replaced, after a pause that fits why."""
         await proc.wait()
-        self._cancel_timer(proc)
+        self._forget(proc)
         if not self.pool.remove(proc):
             return  # it was taken for a run (or dropped): finish() owns its exit
         self._changed.set()
@@ -326,7 +319,7 @@ class Standby:
         return None
 
     def _stop_spare(self, proc: Proc) -> asyncio.Future[None] | None:
-        self._cancel_timer(proc)
+        self._forget(proc)
         if not self.pool.remove(proc):
             return None
         task = asyncio.ensure_future(rsync.stop(proc))
@@ -340,11 +333,9 @@ class Standby:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._poller is not None:
-            self._poller.cancel()
         for proc in list(self.pool):
             self.pool.remove(proc)
-            self._cancel_timer(proc)
+            self._forget(proc)
             await rsync.stop(proc)
         for task in list(self._stopping):
             await task
