@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import __version__, background, cli_service, config, daemon, logs, sersync_cli
+from . import __version__, background, childwatch, cli_service, config, daemon, logs, sersync_cli
 from .engine import Engine
 from .errors import TrigsyncError
 
@@ -330,6 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return exc.exit_code
     args = _parse(parser, argv)
     _setup_logging(args)
+    childwatch.use_pidfds()
     commands: dict[str, Callable[[], int]] = {
         "run": lambda: _run(args, parser),
         "verify": lambda: _verify(args, parser),
