@@ -86,12 +86,17 @@ class Runner:
                 moved,
                 len(batch.moves),
             )
+        argv = rsync.batch_argv(view, self.options, transport)
         if batch.full:
             await self.standby.drop()  # it may hold a daemon's only connection slot
-            return await fullsync.run(
+            result = await fullsync.run(
                 view, self.options, transport, first=self.full_sync, stall=self.standby.stall
             )
-        argv = rsync.batch_argv(view, self.options, transport)
+            if result.outcome is rsync.Outcome.OK:
+                # The first change after a start (or a repair) meets a logged-in rsync too:
+                # without one, it paid a fresh login, ~50 ms on a stock daemon.
+                self.standby.prepare(argv)
+            return result
         for _ in range(SWAPPED_TRIES):
             # Last, with no await before the standby takes the list: see ancestry.py.
             entries = ancestry.confine_below(view, entries)
