@@ -11,8 +11,9 @@ waits ~45 ms more, when the daemon's two small writes in a row meet our delayed 
 - a login that takes much longer than the recent fast ones is *slow* (stalled): it no
   longer counts towards the pool, so another starts beside it, and whichever is ready
   first takes the next list (the slow one stays and serves later);
-- the pool deepens while changes find no ready standby, up to ``max_depth``, and
-  shrinks by one each time a standby waited unused until it was recycled.
+- the pool deepens while changes find no ready standby, or come closer together than
+  a login takes, up to ``max_depth``, and shrinks by one each time a standby waited
+  unused until it was recycled.
 
 The clock is passed in, so tests drive it by hand.
 """
@@ -51,6 +52,7 @@ class Pool(Generic[H]):
         self.depth = 1
         self._spares: dict[H, _Spare] = {}
         self._logins: deque[float] = deque(maxlen=LOGINS_KEPT)
+        self._last_take = float("-inf")
 
     def __contains__(self, handle: object) -> bool:
         return handle in self._spares
@@ -95,10 +97,14 @@ class Pool(Generic[H]):
         """The standby that started first (the list's fallback when none gets ready)."""
         return next(iter(self._spares), None)
 
-    def take(self, handle: H) -> None:
-        """``handle`` takes a list; if that leaves none ready, changes outrun the logins."""
+    def take(self, handle: H, now: float) -> None:
+        """``handle`` takes a list. If that leaves none ready and this list came sooner
+        after the last than a login takes, changes outrun the logins: deepen. A change
+        every 40 s that takes the only standby is no such sign; deepening then only
+        started a second and third login beside each change, for the recycle to stop."""
         self._spares.pop(handle, None)
-        if not self.ready():
+        gap, self._last_take = now - self._last_take, now
+        if not self.ready() and gap < self.slow_after():
             self.deepen()
 
     def deepen(self) -> None:

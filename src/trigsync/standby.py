@@ -170,7 +170,7 @@ class Standby:
             sum(1 for p in self.pool.logging_in() if p is not proc),
         )
         born = self.pool.born(proc) or now
-        self.pool.take(proc)
+        self.pool.take(proc, now)
         self._forget(proc)
         return proc, born
 

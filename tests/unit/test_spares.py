@@ -21,7 +21,7 @@ def test_a_list_goes_to_a_ready_standby_never_to_an_older_one_still_logging_in()
     pool.add("quick", 10.005)
     pool.mark_ready("quick", 10.012)
     assert pool.pick() == "quick"
-    pool.take("quick")
+    pool.take("quick", 10.013)
     assert pool.pick() is None, "a standby still logging in is not ready"
     assert pool.oldest() == "stalled"  # only the fallback once none gets ready
 
@@ -73,13 +73,18 @@ def test_the_pool_deepens_while_changes_find_none_ready_and_shrinks_when_idle() 
     for i in range(5):
         pool.add(f"s{i}", float(i))
         pool.mark_ready(f"s{i}", i + 0.01)
-        pool.take(f"s{i}")  # none left ready after each
+        pool.take(f"s{i}", i + 0.012)  # none left ready after each, 1 s apart
+    assert pool.depth == 1, "one change a second: one standby keeps up"
+    for i in range(5):
+        pool.add(f"b{i}", 5 + i * 0.01)
+        pool.mark_ready(f"b{i}", 5 + i * 0.01 + 0.005)
+        pool.take(f"b{i}", 5 + i * 0.01 + 0.006)  # back to back: 10 ms apart
     assert pool.depth == 3, "capped at max_depth"
     pool.add("a", 10.0)
     pool.mark_ready("a", 10.01)
     pool.add("b", 10.0)
     pool.mark_ready("b", 10.01)
-    pool.take("a")  # "b" still ready: no sign of demand outrunning the logins
+    pool.take("a", 10.02)  # "b" still ready: no sign of demand outrunning the logins
     assert pool.depth == 3
     assert pool.retire("b"), "none else waits: it is replaced before it goes"
     assert pool.depth == 2, "it waited unused: one fewer"
