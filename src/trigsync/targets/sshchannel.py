@@ -18,8 +18,16 @@ is down, or could not be set up) it runs plain ssh, as before.
 
 The secret (256 random bits, on the spawner's stdin and in the channel file, never on a
 command line) is what keeps other users of the receiver out: the loopback port is open
-to all of them (OpenSSH 9.2's ``-W`` cannot reach a Unix socket). The spawner exits when
+to all of them (OpenSSH 9.2's ``-W`` cannot reach a Unix socket). The spawner reads every
+header itself and forks only for the right secret, so a connection without it costs a
+socket for a few seconds and never keeps a run out (``spawner.py``). The spawner exits when
 its stdin closes, which is when the session, the master connection or trigsync ends.
+
+Not covered: the spawner cannot prove itself to the wrapper. Another user who binds the
+port in the moment between the spawner's death and trigsync's removal of the channel
+file would receive the next run's header and stream (the secret of a spawner that is
+gone, the command, the files). Closing that takes an answer from the spawner that the
+wrapper checks before it relays rsync's stream: a relay process in the wrapper.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from .. import rsync
+from .spawner import HEADER_ROOM, HEADER_TIMEOUT, SPAWNER
 
 log = logging.getLogger(__name__)
 
@@ -67,143 +76,6 @@ done
 exec 3<&0
 { printf "%s\000%s\000" "$key" "$cmd"; cat <&3 & } |
   "$ssh" -o ControlMaster=no -W "127.0.0.1:$port" "$@" -- "$host"
-"""
-
-HEADER_TIMEOUT = 5.0  # a header crosses the ssh connection, maybe behind a transfer's data
-HEADER_ROOM = 256  # connections whose header is still awaited, at most
-
-# Run as ``python3 -c SPAWNER TIMEOUT ROOM`` through the login shell, once. stdin: the
-# secret, one line, then nothing until it closes; stdout: the port, one line. Each
-# connection: the secret, NUL, the command, NUL, then the command's stream.
-# Every header is read here, in the one process (non-blocking sockets, selectors), and a
-# child is forked only once its secret checked out: a connection that sends nothing holds
-# a socket for TIMEOUT seconds at most, and at most ROOM of them wait. When they are all
-# taken, those that another user opened go first (their end's uid in /proc/net/tcp and
-# tcp6; Linux), then the oldest: someone who opens connections faster than a run's
-# header crosses the ssh connection pushes out only their own, or those of the
-# spawner's user, who could read the secret anyway. A header is peeked at, then taken up
-# to its second NUL: the command's stream that follows stays in the socket for it.
-# SIGCHLD ignored: the kernel reaps the children. Plain Python 3.5+ (receivers are old).
-SPAWNER = r"""
-import collections, hmac, os, selectors, signal, socket, struct, sys, time
-timeout, room = float(sys.argv[1]), int(sys.argv[2])
-key = sys.stdin.buffer.readline().strip()
-most = len(key) + 65538
-me = os.geteuid()
-lst = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-lst.bind(("127.0.0.1", 0))
-lst.listen(4096)
-lst.setblocking(False)
-sys.stdout.buffer.write(b"%d\n" % lst.getsockname()[1])
-sys.stdout.flush()
-signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-sel = selectors.DefaultSelector()
-sel.register(lst, selectors.EVENT_READ)
-sel.register(0, selectors.EVENT_READ)
-waiting = collections.OrderedDict()
-def ends(a):
-    b = socket.inet_aton(a[0])
-    v6 = struct.unpack("=4I", b"\0" * 10 + b"\xff\xff" + b)
-    return ["%08X:%04X" % (struct.unpack("=I", b)[0], a[1]),
-            "%08X%08X%08X%08X:%04X" % (v6 + (a[1],))]
-mine = ends(lst.getsockname())
-def forget(c):
-    del waiting[c]
-    sel.unregister(c)
-def drop(c):
-    forget(c)
-    c.close()
-def others():
-    far = {}
-    for c, w in waiting.items():
-        for e in ends(w[2]):
-            far[e] = c
-    found = set()
-    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(name) as f:
-                next(f)
-                for line in f:
-                    w = line.split()
-                    if w[1] in far and w[2] in mine and w[3] == "01" and int(w[7]) != me:
-                        found.add(far[w[1]])
-        except (OSError, ValueError, IndexError, StopIteration):
-            pass
-    return found
-def make_room():
-    for c in others():
-        drop(c)
-    while len(waiting) > room * 3 // 4:
-        drop(next(iter(waiting)))
-def accept():
-    for _ in range(64):
-        try:
-            c, a = lst.accept()
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            if waiting:
-                drop(next(iter(waiting)))
-            return
-        if len(waiting) >= room:
-            make_room()
-        c.setblocking(False)
-        waiting[c] = [time.monotonic() + timeout, b"", a]
-        sel.register(c, selectors.EVENT_READ)
-def spawn(c, cmd):
-    if os.fork() == 0:
-        try:
-            for s in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD):
-                signal.signal(s, signal.SIG_DFL)
-            c.setblocking(True)
-            try:
-                c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
-            os.dup2(c.fileno(), 0)
-            os.dup2(c.fileno(), 1)
-            os.execv("/bin/sh", ["sh", "-c", cmd])
-        finally:
-            os._exit(127)
-def read(c, w):
-    try:
-        seen = c.recv(most, socket.MSG_PEEK)
-        at = -1
-        for _ in range(2 - w[1].count(b"\0")):
-            at = seen.find(b"\0", at + 1)
-            if at < 0:
-                break
-        if seen:
-            w[1] += c.recv(len(seen) if at < 0 else at + 1)
-    except (BlockingIOError, InterruptedError):
-        return
-    except OSError:
-        seen = b""
-    f = w[1].split(b"\0")
-    if not seen or len(w[1]) > most or len(f) > 1 and not hmac.compare_digest(f[0], key):
-        drop(c)
-    elif len(f) > 2:
-        forget(c)
-        try:
-            spawn(c, f[1])
-        except OSError:
-            pass
-        c.close()
-while True:
-    left = None
-    if waiting:
-        left = max(0.0, next(iter(waiting.values()))[0] - time.monotonic())
-    for k, _ in sel.select(left):
-        if k.fileobj is lst:
-            accept()
-        elif k.fileobj == 0:
-            if not os.read(0, 4096):
-                sys.exit(0)
-        elif k.fileobj in waiting:
-            read(k.fileobj, waiting[k.fileobj])
-    now = time.monotonic()
-    while waiting and next(iter(waiting.values()))[0] <= now:
-        drop(next(iter(waiting)))
 """
 
 
