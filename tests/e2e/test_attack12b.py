@@ -61,18 +61,6 @@ class Squatter(threading.Thread):
             s.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "sshchannel.SPAWNER forks one child per accepted connection before the secret is "
-        "read and refuses every connection past 256 children; a child waits up to 10 s per "
-        "byte of the header, so any local user of the receiver holding 256 idle connections "
-        "to the (world-visible) loopback port makes every trigsync run through the channel "
-        "fail (closed at once), for as long as they hold them, with no fallback to plain "
-        "ssh. Fix: read headers in the parent (selectors, a short deadline, a bounded set of "
-        "unauthenticated connections that drops the oldest), fork only after the secret"
-    ),
-)
 def test_a_local_user_holding_connections_to_the_spawner_stops_no_sync(
     source: Path,
     server: SshServer,  # noqa: F811 - fixture

@@ -22,7 +22,7 @@ from tests.e2e.harness import Replica, Trigsync
 from tests.support.proc import wait_for
 from tests.support.sshd import SshServer, sshd_unavailable_reason
 from tests.support.trees import wait_trees_equal
-from trigsync.targets.sshchannel import SPAWNER
+from trigsync.targets.spawner import SPAWNER
 
 CHANGES = 10
 FAST_UP = "runs reach the remote rsync without a remote shell each"

@@ -18,8 +18,16 @@ is down, or could not be set up) it runs plain ssh, as before.
 
 The secret (256 random bits, on the spawner's stdin and in the channel file, never on a
 command line) is what keeps other users of the receiver out: the loopback port is open
-to all of them (OpenSSH 9.2's ``-W`` cannot reach a Unix socket). The spawner exits when
+to all of them (OpenSSH 9.2's ``-W`` cannot reach a Unix socket). The spawner reads every
+header itself and forks only for the right secret, so a connection without it costs a
+socket for a few seconds and never keeps a run out (``spawner.py``). The spawner exits when
 its stdin closes, which is when the session, the master connection or trigsync ends.
+
+Not covered: the spawner cannot prove itself to the wrapper. Another user who binds the
+port in the moment between the spawner's death and trigsync's removal of the channel
+file would receive the next run's header and stream (the secret of a spawner that is
+gone, the command, the files). Closing that takes an answer from the spawner that the
+wrapper checks before it relays rsync's stream: a relay process in the wrapper.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from .. import rsync
+from .spawner import HEADER_ROOM, HEADER_TIMEOUT, SPAWNER
 
 log = logging.getLogger(__name__)
 
@@ -67,73 +76,6 @@ done
 exec 3<&0
 { printf "%s\000%s\000" "$key" "$cmd"; cat <&3 & } |
   "$ssh" -o ControlMaster=no -W "127.0.0.1:$port" "$@" -- "$host"
-"""
-
-# Run as ``python3 -c SPAWNER`` through the login shell, once. stdin: the secret, one
-# line, then nothing until it closes; stdout: the port, one line. Each connection: the
-# secret, NUL, the command, NUL, then the command's stream.
-SPAWNER = r"""
-import hmac, os, selectors, signal, socket, sys
-key = sys.stdin.buffer.readline().strip()
-lst = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-lst.bind(("127.0.0.1", 0))
-lst.listen(64)
-sys.stdout.buffer.write(b"%d\n" % lst.getsockname()[1])
-sys.stdout.flush()
-kids = 0
-def header(c):
-    c.settimeout(10)
-    fields, cur = [], bytearray()
-    while len(fields) < 2:
-        b = c.recv(1)
-        if not b or len(cur) > 65536:
-            return None
-        if b == b"\0":
-            fields.append(bytes(cur))
-            cur = bytearray()
-        else:
-            cur += b
-    return fields
-def serve(c):
-    lst.close()
-    f = header(c)
-    if f is None or not hmac.compare_digest(f[0], key):
-        os._exit(1)
-    c.settimeout(None)
-    for s in (signal.SIGPIPE, signal.SIGXFSZ):
-        signal.signal(s, signal.SIG_DFL)
-    os.dup2(c.fileno(), 0)
-    os.dup2(c.fileno(), 1)
-    c.close()
-    os.execv("/bin/sh", ["sh", "-c", f[1]])
-sel = selectors.DefaultSelector()
-sel.register(lst, selectors.EVENT_READ)
-sel.register(0, selectors.EVENT_READ)
-while True:
-    for k, _ in sel.select(1.0 if kids else None):
-        if k.fileobj is lst:
-            c, _ = lst.accept()
-            if kids >= 256:
-                c.close()
-                continue
-            if os.fork() == 0:
-                try:
-                    serve(c)
-                finally:
-                    os._exit(127)
-            kids += 1
-            c.close()
-        elif not os.read(0, 4096):
-            sys.exit(0)
-    while kids:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            kids = 0
-            break
-        if not pid:
-            break
-        kids -= 1
 """
 
 
@@ -176,7 +118,8 @@ class Channel:
 
     async def _setup(self, ssh: list[str], login: str) -> None:
         key = secrets.token_hex(32)
-        argv = [*ssh, "--", login, "python3", "-c", shlex.quote(SPAWNER)]
+        spawner = ("python3", "-c", shlex.quote(SPAWNER), str(HEADER_TIMEOUT), str(HEADER_ROOM))
+        argv = [*ssh, "--", login, *spawner]
         log.debug("%s: starting the remote spawner", self.name)
         proc = await asyncio.create_subprocess_exec(
             *argv,

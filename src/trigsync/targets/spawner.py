@@ -1,0 +1,161 @@
+"""The spawner: the fixed Python text the ssh fast path runs on the receiver (see
+``sshchannel.py`` for why and how it is reached).
+
+Run as ``python3 -c SPAWNER TIMEOUT ROOM`` through the login shell, once. stdin: the
+secret, one line, then nothing until it closes (then it exits); stdout: the port it
+listens on, on 127.0.0.1, one line. Each connection: the secret, NUL, the command, NUL,
+then the command's stream; the command runs with ``/bin/sh -c`` on that stream.
+
+Other users of the receiver can reach the port, so a connection costs nothing until its
+secret checked out. Every header is read in the one process (non-blocking sockets,
+selectors) and a child is forked only for the right secret (``hmac.compare_digest``): a
+connection that sends nothing holds a socket for TIMEOUT seconds at most, and at most
+ROOM of them wait. When they are all taken, each is read once more (a header that came
+starts, one closed or wrong goes), then those that another user opened go (the uid of
+their end, in /proc/net/tcp and tcp6; Linux), then the oldest of those not known to be
+the spawner's user's (a scan of /proc races with the sockets it lists), then the oldest.
+So whoever opens connections faster than a run's header crosses the ssh connection
+pushes out only their own, or the spawner's own user's (who can do anything as that
+user anyway). None of this is on a run's path: /proc is read only when the room is full.
+
+A header is peeked at, then taken up to its second NUL, so the command's stream that
+follows it stays in the socket for the command. SIGCHLD is ignored, so the kernel reaps
+the children (each gets it back, as SIGPIPE and SIGXFSZ, at their defaults). Plain
+Python 3.5 and later: receivers are old.
+"""
+
+from __future__ import annotations
+
+HEADER_TIMEOUT = 5.0  # a header crosses the ssh connection, maybe behind a transfer's data
+HEADER_ROOM = 256  # connections whose header is still awaited, at most
+
+SPAWNER = r"""
+import collections, hmac, os, selectors, signal, socket, struct, sys, time
+timeout, room = float(sys.argv[1]), int(sys.argv[2])
+key = sys.stdin.buffer.readline().strip()
+most = len(key) + 65538
+me = os.geteuid()
+lst = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+lst.bind(("127.0.0.1", 0))
+lst.listen(4096)
+lst.setblocking(False)
+sys.stdout.buffer.write(b"%d\n" % lst.getsockname()[1])
+sys.stdout.flush()
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+sel = selectors.DefaultSelector()
+sel.register(lst, selectors.EVENT_READ)
+sel.register(0, selectors.EVENT_READ)
+waiting = collections.OrderedDict()
+def ends(a):
+    b = socket.inet_aton(a[0])
+    v6 = struct.unpack("=4I", b"\0" * 10 + b"\xff\xff" + b)
+    return ["%08X:%04X" % (struct.unpack("=I", b)[0], a[1]),
+            "%08X%08X%08X%08X:%04X" % (v6 + (a[1],))]
+mine = ends(lst.getsockname())
+def forget(c):
+    del waiting[c]
+    sel.unregister(c)
+def drop(c):
+    forget(c)
+    c.close()
+def owners():
+    far = {}
+    for c, w in waiting.items():
+        for e in ends(w[2]):
+            far[e] = c
+    theirs, ours = set(), set()
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name) as f:
+                next(f)
+                for line in f:
+                    w = line.split()
+                    if w[1] in far and w[2] in mine:
+                        (ours if int(w[7]) == me else theirs).add(far[w[1]])
+        except (OSError, ValueError, IndexError, StopIteration):
+            pass
+    return theirs, ours
+def make_room():
+    keep = room * 3 // 4
+    for c in list(waiting):
+        read(c, waiting[c])
+    if len(waiting) > keep:
+        theirs, ours = owners()
+        for c in theirs:
+            drop(c)
+        for c in [c for c in waiting if c not in ours][:max(0, len(waiting) - keep)]:
+            drop(c)
+    while len(waiting) > keep:
+        drop(next(iter(waiting)))
+def accept():
+    for _ in range(64):
+        try:
+            c, a = lst.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except ConnectionAbortedError:
+            continue
+        except OSError:
+            if waiting:
+                drop(next(iter(waiting)))
+            return
+        if len(waiting) >= room:
+            make_room()
+        c.setblocking(False)
+        waiting[c] = [time.monotonic() + timeout, b"", a]
+        sel.register(c, selectors.EVENT_READ)
+def spawn(c, cmd):
+    if os.fork() == 0:
+        try:
+            for s in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD):
+                signal.signal(s, signal.SIG_DFL)
+            c.setblocking(True)
+            try:
+                c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+            os.dup2(c.fileno(), 0)
+            os.dup2(c.fileno(), 1)
+            os.execv("/bin/sh", ["sh", "-c", cmd])
+        finally:
+            os._exit(127)
+def read(c, w):
+    try:
+        seen = c.recv(most, socket.MSG_PEEK)
+        at = -1
+        for _ in range(2 - w[1].count(b"\0")):
+            at = seen.find(b"\0", at + 1)
+            if at < 0:
+                break
+        if seen:
+            w[1] += c.recv(len(seen) if at < 0 else at + 1)
+    except (BlockingIOError, InterruptedError):
+        return
+    except OSError:
+        seen = b""
+    f = w[1].split(b"\0")
+    if not seen or len(w[1]) > most or len(f) > 1 and not hmac.compare_digest(f[0], key):
+        drop(c)
+    elif len(f) > 2:
+        forget(c)
+        try:
+            spawn(c, f[1])
+        except OSError:
+            pass
+        c.close()
+while True:
+    left = None
+    if waiting:
+        left = max(0.0, next(iter(waiting.values()))[0] - time.monotonic())
+    for k, _ in sel.select(left):
+        if k.fileobj is lst:
+            accept()
+        elif k.fileobj == 0:
+            if not os.read(0, 4096):
+                sys.exit(0)
+        elif k.fileobj in waiting:
+            read(k.fileobj, waiting[k.fileobj])
+    now = time.monotonic()
+    while waiting and next(iter(waiting.values()))[0] <= now:
+        drop(next(iter(waiting)))
+"""
