@@ -143,7 +143,7 @@ class Standby:
             born = self.pool.born(proc)
             if born is None or proc in self.pool.retiring():
                 continue
-            self._forget(proc)
+            self._cancel_timer(proc)  # not its probe: one logging in now is still heard
             if now - born >= self.recycle:
                 self._stop_spare(proc)
             else:
@@ -174,10 +174,13 @@ class Standby:
         self._forget(proc)
         return proc, born
 
-    def _forget(self, proc: Proc) -> None:
-        """No timer or probe of ``proc`` fires any more (it was taken, or it ended)."""
+    def _cancel_timer(self, proc: Proc) -> None:
         if (timer := self._timers.pop(proc, None)) is not None:
             timer.cancel()
+
+    def _forget(self, proc: Proc) -> None:
+        """No timer or probe of ``proc`` fires any more (it was taken, or it ended)."""
+        self._cancel_timer(proc)
         if (probe := self._probes.pop(proc, None)) is not None:
             probe.cancel()
 

@@ -1,0 +1,81 @@
+"""Attacks on the standby's login probe and pool, against real rsync daemons.
+
+The daemons are configured as receivers really are: the stock rsyncd.conf of the
+tutorials, with the daemon's own ``timeout`` (which drops a standby that waited longer
+than that) or ``max connections``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.support.rsyncd import RsyncDaemon, RsyncDaemonFactory
+from trigsync import rsync
+from trigsync.standby import Standby
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def standby_for(
+    daemon: RsyncDaemon, source: Path, timeout: int = 60
+) -> tuple[Standby, list[rsync.Arg]]:
+    opts = rsync.Options(timeout=timeout)
+    # The client's TCP_NODELAY keeps logins at a few ms (trigsync adds it to every run).
+    transport = rsync.Transport(
+        daemon.url, (f"--password-file={daemon.password_file}", "--sockopts=TCP_NODELAY")
+    )
+    argv = rsync.batch_argv(os.fsencode(source), opts, transport)
+    return Standby(enabled=True, timeout=timeout, env=None, name="attack5"), argv
+
+
+async def until(check: Callable[[], bool], timeout: float) -> bool:
+    """Poll ``check`` until it holds or ``timeout`` passes; whether it held."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.005)
+    return True
+
+
+def test_a_standby_logging_in_when_the_peer_dropped_an_old_one_is_still_heard(
+    rsync_daemon_factory: RsyncDaemonFactory, tmp_path: Path
+) -> None:
+    # The daemon's `timeout = 1` drops a standby that waited longer. The change that
+    # meets it starts the next standby, then finds the old one dead and recycles the
+    # rest sooner: that used to stop the new one's login probe too, so it was never
+    # seen to log in. It held a connection, counted as stalled, and served no change
+    # until the recycle stopped it.
+    daemon = rsync_daemon_factory(timeout=1, tuned=True)  # a first login in ms: no hedge
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "a").write_bytes(b"a")
+    standby, argv = standby_for(daemon, source)
+
+    async def scenario() -> tuple[rsync.Result, list[int]]:
+        standby.prepare(argv)
+        assert await until(lambda: standby.connected, 5), "no standby logged in"
+        # From now on a login takes 0.2 s (a pre-transfer script; an ssh login's shell
+        # costs as much): the next standby still logs in when the old one fails. The
+        # daemon reads its config again for each connection.
+        slow = daemon.config_path.read_text() + "pre-xfer exec = sleep 0.2\n"
+        daemon.config_path.write_text(slow)
+        dropped = await until(lambda: "io timeout after 1 seconds" in daemon.log_text(), 5)
+        assert dropped, "the daemon did not drop the idle standby"
+        result = await standby.run(argv, rsync.path_list([b"a"]))
+        await until(lambda: not standby.pool.logging_in(), 1.0)  # each login takes 0.2 s
+        stuck = [p.pid for p in standby.pool.logging_in()]
+        await standby.drop()
+        return result, stuck
+
+    result, stuck = asyncio.run(scenario())
+    assert result.code == 0, result.stderr
+    assert (daemon.module_path / "a").read_bytes() == b"a"
+    assert standby.recycle < 30, "the dropped standby was not noticed"
+    assert stuck == [], f"standbys {stuck} logged in but were never heard to"
