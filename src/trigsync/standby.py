@@ -112,6 +112,11 @@ class Standby:
                 # The path froze: a standby started meanwhile may hang the same way.
                 await self.drop()
                 return result
+            if result.refused:
+                # rsync refused some paths (exit 23, 11) and sent the rest: the peer did
+                # not drop it, and a fresh run would only refuse them again (and, at a
+                # daemon's last slot, be refused itself while the next standby holds it).
+                return result
             # The peer may have dropped an idle standby: the batch goes again, fresh.
             log.debug("%s: standby failed (exit %d); running afresh", self.name, result.code)
             self._recycle_sooner(time.monotonic() - born)

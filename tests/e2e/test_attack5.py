@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import Start, daemon_replica
+from tests.support.proc import wait_for
 from tests.support.rsyncd import RsyncDaemon, RsyncDaemonFactory
 from trigsync import rsync
 from trigsync.standby import Standby
@@ -79,3 +81,32 @@ def test_a_standby_logging_in_when_the_peer_dropped_an_old_one_is_still_heard(
     assert (daemon.module_path / "a").read_bytes() == b"a"
     assert standby.recycle < 30, "the dropped standby was not noticed"
     assert stuck == [], f"standbys {stuck} logged in but were never heard to"
+
+
+def test_a_path_the_daemon_refuses_is_set_aside_at_its_last_slot(
+    source: Path, rsync_daemon_factory: RsyncDaemonFactory, start_trigsync: Start
+) -> None:
+    # A receiver with `max connections = 1` that refuses some names (a daemon-side
+    # exclude: rsync exit 23). The standby's run delivered the rest, then the batch went
+    # again fresh while the next standby held the slot; every retry did the same, so the
+    # batch was never confirmed and the refused path never set aside: the target looped
+    # for good, 25 refused connections a second.
+    replica = daemon_replica(rsync_daemon_factory, max_connections=1)
+    daemon = replica.daemon
+    assert daemon is not None
+    daemon.config_path.write_text(daemon.config_path.read_text() + "exclude = *.secret\n")
+    daemon.restart()
+    trig = start_trigsync(replica)
+    wait_for(lambda: "full sync done" in trig.log(), timeout=10, what="the initial sync")
+    names = [f"f{i}" for i in range(8)]
+    for name in names[:4]:
+        (source / name).write_text(name)
+    (source / "x.secret").write_text("refused")
+    for name in names[4:]:
+        (source / name).write_text(name)
+    wait_for(lambda: "for b'x.secret'" in trig.log(), timeout=5, what="the refused path set aside")
+    (source / "after").write_text("after")
+    wait_for((replica.path / "after").exists, timeout=5, what="a later change")
+    assert sorted(p.name for p in replica.path.iterdir()) == sorted([*names, "after"])
+    assert trig.stop() == 0
+    assert "paths stay pending" not in trig.log()
