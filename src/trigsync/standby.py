@@ -73,7 +73,7 @@ class Standby:
         self._probes: dict[Proc, Probe] = {}
         self._changed = asyncio.Event()
         self._retry = RETRY_MIN
-        self._pausing = 0  # of the _starting tasks, those that wait to retry
+        self._pausing: dict[asyncio.Task[None], float] = {}  # _starting's waiting to retry
 
     @property
     def ready(self) -> bool:
@@ -125,9 +125,20 @@ class Standby:
             left_temp = False
         result = await rsync.run(argv, stdin=paths, env=self.env, stall=self.stall, stdout=True)
         if result.outcome is rsync.Outcome.OK:
-            self._retry = RETRY_MIN
-            self.fill()
+            self._up()
         return dataclasses.replace(result, left_temp=True) if left_temp else result
+
+    def _up(self) -> None:
+        """A fresh run went through: the target is up. A standby that waits out the
+        backoff of a target that was down (up to RETRY_MAX after a long outage) starts
+        now: until then every change paid a fresh login."""
+        self._retry = RETRY_MIN
+        for task, pause in list(self._pausing.items()):
+            if pause >= RETRY_MIN:  # not a refusal at max connections: that waits its turn
+                task.cancel()
+                self._pausing.pop(task, None)
+                self._starting.discard(task)
+        self.fill()
 
     def _recycle_sooner(self, age: float) -> None:
         """A standby that waited ``age`` s failed when used: the peer may drop idle ones
@@ -208,7 +219,7 @@ class Standby:
 
     def _coming(self) -> bool:
         """Whether a standby is being started now (not after a pause to retry)."""
-        return len(self._starting) > self._pausing
+        return len(self._starting) > len(self._pausing)
 
     def prepare(self, argv: Sequence[rsync.Arg]) -> None:
         """Start a standby for lists sent with ``argv`` before the first one comes."""
@@ -230,11 +241,13 @@ class Standby:
 
     async def _start(self, argv: Sequence[rsync.Arg], pause: float) -> None:
         if pause:
-            self._pausing += 1
+            task = asyncio.current_task()
+            assert task is not None
+            self._pausing[task] = pause
             try:
                 await asyncio.sleep(pause)
             finally:
-                self._pausing -= 1
+                self._pausing.pop(task, None)
         if not self.enabled:
             return
         try:

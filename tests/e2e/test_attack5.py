@@ -8,6 +8,7 @@ than that) or ``max connections``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -110,3 +111,34 @@ def test_a_path_the_daemon_refuses_is_set_aside_at_its_last_slot(
     assert sorted(p.name for p in replica.path.iterdir()) == sorted([*names, "after"])
     assert trig.stop() == 0
     assert "paths stay pending" not in trig.log()
+
+
+def test_a_standby_is_back_as_soon_as_the_daemon_is(
+    rsync_daemon: RsyncDaemon, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # While the daemon is down, each standby that fails waits twice as long as the last
+    # before the next (up to 30 s). The first change after the daemon came back went
+    # through on a fresh run, but the standby still waited out its pause: for up to 30 s
+    # after an outage, every change paid a fresh login (~50 ms on a stock daemon).
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "a").write_bytes(b"a")
+    standby, argv = standby_for(rsync_daemon, source)
+    port = rsync_daemon.port
+    rsync_daemon.stop()
+    caplog.set_level(logging.DEBUG, logger="trigsync.standby")
+
+    async def scenario() -> tuple[rsync.Result, bool]:
+        standby.prepare(argv)
+        backing_off = await until(lambda: "another in 2.00 s" in caplog.text, 5)
+        assert backing_off, "the standby did not back off while the daemon was down"
+        rsync_daemon.start(ports=[port])
+        result = await standby.run(argv, rsync.path_list([b"a"]))
+        connected = await until(lambda: standby.connected, 0.5)
+        await standby.drop()
+        return result, connected
+
+    result, connected = asyncio.run(scenario())
+    assert result.code == 0, result.stderr
+    assert (rsync_daemon.module_path / "a").read_bytes() == b"a"
+    assert connected, "no standby logged in within 0.5 s of the daemon's return"
