@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import logging
 import random
+import re
 import time
 from collections.abc import Mapping, Sequence
 
@@ -45,6 +46,10 @@ HEDGE_SLACK = 0.001  # a login's hedge fires this long past its limit: then it i
 LOGIN_WAIT = 2.0  # a list waits this long for a login, then goes to the oldest standby
 
 Proc = asyncio.subprocess.Process
+
+# The daemon's end was told to stop (a restart: systemd or the init script sends SIGTERM
+# to its connections): the standby died with it, at whatever age; no idle limit shows.
+_RESTARTED = re.compile(rb"received SIGINT, SIGTERM, or SIGHUP \(code 20\)[^\n]*\[Receiver")
 
 
 class Standby:
@@ -119,7 +124,8 @@ class Standby:
                 return result
             # The peer may have dropped an idle standby: the batch goes again, fresh.
             log.debug("%s: standby failed (exit %d); running afresh", self.name, result.code)
-            self._recycle_sooner(time.monotonic() - born)
+            if not _RESTARTED.search(result.stderr):
+                self._recycle_sooner(time.monotonic() - born)
             left_temp = rsync.cut_short(result)
         else:
             left_temp = False

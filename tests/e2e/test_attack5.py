@@ -142,3 +142,30 @@ def test_a_standby_is_back_as_soon_as_the_daemon_is(
     assert result.code == 0, result.stderr
     assert (rsync_daemon.module_path / "a").read_bytes() == b"a"
     assert connected, "no standby logged in within 0.5 s of the daemon's return"
+
+
+def test_a_daemon_restart_is_not_taken_for_an_idle_timeout(
+    rsync_daemon: RsyncDaemon, tmp_path: Path
+) -> None:
+    # A restart (systemd sends SIGTERM to the daemon's connections) kills the waiting
+    # standby at whatever age it had. It was read as the peer's idle limit: the recycle
+    # age fell from 30 s to half that age, for good, and each later restart halved it
+    # again (down to 0.5 s: two logins a second per target, forever, in the daemon's log).
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "a").write_bytes(b"a")
+    standby, argv = standby_for(rsync_daemon, source)
+
+    async def scenario() -> rsync.Result:
+        standby.prepare(argv)
+        assert await until(lambda: standby.connected, 5), "no standby logged in"
+        await asyncio.sleep(1.2)  # older than the youngest drop a recycle learns from
+        rsync_daemon.restart()
+        result = await standby.run(argv, rsync.path_list([b"a"]))
+        await standby.drop()
+        return result
+
+    result = asyncio.run(scenario())
+    assert result.code == 0, result.stderr
+    assert (rsync_daemon.module_path / "a").read_bytes() == b"a"
+    assert standby.recycle == 30.0, "a restart shortened the recycle age"
