@@ -87,6 +87,7 @@ def test_an_rsync_refused_for_want_of_fds_leaves_no_fd_open() -> None:
     assert leaked == {str(free): 0 for free in range(1, 8)}
 
 
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="asyncio's own child watcher from 3.12")
 def test_a_child_whose_pidfd_cannot_be_opened_is_still_waited_for() -> None:
     # A thread (a full sync's scan of the source) can take the fds a start had just
     # freed: asyncio's pidfd watcher then raised after the fork and left the child
