@@ -20,6 +20,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 
+from . import spawnfds
 from .config import CommandHook, SyncConfig
 from .excludes import Excludes
 from .status import RunReport
@@ -134,14 +135,15 @@ async def run_limited(
     # (Python 3.11 waits for every asyncio pipe of the child to close).
     stderr = _Tail()
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=stderr.write_end,
-            env={**base, **env},
-            start_new_session=True,  # its children die with it at the time limit
-        )
+        with spawnfds.reclaimed():
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=stderr.write_end,
+                env={**base, **env},
+                start_new_session=True,  # its children die with it at the time limit
+            )
     except OSError as exc:
         stderr.close()
         log.error("%s %s cannot start: %s; fix its argv in the config", what, name, exc)

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import runwatch, sourceview
+from . import runwatch, sourceview, spawnfds
 from .errors import (
     BusySyncError,
     PermanentSyncError,
@@ -177,14 +177,15 @@ async def spawn(
     """Start rsync; with ``stdin`` it waits for its path list on a pipe."""
     log.debug("rsync argv: %r", argv)
     try:
-        return await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE if stdout else asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            env=child_environment(env),
-            pass_fds=sourceview.held(),  # a source given as /proc/self/fd/N/ resolves
-        )
+        with spawnfds.reclaimed():
+            return await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE if stdout else asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                env=child_environment(env),
+                pass_fds=sourceview.held(),  # a source given as /proc/self/fd/N/ resolves
+            )
     except OSError as exc:
         raise SetupError(f"cannot run {argv[0]!r}: {exc.strerror}; check rsync_path") from exc
 

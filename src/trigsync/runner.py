@@ -3,10 +3,12 @@ through the standby, or a full sync; and the exit-23/11 halving on fresh connect
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 import logging
 import os
+import random
 import re
 import stat
 import tempfile
@@ -32,6 +34,9 @@ UNLISTED_GRACE = 1.0
 # (sourceview.py) showed as a symlink: "ABORTING due to invalid path from sender: d/f".
 _SWAPPED = re.compile(rb"(?m)^ABORTING due to invalid path from sender: ")
 SWAPPED_TRIES = 3  # a writer racing every try keeps the list pending, as a fatal error
+# A run of its own refused at a daemon's max connections is asked again this often, this
+# long apart (a slot stays taken ~60 ms after its client exits), before the batch waits.
+BUSY_TRIES, BUSY_PAUSE = 10, (0.03, 0.1)
 
 
 class Runner:
@@ -137,7 +142,7 @@ class Runner:
                 rules.flush()
                 argv[-2:-2] = [f"--exclude-from={rules.name}"]  # after --from0
             paths = rsync.path_list(ancestry.confine_below(view, dirs))  # see ancestry.py
-            return await rsync.run(argv, stdin=paths, env=transport.env, stall=self.standby.stall)
+            return await self._fresh(argv, paths)
 
     def entries_in(self, directory: bytes, limit: int) -> int | None:
         """How many entries a source directory holds (counting to ``limit`` + 1 at most),
@@ -158,8 +163,19 @@ class Runner:
 
         async def send(half: Sequence[Change]) -> rsync.Result:
             paths = rsync.path_list(ancestry.confine_below(view, (c.path for c in half)))
-            return await rsync.run(
-                argv, stdin=paths, env=self._transport.env, stall=self.standby.stall
-            )
+            return await self._fresh(argv, paths)
 
         return await partial.refused(changes, send, self.target.name, result)
+
+    async def _fresh(self, argv: list[rsync.Arg], paths: bytes) -> rsync.Result:
+        """One run on a connection of its own. A daemon at its ``max connections`` that
+        refuses it gets the waiting standbys' slots: they would hold them for as long as
+        this is retried, and the batch's every retry begins with this run again."""
+        env, stall = self._transport.env, self.standby.stall
+        for _ in range(BUSY_TRIES):
+            result = await rsync.run(argv, stdin=paths, env=env, stall=stall)
+            if not rsync.busy(result.code, result.stderr):
+                break
+            await self.standby.drop()
+            await asyncio.sleep(random.uniform(*BUSY_PAUSE))  # the slot outlives its client
+        return result

@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import logging
 import random
+import re
 import time
 from collections.abc import Mapping, Sequence
 
@@ -45,6 +46,10 @@ HEDGE_SLACK = 0.001  # a login's hedge fires this long past its limit: then it i
 LOGIN_WAIT = 2.0  # a list waits this long for a login, then goes to the oldest standby
 
 Proc = asyncio.subprocess.Process
+
+# The daemon's end was told to stop (a restart: systemd or the init script sends SIGTERM
+# to its connections): the standby died with it, at whatever age; no idle limit shows.
+_RESTARTED = re.compile(rb"received SIGINT, SIGTERM, or SIGHUP \(code 20\)[^\n]*\[Receiver")
 
 
 class Standby:
@@ -73,7 +78,7 @@ class Standby:
         self._probes: dict[Proc, Probe] = {}
         self._changed = asyncio.Event()
         self._retry = RETRY_MIN
-        self._pausing = 0  # of the _starting tasks, those that wait to retry
+        self._pausing: dict[asyncio.Task[None], float] = {}  # _starting's waiting to retry
 
     @property
     def ready(self) -> bool:
@@ -112,17 +117,34 @@ class Standby:
                 # The path froze: a standby started meanwhile may hang the same way.
                 await self.drop()
                 return result
+            if result.refused:
+                # rsync refused some paths (exit 23, 11) and sent the rest: the peer did
+                # not drop it, and a fresh run would only refuse them again (and, at a
+                # daemon's last slot, be refused itself while the next standby holds it).
+                return result
             # The peer may have dropped an idle standby: the batch goes again, fresh.
             log.debug("%s: standby failed (exit %d); running afresh", self.name, result.code)
-            self._recycle_sooner(time.monotonic() - born)
+            if not _RESTARTED.search(result.stderr):
+                self._recycle_sooner(time.monotonic() - born)
             left_temp = rsync.cut_short(result)
         else:
             left_temp = False
         result = await rsync.run(argv, stdin=paths, env=self.env, stall=self.stall, stdout=True)
         if result.outcome is rsync.Outcome.OK:
-            self._retry = RETRY_MIN
-            self.fill()
+            self._up()
         return dataclasses.replace(result, left_temp=True) if left_temp else result
+
+    def _up(self) -> None:
+        """A fresh run went through: the target is up. A standby that waits out the
+        backoff of a target that was down (up to RETRY_MAX after a long outage) starts
+        now: until then every change paid a fresh login."""
+        self._retry = RETRY_MIN
+        for task, pause in list(self._pausing.items()):
+            if pause >= RETRY_MIN:  # not a refusal at max connections: that waits its turn
+                task.cancel()
+                self._pausing.pop(task, None)
+                self._starting.discard(task)
+        self.fill()
 
     def _recycle_sooner(self, age: float) -> None:
         """A standby that waited ``age`` s failed when used: the peer may drop idle ones
@@ -143,7 +165,7 @@ class Standby:
             born = self.pool.born(proc)
             if born is None or proc in self.pool.retiring():
                 continue
-            self._forget(proc)
+            self._cancel_timer(proc)  # not its probe: one logging in now is still heard
             if now - born >= self.recycle:
                 self._stop_spare(proc)
             else:
@@ -174,10 +196,13 @@ class Standby:
         self._forget(proc)
         return proc, born
 
-    def _forget(self, proc: Proc) -> None:
-        """No timer or probe of ``proc`` fires any more (it was taken, or it ended)."""
+    def _cancel_timer(self, proc: Proc) -> None:
         if (timer := self._timers.pop(proc, None)) is not None:
             timer.cancel()
+
+    def _forget(self, proc: Proc) -> None:
+        """No timer or probe of ``proc`` fires any more (it was taken, or it ended)."""
+        self._cancel_timer(proc)
         if (probe := self._probes.pop(proc, None)) is not None:
             probe.cancel()
 
@@ -200,7 +225,7 @@ class Standby:
 
     def _coming(self) -> bool:
         """Whether a standby is being started now (not after a pause to retry)."""
-        return len(self._starting) > self._pausing
+        return len(self._starting) > len(self._pausing)
 
     def prepare(self, argv: Sequence[rsync.Arg]) -> None:
         """Start a standby for lists sent with ``argv`` before the first one comes."""
@@ -222,11 +247,13 @@ class Standby:
 
     async def _start(self, argv: Sequence[rsync.Arg], pause: float) -> None:
         if pause:
-            self._pausing += 1
+            task = asyncio.current_task()
+            assert task is not None
+            self._pausing[task] = pause
             try:
                 await asyncio.sleep(pause)
             finally:
-                self._pausing -= 1
+                self._pausing.pop(task, None)
         if not self.enabled:
             return
         try:

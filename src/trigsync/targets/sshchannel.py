@@ -42,7 +42,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
-from .. import rsync
+from .. import rsync, spawnfds
 from .spawner import HEADER_ROOM, HEADER_TIMEOUT, SPAWNER
 
 log = logging.getLogger(__name__)
@@ -121,14 +121,15 @@ class Channel:
         spawner = ("python3", "-c", shlex.quote(SPAWNER), str(HEADER_TIMEOUT), str(HEADER_ROOM))
         argv = [*ssh, "--", login, *spawner]
         log.debug("%s: starting the remote spawner", self.name)
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=rsync.child_environment(None),
-            start_new_session=True,  # a ^C to trigsync's group must not cut it before we do
-        )
+        with spawnfds.reclaimed():
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=rsync.child_environment(None),
+                start_new_session=True,  # a ^C to our group must not cut it before we do
+            )
         assert proc.stdin and proc.stdout and proc.stderr
         proc.stdin.write(key.encode() + b"\n")
         try:
