@@ -12,7 +12,17 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import __version__, background, childwatch, cli_service, config, daemon, logs, sersync_cli
+from . import (
+    __version__,
+    background,
+    childwatch,
+    cli_service,
+    config,
+    daemon,
+    logs,
+    sersync_cli,
+    spawnfds,
+)
 from .engine import Engine
 from .errors import TrigsyncError
 
@@ -229,6 +239,9 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.state_dir and (args.config or args.sersync_config):  # the command line wins
         cfg = dataclasses.replace(cfg, state_dir=args.state_dir)
     logs.use_format(cfg.log_format)
+    before, after = spawnfds.raise_fd_limit()
+    if after != before:
+        log.debug("open files limit raised from %d to %d", before, after)
     engine = Engine(cfg, initial_sync=args.initial_sync)
     if args.threads is not None:
         log.info("-n %d: not needed; trigsync runs one worker per target", args.threads)

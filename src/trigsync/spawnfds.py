@@ -19,6 +19,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import resource
 import stat
 from collections.abc import Iterator
 
@@ -77,3 +78,19 @@ def reclaimed() -> Iterator[None]:
         raise
     finally:
         handle.cancel()
+
+
+FD_WANTED = 65536  # each target's standbys, runs and watch hold a handful: room for many
+
+
+def raise_fd_limit() -> tuple[int, int]:
+    """Raise our soft fd limit towards the hard one, as daemons do: systemd's default
+    soft limit of 1024 is met by about 60 daemon targets in a burst (each holds a few
+    standbys and runs, three pipes each). Returns (before, after)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = FD_WANTED if hard == resource.RLIM_INFINITY else min(FD_WANTED, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(OSError, ValueError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            return soft, wanted
+    return soft, soft
