@@ -15,8 +15,11 @@ timer, before a peer's idle timeout drops them, and an old one serves until its
 replacement has logged in, so a change after a long quiet always meets a connected one.
 
 A standby counts against a daemon's ``max connections``. One that is refused is no
-failure: it is started again once a slot frees, or, when others already wait, the
-pool stays at the size the daemon allows.
+failure: the pool learns the daemon's limit from it (``spares``), and from then on
+starts none past it. A standby recycled at the limit is then killed before its
+replacement starts, and the replacement is started once the daemon has freed its slot:
+asked beside it, the daemon refused it several times per recycle, an ``@ERROR`` line
+each in its log.
 """
 
 from __future__ import annotations
@@ -25,21 +28,18 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import random
 import time
 from collections.abc import Mapping, Sequence
 
 from . import rsync
 from .errors import SetupError
 from .probe import Probe
-from .spares import Pool
+from .spares import Pool, Recycle
 
 log = logging.getLogger(__name__)
 
 RECYCLE_MAX = 30.0  # a standby older than this is replaced, even with no timeout set
 MIN_RECYCLE = 0.5  # nor is one replaced sooner (each replacement costs the peer a login)
-BUSY_PAUSE = (0.03, 0.1)  # a daemon's slot stays taken ~60 ms after a client exits
-SLOT_FREED = (0.1, 0.2)  # after stopping the standby that held it: the daemon sees it go
 RETRY_MIN, RETRY_MAX = 0.5, 30.0  # a standby that died otherwise: the target may be down
 HEDGE_SLACK = 0.001  # a login's hedge fires this long past its limit: then it is slow
 LOGIN_WAIT = 2.0  # a list waits this long for a login, then goes to the oldest standby
@@ -74,6 +74,8 @@ class Standby:
         self._changed = asyncio.Event()
         self._retry = RETRY_MIN
         self._pausing = 0  # of the _starting tasks, those that wait to retry
+        self._refill: asyncio.TimerHandle | None = None  # at a daemon's limit: a slot frees
+        self._dropping = False
 
     @property
     def ready(self) -> bool:
@@ -98,6 +100,7 @@ class Standby:
         if taken is not None:
             proc, born = taken
             talk = asyncio.ensure_future(rsync.finish(proc, paths, stall=self.stall))
+            talk.add_done_callback(lambda _: self._ran())
             if self.pool.ready():
                 # Another waits for the next change: starting one now would only take CPU
                 # from this run (the daemon forks and logs it in), so start it after.
@@ -118,8 +121,15 @@ class Standby:
             left_temp = rsync.cut_short(result)
         else:
             left_temp = False
-        result = await rsync.run(argv, stdin=paths, env=self.env, stall=self.stall, stdout=True)
-        if result.outcome is rsync.Outcome.OK:
+        self.pool.run_fresh()
+        try:
+            result = await rsync.run(argv, stdin=paths, env=self.env, stall=self.stall, stdout=True)
+        finally:
+            self._ran()
+        if rsync.busy(result.code, result.stderr):
+            self._refused(result.stderr)
+            self.fill()  # once a slot frees: the batch's retry may find it waiting
+        elif result.outcome is rsync.Outcome.OK:
             self._retry = RETRY_MIN
             self.fill()
         return dataclasses.replace(result, left_temp=True) if left_temp else result
@@ -174,6 +184,15 @@ class Standby:
         self._forget(proc)
         return proc, born
 
+    def _ran(self) -> None:
+        """A run's connection closed: at a daemon's limit, a standby may follow it."""
+        self.pool.ran(time.monotonic())
+        if self.pool.limit is not None:
+            self.fill()
+
+    def _refused(self, stderr: bytes) -> None:
+        self.pool.refused(time.monotonic(), rsync.busy_limit(stderr))
+
     def _forget(self, proc: Proc) -> None:
         """No timer or probe of ``proc`` fires any more (it was taken, or it ended)."""
         if (timer := self._timers.pop(proc, None)) is not None:
@@ -199,8 +218,9 @@ class Standby:
                 await asyncio.wait_for(self._changed.wait(), left)
 
     def _coming(self) -> bool:
-        """Whether a standby is being started now (not after a pause to retry)."""
-        return len(self._starting) > self._pausing
+        """Whether a standby is being started now (not after a pause to retry), or will be
+        once the daemon frees a slot (at its limit: a matter of 0.1-0.2 s)."""
+        return len(self._starting) > self._pausing or self._refill is not None
 
     def prepare(self, argv: Sequence[rsync.Arg]) -> None:
         """Start a standby for lists sent with ``argv`` before the first one comes."""
@@ -208,11 +228,21 @@ class Standby:
         self.fill()
 
     def fill(self) -> None:
-        """Start standbys in the background until the pool has what it needs."""
-        if not self.enabled or self._argv is None:
+        """Start standbys in the background until the pool has what it needs; at a
+        daemon's limit, those held back start when a slot frees."""
+        if not self.enabled or self._argv is None or self._dropping:
             return
-        for _ in range(self.pool.to_start(time.monotonic(), len(self._starting))):
+        now = time.monotonic()
+        for _ in range(self.pool.to_start(now, len(self._starting))):
             self._spawn_later(self._argv, 0.0)
+        wait = self.pool.blocked_for(now, len(self._starting))
+        if wait is not None and self._refill is None:
+            self._refill = asyncio.get_running_loop().call_later(wait, self._fill_again)
+
+    def _fill_again(self) -> None:
+        self._refill = None
+        self.fill()
+        self._changed.set()  # a list that waits for this standby looks again
 
     def _spawn_later(self, argv: Sequence[rsync.Arg], pause: float) -> None:
         task = asyncio.ensure_future(self._start(argv, pause))
@@ -273,23 +303,24 @@ class Standby:
         await proc.wait()
         self._forget(proc)
         if not self.pool.remove(proc):
-            return  # it was taken for a run (or dropped): finish() owns its exit
+            return  # it was taken for a run (or stopped): its taker owns its exit
         self._changed.set()
         stderr = await proc.stderr.read() if proc.stderr else b""
-        if rsync.busy(proc.returncode or 0, stderr):
-            pause = random.uniform(*BUSY_PAUSE)  # refused: the current run holds the slot
-            if self.pool.retiring():  # the daemon's last slot: the old one gives it up
-                stopping = self._retire_one(force=True)
-                if stopping is not None:
-                    # Asking again before it is gone (and the daemon has seen it go) is
-                    # refused again: 4-5 @ERROR lines in the daemon's log per recycle.
-                    await asyncio.shield(stopping)
-                    pause = random.uniform(*SLOT_FREED)
-            elif self.pool.refused():  # the daemon allows no more than those waiting
-                return
-        else:
-            pause, self._retry = self._retry, min(self._retry * 2, RETRY_MAX)
         why = rsync.reason(stderr)
+        if rsync.busy(proc.returncode or 0, stderr):
+            # Refused at the daemon's limit: the pool learns it, and asks again once a
+            # slot frees. A recycled standby holds the slot its replacement asked for: it
+            # goes first, and the replacement follows it (see _stop_spare).
+            self._refused(stderr)
+            retiring = self.pool.retiring()
+            if retiring:
+                self._stop_spare(retiring[0])
+            else:
+                self.fill()
+            log.debug("%s: standby refused (%s)", self.name, why)
+            return
+        self.pool.closed(time.monotonic())  # it may have held a slot
+        pause, self._retry = self._retry, min(self._retry * 2, RETRY_MAX)
         log.debug(
             "%s: standby exited %s (%s); another in %.2f s", self.name, proc.returncode, why, pause
         )
@@ -303,42 +334,70 @@ class Standby:
         if proc not in self.pool:
             return
         log.debug("%s: recycling a standby after %.0f s", self.name, self.recycle)
-        if self.pool.retire(proc):
+        recycle = self.pool.retire(proc)
+        if recycle is Recycle.REPLACE:
             later = asyncio.get_running_loop().call_later
             self._timers[proc] = later(self.recycle * 0.5, self._stop_spare, proc)
             self.fill()
         else:
+            if recycle is Recycle.STOP_FIRST:
+                log.debug(
+                    "%s: at the daemon's limit (%s connections): the recycled standby goes "
+                    "before its replacement starts",
+                    self.name,
+                    self.pool.limit,
+                )
             self._stop_spare(proc)
 
-    def _retire_one(self, *, force: bool = False) -> asyncio.Future[None] | None:
-        """Stop the oldest recycled standby once another is ready (or at once: ``force``);
-        returns its stop, if it stops one."""
+    def _retire_one(self) -> None:
+        """Stop the oldest recycled standby once another is ready."""
         retiring = self.pool.retiring()
-        if retiring and (force or len(self.pool.ready()) > len(retiring)):
-            return self._stop_spare(retiring[0])
-        return None
+        if retiring and len(self.pool.ready()) > len(retiring):
+            self._stop_spare(retiring[0])
 
-    def _stop_spare(self, proc: Proc) -> asyncio.Future[None] | None:
+    def _stop_spare(self, proc: Proc) -> None:
+        """Stop a waiting standby; at a daemon's limit, then start what the pool lacks
+        once the daemon has freed its slot."""
         self._forget(proc)
-        if not self.pool.remove(proc):
-            return None
-        task = asyncio.ensure_future(rsync.stop(proc))
+        if not self.pool.stopping(proc):
+            return
+        task = asyncio.ensure_future(self._stop(proc))
         self._stopping.add(task)  # held, and awaited by drop()
         task.add_done_callback(self._stopping.discard)
-        return task
+        if self.pool.limit is not None:
+            task.add_done_callback(lambda _: self.fill())
+
+    async def _stop(self, proc: Proc) -> None:
+        if self.pool.limit is not None and proc.returncode is None:
+            # Its slot is what the next one waits for. After SIGTERM rsync lingers 0.4 s
+            # in its exit path (measured), holding it; killed, it is gone at once. A
+            # standby has no list yet, so nothing is cut short.
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        try:
+            await rsync.stop(proc)
+        finally:
+            self.pool.gone(time.monotonic())
 
     async def drop(self) -> None:
         """Stop every waiting rsync (a run that needs the daemon's only slot)."""
-        for task in list(self._starting):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+        self._dropping = True  # what stops meanwhile starts nothing
+        try:
+            if self._refill is not None:
+                self._refill.cancel()
+                self._refill = None
+            for task in list(self._starting):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            for proc in list(self.pool):
+                self._forget(proc)
+                if self.pool.stopping(proc):
+                    await self._stop(proc)
+            for task in list(self._stopping):
                 await task
-        for proc in list(self.pool):
-            self.pool.remove(proc)
-            self._forget(proc)
-            await rsync.stop(proc)
-        for task in list(self._stopping):
-            await task
+        finally:
+            self._dropping = False
         self._changed.set()
 
     def disable(self) -> None:
