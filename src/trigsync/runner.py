@@ -88,10 +88,12 @@ class Runner:
             )
         if batch.full:
             await self.standby.drop()  # it may hold a daemon's only connection slot
+            await self.standby.slot()
             return await fullsync.run(
                 view, self.options, transport, first=self.full_sync, stall=self.standby.stall
             )
         argv = rsync.batch_argv(view, self.options, transport)
+        await self.standby.slot()  # before the check below, which must come last
         for _ in range(SWAPPED_TRIES):
             # Last, with no await before the standby takes the list: see ancestry.py.
             entries = ancestry.confine_below(view, entries)

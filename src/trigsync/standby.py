@@ -15,11 +15,9 @@ timer, before a peer's idle timeout drops them, and an old one serves until its
 replacement has logged in, so a change after a long quiet always meets a connected one.
 
 A standby counts against a daemon's ``max connections``. One that is refused is no
-failure: the pool learns the daemon's limit from it (``spares``), and from then on
-starts none past it. A standby recycled at the limit is then killed before its
-replacement starts, and the replacement is started once the daemon has freed its slot:
-asked beside it, the daemon refused it several times per recycle, an ``@ERROR`` line
-each in its log.
+failure: the pool learns the limit from it and keeps to it (``spares``). At the limit,
+a recycled standby is killed first, and its replacement starts once the daemon has
+freed the slot: asked beside it, it was refused, an ``@ERROR`` in the daemon's log.
 """
 
 from __future__ import annotations
@@ -121,18 +119,26 @@ class Standby:
             left_temp = rsync.cut_short(result)
         else:
             left_temp = False
+        refused = False
         self.pool.run_fresh()
         try:
             result = await rsync.run(argv, stdin=paths, env=self.env, stall=self.stall, stdout=True)
+            refused = rsync.busy(result.code, result.stderr)
         finally:
-            self._ran()
-        if rsync.busy(result.code, result.stderr):
-            self._refused(result.stderr)
-            self.fill()  # once a slot frees: the batch's retry may find it waiting
+            self._ran(refused=refused)
+        if refused:
+            self.pool.refused(time.monotonic(), rsync.busy_limit(result.stderr))
+            self.fill()  # once the pause after a refusal is over
         elif result.outcome is rsync.Outcome.OK:
             self._retry = RETRY_MIN
             self.fill()
         return dataclasses.replace(result, left_temp=True) if left_temp else result
+
+    async def slot(self) -> None:
+        """At a daemon's limit with no standby, wait until a slot of ours that just closed
+        is free (0.15 s at most, unless refusals taught more): a run asked before is refused."""
+        if (freeing := self.pool.free_in(time.monotonic())) > 0:
+            await asyncio.sleep(freeing)
 
     def _recycle_sooner(self, age: float) -> None:
         """A standby that waited ``age`` s failed when used: the peer may drop idle ones
@@ -184,14 +190,12 @@ class Standby:
         self._forget(proc)
         return proc, born
 
-    def _ran(self) -> None:
-        """A run's connection closed: at a daemon's limit, a standby may follow it."""
-        self.pool.ran(time.monotonic())
+    def _ran(self, *, refused: bool = False) -> None:
+        """A run's connection closed (or was refused): at a daemon's limit, a standby may
+        follow it."""
+        self.pool.ran(time.monotonic(), refused=refused)
         if self.pool.limit is not None:
             self.fill()
-
-    def _refused(self, stderr: bytes) -> None:
-        self.pool.refused(time.monotonic(), rsync.busy_limit(stderr))
 
     def _forget(self, proc: Proc) -> None:
         """No timer or probe of ``proc`` fires any more (it was taken, or it ended)."""
@@ -218,9 +222,8 @@ class Standby:
                 await asyncio.wait_for(self._changed.wait(), left)
 
     def _coming(self) -> bool:
-        """Whether a standby is being started now (not after a pause to retry), or will be
-        once the daemon frees a slot (at its limit: a matter of 0.1-0.2 s)."""
-        return len(self._starting) > self._pausing or self._refill is not None
+        """Whether a standby is being started now (not after a pause to retry)."""
+        return len(self._starting) > self._pausing
 
     def prepare(self, argv: Sequence[rsync.Arg]) -> None:
         """Start a standby for lists sent with ``argv`` before the first one comes."""
@@ -242,7 +245,6 @@ class Standby:
     def _fill_again(self) -> None:
         self._refill = None
         self.fill()
-        self._changed.set()  # a list that waits for this standby looks again
 
     def _spawn_later(self, argv: Sequence[rsync.Arg], pause: float) -> None:
         task = asyncio.ensure_future(self._start(argv, pause))
@@ -311,7 +313,7 @@ class Standby:
             # Refused at the daemon's limit: the pool learns it, and asks again once a
             # slot frees. A recycled standby holds the slot its replacement asked for: it
             # goes first, and the replacement follows it (see _stop_spare).
-            self._refused(stderr)
+            self.pool.refused(time.monotonic(), rsync.busy_limit(stderr))
             retiring = self.pool.retiring()
             if retiring:
                 self._stop_spare(retiring[0])
@@ -339,14 +341,7 @@ class Standby:
             later = asyncio.get_running_loop().call_later
             self._timers[proc] = later(self.recycle * 0.5, self._stop_spare, proc)
             self.fill()
-        else:
-            if recycle is Recycle.STOP_FIRST:
-                log.debug(
-                    "%s: at the daemon's limit (%s connections): the recycled standby goes "
-                    "before its replacement starts",
-                    self.name,
-                    self.pool.limit,
-                )
+        else:  # STOP_FIRST: at the daemon's limit, its replacement follows it
             self._stop_spare(proc)
 
     def _retire_one(self) -> None:

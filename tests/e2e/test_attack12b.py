@@ -138,9 +138,10 @@ def test_a_daemon_with_few_connections_is_not_asked_in_a_loop_while_idle(
     before = log.read_text().count("max connections")
     time.sleep(2.5)  # a window of quiet to count the refused logins in
     refused = log.read_text().count("max connections") - before
-    # Two recycles or so: none refused, or one while the pool learns that this daemon
-    # takes longer to free a slot (a loaded machine).
-    assert refused <= 1, f"{refused} standbys refused in 2.5 s of quiet"
+    # Two recycles: none refused once the pool knows the limit (a refusal while changes
+    # came taught it), else one, which teaches it.
+    allowed = 0 if before else 1
+    assert refused <= allowed, f"{refused} standbys refused in 2.5 s of quiet"
     assert len(rsync_children(trig.proc.pid)) <= max_connections
     (source / "last").write_bytes(b"x")
     wait_trees_equal(source, replica.path, timeout=10)

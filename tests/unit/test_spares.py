@@ -237,3 +237,21 @@ def test_refusals_at_a_known_limit_wait_longer_and_a_login_ends_the_backoff() ->
         pool.mark_ready(f"s{i}", 30.0 + i)
         pool.refused(30.5 + i, 1)
     assert pool.slot_freed == SLOT_FREED_MAX, "capped"
+
+
+def test_a_fresh_run_at_the_limit_waits_only_for_a_slot_of_ours_that_is_freeing() -> None:
+    pool = ready_pool("old")
+    assert pool.free_in(0.0) == 0.0, "no limit known: it never waits"
+    pool.refused(0.0, 1)
+    pool.stopping("old")
+    pool.gone(1.0)  # recycled at the limit: a change comes before the slot is free
+    assert pool.free_in(1.05) == pytest.approx(SLOT_FREED - 0.05)
+    assert pool.free_in(1.0 + SLOT_FREED) == 0.0
+    pool.run_fresh()
+    pool.run_fresh()  # a second lane: a run holds the slot, waiting frees nothing
+    assert pool.free_in(2.0) == 0.0
+    two = ready_pool("a", "b")
+    two.refused(0.0, 2)
+    two.take("a")
+    two.ran(5.0)
+    assert two.free_in(5.0) == 0.0, "b takes the list: no new connection, no wait"
