@@ -189,7 +189,7 @@ class Pool(Generic[H]):
         return len(self._spares) + self.runs + self._going
 
     def deepen(self) -> None:
-        self.depth = min(self.max_depth, self.depth + 1)
+        self.depth = min(self.max_depth, self.limit or self.max_depth, self.depth + 1)
 
     def slow_after(self) -> float:
         """How long a login may take before it counts as stalled."""

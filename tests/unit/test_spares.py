@@ -196,6 +196,7 @@ def test_at_the_limit_no_standby_starts_beside_a_run_and_one_follows_its_end() -
     pool = ready_pool("a")
     pool.refused(0.0, 1)
     pool.take("a")
+    assert pool.depth == 1, "none left ready, but a deeper pool would pass the limit"
     assert pool.to_start(1.0, starting=0) == 0, "the run holds the only slot"
     assert pool.blocked_for(1.0, starting=0) is None, "its end says when (ran)"
     pool.ran(3.0)
