@@ -102,7 +102,7 @@ REFUSED = frozenset({PARTIAL, FILE_IO})
 _CREATED_ROOT = re.compile(rb"(?m)^created directory ")
 _ROOT_MKDIR_FAILED = re.compile(rb'(?mi)^rsync: \[receiver\] mkdir ".*" failed: ')
 
-_BUSY = re.compile(rb"max connections \(\d+\) reached")
+_BUSY = re.compile(rb"max connections \((\d+)\) reached")
 
 
 def classify(code: int, stderr: bytes = b"") -> Outcome:
@@ -117,6 +117,12 @@ def classify(code: int, stderr: bytes = b"") -> Outcome:
 def busy(code: int, stderr: bytes) -> bool:
     """Whether a daemon refused the connection at its ``max connections``."""
     return code == 5 and _BUSY.search(stderr) is not None
+
+
+def busy_limit(stderr: bytes) -> int | None:
+    """The ``max connections`` a refusing daemon names, if it does."""
+    found = _BUSY.search(stderr)
+    return int(found[1]) if found else None
 
 
 def describe(code: int) -> str:

@@ -94,6 +94,7 @@ class Runner:
         argv = rsync.batch_argv(view, self.options, transport)
         if batch.full:
             await self.standby.drop()  # it may hold a daemon's only connection slot
+            await self.standby.slot()
             result = await fullsync.run(
                 view, self.options, transport, first=self.full_sync, stall=self.standby.stall
             )
@@ -102,6 +103,7 @@ class Runner:
                 # without one, it paid a fresh login, ~50 ms on a stock daemon.
                 self.standby.prepare(argv)
             return result
+        await self.standby.slot()  # before the check below, which must come last
         for _ in range(SWAPPED_TRIES):
             # Last, with no await before the standby takes the list: see ancestry.py.
             entries = ancestry.confine_below(view, entries)

@@ -15,8 +15,9 @@ timer, before a peer's idle timeout drops them, and an old one serves until its
 replacement has logged in, so a change after a long quiet always meets a connected one.
 
 A standby counts against a daemon's ``max connections``. One that is refused is no
-failure: it is started again once a slot frees, or, when others already wait, the
-pool stays at the size the daemon allows.
+failure: the pool learns the limit from it and keeps to it (``spares``). At the limit,
+a recycled standby is killed first, and its replacement starts once the daemon has
+freed the slot: asked beside it, it was refused, an ``@ERROR`` in the daemon's log.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import random
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -33,14 +33,12 @@ from collections.abc import Mapping, Sequence
 from . import rsync
 from .errors import SetupError
 from .probe import Probe
-from .spares import Pool
+from .spares import Pool, Recycle
 
 log = logging.getLogger(__name__)
 
 RECYCLE_MAX = 30.0  # a standby older than this is replaced, even with no timeout set
 MIN_RECYCLE = 0.5  # nor is one replaced sooner (each replacement costs the peer a login)
-BUSY_PAUSE = (0.03, 0.1)  # a daemon's slot stays taken ~60 ms after a client exits
-SLOT_FREED = (0.1, 0.2)  # after stopping the standby that held it: the daemon sees it go
 RETRY_MIN, RETRY_MAX = 0.5, 30.0  # a standby that died otherwise: the target may be down
 HEDGE_SLACK = 0.001  # a login's hedge fires this long past its limit: then it is slow
 LOGIN_WAIT = 2.0  # a list waits this long for a login, then goes to the oldest standby
@@ -79,6 +77,8 @@ class Standby:
         self._changed = asyncio.Event()
         self._retry = RETRY_MIN
         self._pausing: dict[asyncio.Task[None], float] = {}  # _starting's waiting to retry
+        self._refill: asyncio.TimerHandle | None = None  # at a daemon's limit: a slot frees
+        self._dropping = False
 
     @property
     def ready(self) -> bool:
@@ -103,6 +103,7 @@ class Standby:
         if taken is not None:
             proc, born = taken
             talk = asyncio.ensure_future(rsync.finish(proc, paths, stall=self.stall))
+            talk.add_done_callback(lambda _: self._ran())
             if self.pool.ready():
                 # Another waits for the next change: starting one now would only take CPU
                 # from this run (the daemon forks and logs it in), so start it after.
@@ -129,8 +130,17 @@ class Standby:
             left_temp = rsync.cut_short(result)
         else:
             left_temp = False
-        result = await rsync.run(argv, stdin=paths, env=self.env, stall=self.stall, stdout=True)
-        if result.outcome is rsync.Outcome.OK:
+        refused = False
+        self.pool.run_fresh()
+        try:
+            result = await rsync.run(argv, stdin=paths, env=self.env, stall=self.stall, stdout=True)
+            refused = rsync.busy(result.code, result.stderr)
+        finally:
+            self._ran(refused=refused)
+        if refused:
+            self.pool.refused(time.monotonic(), rsync.busy_limit(result.stderr))
+            self.fill()  # once the pause after a refusal is over
+        elif result.outcome is rsync.Outcome.OK:
             self._up()
         return dataclasses.replace(result, left_temp=True) if left_temp else result
 
@@ -145,6 +155,12 @@ class Standby:
                 self._pausing.pop(task, None)
                 self._starting.discard(task)
         self.fill()
+
+    async def slot(self) -> None:
+        """At a daemon's limit with no standby, wait until a slot of ours that just closed
+        is free (0.15 s at most, unless refusals taught more): a run asked before is refused."""
+        if (freeing := self.pool.free_in(time.monotonic())) > 0:
+            await asyncio.sleep(freeing)
 
     def _recycle_sooner(self, age: float) -> None:
         """A standby that waited ``age`` s failed when used: the peer may drop idle ones
@@ -196,6 +212,13 @@ class Standby:
         self._forget(proc)
         return proc, born
 
+    def _ran(self, *, refused: bool = False) -> None:
+        """A run's connection closed (or was refused): at a daemon's limit, a standby may
+        follow it."""
+        self.pool.ran(time.monotonic(), refused=refused)
+        if self.pool.limit is not None:
+            self.fill()
+
     def _cancel_timer(self, proc: Proc) -> None:
         if (timer := self._timers.pop(proc, None)) is not None:
             timer.cancel()
@@ -233,11 +256,20 @@ class Standby:
         self.fill()
 
     def fill(self) -> None:
-        """Start standbys in the background until the pool has what it needs."""
-        if not self.enabled or self._argv is None:
+        """Start standbys in the background until the pool has what it needs; at a
+        daemon's limit, those held back start when a slot frees."""
+        if not self.enabled or self._argv is None or self._dropping:
             return
-        for _ in range(self.pool.to_start(time.monotonic(), len(self._starting))):
+        now = time.monotonic()
+        for _ in range(self.pool.to_start(now, len(self._starting))):
             self._spawn_later(self._argv, 0.0)
+        wait = self.pool.blocked_for(now, len(self._starting))
+        if wait is not None and self._refill is None:
+            self._refill = asyncio.get_running_loop().call_later(wait, self._fill_again)
+
+    def _fill_again(self) -> None:
+        self._refill = None
+        self.fill()
 
     def _spawn_later(self, argv: Sequence[rsync.Arg], pause: float) -> None:
         task = asyncio.ensure_future(self._start(argv, pause))
@@ -300,23 +332,24 @@ class Standby:
         await proc.wait()
         self._forget(proc)
         if not self.pool.remove(proc):
-            return  # it was taken for a run (or dropped): finish() owns its exit
+            return  # it was taken for a run (or stopped): its taker owns its exit
         self._changed.set()
         stderr = await proc.stderr.read() if proc.stderr else b""
-        if rsync.busy(proc.returncode or 0, stderr):
-            pause = random.uniform(*BUSY_PAUSE)  # refused: the current run holds the slot
-            if self.pool.retiring():  # the daemon's last slot: the old one gives it up
-                stopping = self._retire_one(force=True)
-                if stopping is not None:
-                    # Asking again before it is gone (and the daemon has seen it go) is
-                    # refused again: 4-5 @ERROR lines in the daemon's log per recycle.
-                    await asyncio.shield(stopping)
-                    pause = random.uniform(*SLOT_FREED)
-            elif self.pool.refused():  # the daemon allows no more than those waiting
-                return
-        else:
-            pause, self._retry = self._retry, min(self._retry * 2, RETRY_MAX)
         why = rsync.reason(stderr)
+        if rsync.busy(proc.returncode or 0, stderr):
+            # Refused at the daemon's limit: the pool learns it, and asks again once a
+            # slot frees. A recycled standby holds the slot its replacement asked for: it
+            # goes first, and the replacement follows it (see _stop_spare).
+            self.pool.refused(time.monotonic(), rsync.busy_limit(stderr))
+            retiring = self.pool.retiring()
+            if retiring:
+                self._stop_spare(retiring[0])
+            else:
+                self.fill()
+            log.debug("%s: standby refused (%s)", self.name, why)
+            return
+        self.pool.closed(time.monotonic())  # it may have held a slot
+        pause, self._retry = self._retry, min(self._retry * 2, RETRY_MAX)
         log.debug(
             "%s: standby exited %s (%s); another in %.2f s", self.name, proc.returncode, why, pause
         )
@@ -330,42 +363,63 @@ class Standby:
         if proc not in self.pool:
             return
         log.debug("%s: recycling a standby after %.0f s", self.name, self.recycle)
-        if self.pool.retire(proc):
+        recycle = self.pool.retire(proc)
+        if recycle is Recycle.REPLACE:
             later = asyncio.get_running_loop().call_later
             self._timers[proc] = later(self.recycle * 0.5, self._stop_spare, proc)
             self.fill()
-        else:
+        else:  # STOP_FIRST: at the daemon's limit, its replacement follows it
             self._stop_spare(proc)
 
-    def _retire_one(self, *, force: bool = False) -> asyncio.Future[None] | None:
-        """Stop the oldest recycled standby once another is ready (or at once: ``force``);
-        returns its stop, if it stops one."""
+    def _retire_one(self) -> None:
+        """Stop the oldest recycled standby once another is ready."""
         retiring = self.pool.retiring()
-        if retiring and (force or len(self.pool.ready()) > len(retiring)):
-            return self._stop_spare(retiring[0])
-        return None
+        if retiring and len(self.pool.ready()) > len(retiring):
+            self._stop_spare(retiring[0])
 
-    def _stop_spare(self, proc: Proc) -> asyncio.Future[None] | None:
+    def _stop_spare(self, proc: Proc) -> None:
+        """Stop a waiting standby; at a daemon's limit, then start what the pool lacks
+        once the daemon has freed its slot."""
         self._forget(proc)
-        if not self.pool.remove(proc):
-            return None
-        task = asyncio.ensure_future(rsync.stop(proc))
+        if not self.pool.stopping(proc):
+            return
+        task = asyncio.ensure_future(self._stop(proc))
         self._stopping.add(task)  # held, and awaited by drop()
         task.add_done_callback(self._stopping.discard)
-        return task
+        if self.pool.limit is not None:
+            task.add_done_callback(lambda _: self.fill())
+
+    async def _stop(self, proc: Proc) -> None:
+        if proc.returncode is None:
+            # After SIGTERM rsync sleeps 0.4 s in its handler (main.c sig_int), holding a
+            # daemon's slot and keeping a dying worker alive; killed, it is gone at once.
+            # A standby has no list yet, so nothing is cut short.
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        try:
+            await rsync.stop(proc)
+        finally:
+            self.pool.gone(time.monotonic())
 
     async def drop(self) -> None:
         """Stop every waiting rsync (a run that needs the daemon's only slot)."""
-        for task in list(self._starting):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+        self._dropping = True  # what stops meanwhile starts nothing
+        try:
+            if self._refill is not None:
+                self._refill.cancel()
+                self._refill = None
+            for task in list(self._starting):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            for proc in list(self.pool):
+                self._forget(proc)
+                if self.pool.stopping(proc):
+                    await self._stop(proc)
+            for task in list(self._stopping):
                 await task
-        for proc in list(self.pool):
-            self.pool.remove(proc)
-            self._forget(proc)
-            await rsync.stop(proc)
-        for task in list(self._stopping):
-            await task
+        finally:
+            self._dropping = False
         self._changed.set()
 
     def disable(self) -> None:
