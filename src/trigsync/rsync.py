@@ -340,17 +340,31 @@ async def run(
     return await finish(proc, stdin, watchdog, stall=stall)
 
 
-async def stop(proc: asyncio.subprocess.Process, grace: float = 5.0) -> None:
-    """Terminate, wait, then kill."""
+def signal_child(proc: asyncio.subprocess.Process, signum: int) -> None:
+    """Signal a child that asyncio still waits for.
+
+    Not through ``Process.terminate()`` or ``kill()``: ``Popen.send_signal`` polls first
+    (bpo-38630), which reaps a child that has just exited behind asyncio's back; the
+    pidfd watcher (``childwatch``) then reports its exit as 255, with a WARNING (seen at
+    every standby recycle: a killed standby was signalled again). Until asyncio has
+    reaped it (``returncode`` set, in this loop), its pid cannot be anyone else's.
+    """
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signum)
+
+
+async def stop(
+    proc: asyncio.subprocess.Process, grace: float = 5.0, *, first: int = signal.SIGTERM
+) -> None:
+    """Signal (SIGTERM unless told), wait, then kill."""
     if proc.returncode is not None:
         return
-    with contextlib.suppress(ProcessLookupError):
-        proc.terminate()
+    signal_child(proc, first)
     try:
         await asyncio.wait_for(proc.wait(), timeout=grace)
     except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
+        signal_child(proc, signal.SIGKILL)
         await proc.wait()
 
 

@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import logging
 import re
+import signal
 import time
 from collections.abc import Mapping, Sequence
 
@@ -390,14 +391,11 @@ class Standby:
             task.add_done_callback(lambda _: self.fill())
 
     async def _stop(self, proc: Proc) -> None:
-        if proc.returncode is None:
+        try:
             # After SIGTERM rsync sleeps 0.4 s in its handler (main.c sig_int), holding a
             # daemon's slot and keeping a dying worker alive; killed, it is gone at once.
             # A standby has no list yet, so nothing is cut short.
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-        try:
-            await rsync.stop(proc)
+            await rsync.stop(proc, first=signal.SIGKILL)
         finally:
             self.pool.gone(time.monotonic())
 

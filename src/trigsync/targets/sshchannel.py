@@ -33,11 +33,11 @@ wrapper checks before it relays rsync's stream: a relay process in the wrapper.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import secrets
 import shlex
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
@@ -228,9 +228,8 @@ class Channel:
             self._later.cancel()
             self._later = None
         proc, self._proc = self._proc, None
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()  # the session ends: the spawner's stdin closes, it exits
+        if proc is not None:  # the session ends: the spawner's stdin closes, it exits
+            rsync.signal_child(proc, signal.SIGTERM)
 
 
 async def _end(proc: asyncio.subprocess.Process) -> None:
