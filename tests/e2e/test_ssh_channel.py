@@ -149,7 +149,10 @@ def test_without_forwarding_every_run_starts_the_shell(
     (source / "seed").write_bytes(b"initial")
     trig = start_trigsync(replica_of(server))
     wait_log(trig, FAST_OFF)
-    assert "ssh -W to the receiver's loopback failed" in trig.log()
+    # The reason names the forward's failure; under load (seen once in CI) ssh's message
+    # can miss the probe, which then says the spawner did not answer.
+    reasons = ("ssh -W to the receiver's loopback failed", "the spawner did not answer")
+    assert any(r in trig.log() for r in reasons), trig.log()[-3000:]
     wait_for(lambda: not spawners(server), timeout=10, what="the unused spawner to exit")
     before = shell_starts(server)
     one_by_one(source, server.replica, 4)
