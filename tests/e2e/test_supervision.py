@@ -187,8 +187,19 @@ def test_rsync_that_cannot_start_is_reported_and_retried(tmp_path: Path, procs: 
     wait_trees_equal(src, dst, timeout=20)
     binary.chmod(0o644)  # exec now fails (EACCES), as it would for EAGAIN or EMFILE
     try:
-        make_files(src, "b")
-        wait_for(lambda: trig.log().count("cannot run") >= 1, timeout=20, what="the error")
+        # Standbys started before the chmod take the first changes (they deliver them);
+        # once they are used up, a change needs a new rsync, which cannot start.
+        sent = 0
+
+        def reported() -> bool:
+            nonlocal sent
+            if trig.log().count("cannot run") >= 1:
+                return True
+            (src / f"b{sent:03d}").write_bytes(b"%d" % sent)
+            sent += 1
+            return False
+
+        wait_for(reported, timeout=20, interval=0.05, what="the error")
         wait_for(
             lambda: any("failing" in line for line in status_lines(trig)),
             timeout=20,
