@@ -15,7 +15,6 @@ from pathlib import Path
 from . import (
     __version__,
     background,
-    childwatch,
     cli_service,
     config,
     daemon,
@@ -343,7 +342,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return exc.exit_code
     args = _parse(parser, argv)
     _setup_logging(args)
-    childwatch.use_pidfds()
     commands: dict[str, Callable[[], int]] = {
         "run": lambda: _run(args, parser),
         "verify": lambda: _verify(args, parser),

@@ -344,10 +344,10 @@ def signal_child(proc: asyncio.subprocess.Process, signum: int) -> None:
     """Signal a child that asyncio still waits for.
 
     Not through ``Process.terminate()`` or ``kill()``: ``Popen.send_signal`` polls first
-    (bpo-38630), which reaps a child that has just exited behind asyncio's back; the
-    pidfd watcher (``childwatch``) then reports its exit as 255, with a WARNING (seen at
-    every standby recycle: a killed standby was signalled again). Until asyncio has
-    reaped it (``returncode`` set, in this loop), its pid cannot be anyone else's.
+    (bpo-38630), which reaps a child that has just exited behind asyncio's child watcher;
+    the watcher then reports its exit as 255, with a WARNING (seen at every standby
+    recycle with a pidfd watcher: a killed standby was signalled again). Until asyncio
+    has reaped it (``returncode`` set), its pid cannot be anyone else's.
     """
     if proc.returncode is None:
         with contextlib.suppress(ProcessLookupError):

@@ -85,38 +85,3 @@ def test_an_rsync_refused_for_want_of_fds_leaves_no_fd_open() -> None:
         """
     )
     assert leaked == {str(free): 0 for free in range(1, 8)}
-
-
-@pytest.mark.skipif(sys.version_info >= (3, 12), reason="asyncio's own child watcher from 3.12")
-def test_a_child_whose_pidfd_cannot_be_opened_is_still_waited_for() -> None:
-    # A thread (a full sync's scan of the source) can take the fds a start had just
-    # freed: asyncio's pidfd watcher then raised after the fork and left the child
-    # running unwaited, its pipes open (a standby holding a daemon connection for good).
-    reported = run_case(
-        """
-        import subprocess
-        from trigsync import childwatch
-
-        async def main():
-            loop = asyncio.get_running_loop()
-            watcher = childwatch.Watcher()
-            watcher.attach_loop(loop)
-            child = subprocess.Popen(["sh", "-c", "exit 7"])
-            got = loop.create_future()
-
-            def exited(pid, code):
-                loop.call_soon_threadsafe(got.set_result, [pid == child.pid, code])
-
-            hold = fill(0)
-            try:
-                watcher.add_child_handler(child.pid, exited)
-            finally:
-                release(hold)
-            result = await asyncio.wait_for(got, 10)
-            watcher.attach_loop(None)
-            return result
-
-        print(json.dumps(asyncio.run(main())))
-        """
-    )
-    assert reported == [True, 7]
