@@ -49,16 +49,19 @@ class Runner:
         self.view = SourceView(source)  # what rsync reads: logs and hooks name the source
         self.target = target
         self.options = options
-        self._transport = target.transport()
         self.standby = Standby(
             enabled=standby,
             timeout=options.timeout,
-            env=self._transport.env,
+            env=target.transport().env,
             name=target.name,
         )
         # Until then, a new path may have been delivered by a run that did not list it.
         self.unlisted_until = 0.0
         self.full_sync: FullSyncRunner | None = None
+
+    def _transport(self) -> rsync.Transport:
+        """Asked at each run: an ssh target's route changes when its channel comes up."""
+        return self.target.transport()
 
     async def run(self, batch: Batch, entries: list[bytes], whole: bool) -> rsync.Result:
         replaced = [] if batch.full else self._replaced_dirs(batch)
@@ -81,7 +84,7 @@ class Runner:
                 self.unlisted_until = time.monotonic() + UNLISTED_GRACE
 
     async def _run_batch(self, batch: Batch, entries: list[bytes]) -> rsync.Result:
-        transport = self._transport
+        transport = self._transport()
         view = self.view.path()
         if batch.moves:
             moved = await self.target.apply_moves(batch.moves, view, self.options)
@@ -130,7 +133,7 @@ class Runner:
     async def _replace(self, dirs: list[bytes]) -> rsync.Result:
         """Make each directory equal to the source below it, extras deleted: the target's
         copy may still hold what the deleted directory held (a list run is not recursive)."""
-        transport = self._transport
+        transport = self._transport()
         view = self.view.path()
         argv = rsync.batch_argv(view, self.options, transport, recursive=True)
         log.debug("%s: directories made again, sent whole: %r", self.target.name, dirs)
@@ -161,7 +164,7 @@ class Runner:
     async def isolate(self, changes: Sequence[Change], result: rsync.Result) -> partial.Refused:
         """Find the paths that made ``result`` exit 23 or 11; the rest are delivered on the way."""
         view = self.view.path()
-        argv = rsync.batch_argv(view, self.options, self._transport)
+        argv = rsync.batch_argv(view, self.options, self._transport())
 
         async def send(half: Sequence[Change]) -> rsync.Result:
             paths = rsync.path_list(ancestry.confine_below(view, (c.path for c in half)))
@@ -173,7 +176,7 @@ class Runner:
         """One run on a connection of its own. A daemon at its ``max connections`` that
         refuses it gets the waiting standbys' slots: they would hold them for as long as
         this is retried, and the batch's every retry begins with this run again."""
-        env, stall = self._transport.env, self.standby.stall
+        env, stall = self._transport().env, self.standby.stall
         for _ in range(BUSY_TRIES):
             result = await rsync.run(argv, stdin=paths, env=env, stall=stall)
             if not rsync.busy(result.code, result.stderr):

@@ -29,37 +29,56 @@ class Spawner:
     proc: subprocess.Popen[bytes]
     port: int
     key: bytes
+    daemon_port: int  # its private rsync daemon's, 0 if it has none
+
+    def daemon_pid(self) -> int | None:
+        """The private daemon's pid: the spawner's child that listens on daemon_port."""
+        for pid in self.children(daemon=True):
+            if f"--port={self.daemon_port}".encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return pid
+        return None
 
     def connect(self) -> socket.socket:
         conn = socket.create_connection(("127.0.0.1", self.port), timeout=10)
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return conn
 
-    def children(self) -> list[int]:
+    def children(self, *, daemon: bool = False) -> list[int]:
+        """The spawner's children: those it forked for commands, or its daemon."""
         found = []
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
                 stat = Path(f"/proc/{pid}/stat").read_text()
             except OSError:
                 continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == self.proc.pid:
+            if int(stat.rsplit(")", 1)[1].split()[1]) != self.proc.pid:
+                continue
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if (b"\0--daemon\0" in cmdline) == daemon:
                 found.append(int(pid))
         return found
 
 
 @contextmanager
 def spawner(
-    timeout: float = HEADER_TIMEOUT, room: int = HEADER_ROOM, user: str | None = None
+    timeout: float = HEADER_TIMEOUT,
+    room: int = HEADER_ROOM,
+    user: str | None = None,
+    rsync: str = "rsync",
 ) -> Iterator[Spawner]:
     key = secrets.token_hex(32).encode()
-    argv = ["python3", "-c", SPAWNER, str(timeout), str(room)]
+    argv = ["python3", "-c", SPAWNER, str(timeout), str(room), rsync]
     pipe = subprocess.PIPE
     proc = subprocess.Popen(argv, stdin=pipe, stdout=pipe, user=user, cwd="/")  # noqa: S603
     assert proc.stdin and proc.stdout
     try:
         proc.stdin.write(key + b"\n")
         proc.stdin.flush()
-        yield Spawner(proc, int(proc.stdout.readline()), key)
+        port, daemon, *_ = proc.stdout.readline().split()
+        yield Spawner(proc, int(port), key, int(daemon))
         proc.stdin.close()  # the session ends: the spawner exits
         assert proc.wait(10) == 0
     finally:

@@ -1,10 +1,23 @@
 """The spawner: the fixed Python text the ssh fast path runs on the receiver (see
 ``sshchannel.py`` for why and how it is reached).
 
-Run as ``python3 -c SPAWNER TIMEOUT ROOM`` through the login shell, once. stdin: the
-secret, one line, then nothing until it closes (then it exits); stdout: the port it
-listens on, on 127.0.0.1, one line. Each connection: the secret, NUL, the command, NUL,
-then the command's stream; the command runs with ``/bin/sh -c`` on that stream.
+Run as ``python3 -c SPAWNER TIMEOUT ROOM RSYNC`` through the login shell, once. stdin:
+the secret, one line, then nothing until it closes (then it exits); stdout, one line: the
+port it listens on, on 127.0.0.1, and the port of its private rsync daemon (below), or 0
+and why there is none. Each connection: the secret, NUL, the command, NUL, then the
+command's stream; the command runs with ``/bin/sh -c`` on that stream.
+
+The private daemon: ``RSYNC --daemon`` (the remote rsync as ``--rsync-path`` names it,
+so through ``/bin/sh``), on another random port of 127.0.0.1, with a config and a secrets
+file of its own in a fresh 0700 directory: one module, ``root``, at ``/``, as this user,
+writable, and only for the user ``trigsync`` with the same secret (rsync's challenge and
+response: the secret never crosses). ``use chroot = no`` and ``munge symlinks = no`` keep
+symlinks exactly as ``rsync --server`` would (a module at ``/`` is not sanitized);
+``socket options = TCP_NODELAY`` is ours to set here. A run reaches it through a port the
+ssh connection forwards (``sshroute.py``): the daemon forks for each, where the spawner's
+route starts a shell, a remote rsync and, on trigsync's side, ``sh``, ``cat`` and ``ssh``.
+The daemon dies with the spawner (SIGTERM at exit, and the parent-death signal); the
+spawner exits when the daemon dies, so the channel is set up again.
 
 Other users of the receiver can reach the port, so a connection costs nothing until its
 secret checked out. Every header is read in the one process (non-blocking sockets,
@@ -30,8 +43,9 @@ HEADER_TIMEOUT = 5.0  # a header crosses the ssh connection, maybe behind a tran
 HEADER_ROOM = 256  # connections whose header is still awaited, at most
 
 SPAWNER = r"""
-import collections, hmac, os, selectors, signal, socket, struct, sys, time
-timeout, room = float(sys.argv[1]), int(sys.argv[2])
+import collections, hmac, os, selectors, shutil, signal, socket, struct, sys, time
+import subprocess, tempfile
+timeout, room, rsync = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 key = sys.stdin.buffer.readline().strip()
 most = len(key) + 65538
 me = os.geteuid()
@@ -39,9 +53,86 @@ lst = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 lst.bind(("127.0.0.1", 0))
 lst.listen(4096)
 lst.setblocking(False)
-sys.stdout.buffer.write(b"%d\n" % lst.getsockname()[1])
+CONF = (
+    "use chroot = no\n"
+    "munge symlinks = no\n"
+    "reverse lookup = no\n"
+    "log file = /dev/null\n"
+    "socket options = TCP_NODELAY\n"
+    "%s[root]\n"
+    "path = /\n"
+    "read only = no\n"
+    "list = no\n"
+    "hosts allow = 127.0.0.1\n"
+    "auth users = trigsync\n"
+    "secrets file = %s\n"
+    "strict modes = yes\n"
+)
+def orphaned():
+    try:
+        import ctypes
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)
+    except Exception:
+        pass
+def daemon():
+    home = tempfile.mkdtemp(prefix="trigsync-rsyncd-")
+    secrets = os.path.join(home, "secrets")
+    fd = os.open(secrets, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, b"trigsync:" + key + b"\n")
+    os.close(fd)
+    conf = os.path.join(home, "rsyncd.conf")
+    with open(conf, "w") as f:
+        f.write(CONF % ("" if me else "uid = 0\ngid = 0\n", secrets))
+    why = "no free port"
+    for _ in range(5):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        with open(os.path.join(home, "stderr"), "wb") as err:
+            p = subprocess.Popen(
+                ["/bin/sh", "-c", "exec %s \"$@\"" % rsync, "sh", "--daemon", "--no-detach",
+                 "--address=127.0.0.1", "--port=%d" % port, "--config=" + conf],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                preexec_fn=orphaned)
+        end = time.monotonic() + 5
+        while p.poll() is None and time.monotonic() < end:
+            try:
+                c = socket.create_connection(("127.0.0.1", port), 1)
+                c.settimeout(2)
+                hello = c.recv(9)
+                c.close()
+            except OSError:
+                time.sleep(0.02)
+                continue
+            if hello.startswith(b"@RSYNCD:"):
+                return p, port, home
+            break
+        if p.poll() is None:
+            p.kill()
+            why = "rsync --daemon did not answer on port %d" % port
+        else:
+            with open(os.path.join(home, "stderr"), "rb") as err:
+                said = err.read().decode("utf-8", "replace").strip().splitlines()
+            why = "rsync --daemon exited %d: %s" % (p.returncode, said[-1] if said else "")
+    shutil.rmtree(home, ignore_errors=True)
+    return None, why, None
+dproc, dport, dhome = daemon()
+def stop():
+    if dproc is not None:
+        try:
+            os.kill(dproc.pid, signal.SIGTERM)
+        except OSError:
+            pass
+        shutil.rmtree(dhome, ignore_errors=True)
+def leave(code):
+    stop()
+    sys.exit(code)
+line = "%d %s" % (lst.getsockname()[1], dport if dproc is not None else "0 " + dport)
+sys.stdout.buffer.write(line.encode("utf-8", "replace").replace(b"\n", b" ") + b"\n")
 sys.stdout.flush()
 signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, lambda *_: leave(0))
 sel = selectors.DefaultSelector()
 sel.register(lst, selectors.EVENT_READ)
 sel.register(0, selectors.EVENT_READ)
@@ -144,15 +235,22 @@ def read(c, w):
             pass
         c.close()
 while True:
-    left = None
+    left = 1.0
     if waiting:
-        left = max(0.0, next(iter(waiting.values()))[0] - time.monotonic())
+        left = min(left, max(0.0, next(iter(waiting.values()))[0] - time.monotonic()))
+    if dproc is not None:
+        try:
+            gone = os.waitpid(dproc.pid, os.WNOHANG)[0] != 0
+        except ChildProcessError:
+            gone = True
+        if gone:
+            leave(3)
     for k, _ in sel.select(left):
         if k.fileobj is lst:
             accept()
         elif k.fileobj == 0:
             if not os.read(0, 4096):
-                sys.exit(0)
+                leave(0)
         elif k.fileobj in waiting:
             read(k.fileobj, waiting[k.fileobj])
     now = time.monotonic()

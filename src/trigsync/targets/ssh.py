@@ -89,7 +89,9 @@ class SshTarget(Target):
         Channel.count += 1
         fast = state_dir / "ssh" / f"{digest}.{os.getpid()}.{Channel.count}.fast"
         remote = spec.remote_rsync or "rsync"
-        self.channel = Channel(self.name, fast, rsync_path=remote, timeout=contimeout + 5)
+        self.channel = Channel(
+            self.name, fast, rsync_path=remote, timeout=contimeout + 5, contimeout=contimeout
+        )
 
     def ssh_argv(self) -> list[str]:
         """The ssh command rsync runs, multiplexed through a control socket."""
@@ -142,6 +144,10 @@ class SshTarget(Target):
             self.channel.start(self.ssh_argv(), self.address.login)
 
     def transport(self) -> Transport:
+        route = self.channel.route
+        if route is not None:  # the receiver's private daemon, through the connection
+            options = [*route.options(self.contimeout), *self.spec.extra_rsync_args]
+            return Transport(route.destination(self.address.path), tuple(options))
         # rsync appends "-l USER HOST" to -e when the destination holds a user, which a
         # "--" could not precede; so the user goes in -e and rsync only appends the host.
         login = ["-l", self.address.user] if self.address.user else []

@@ -44,6 +44,7 @@ from typing import ClassVar
 
 from .. import rsync, spawnfds
 from .spawner import HEADER_ROOM, HEADER_TIMEOUT, SPAWNER
+from .sshroute import Route, close_route, open_route
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +86,22 @@ class Channel:
     count: ClassVar[int] = 0  # channels made in this process, to name their files
 
     def __init__(
-        self, name: str, path: Path, *, rsync_path: str = "rsync", timeout: float = READY_TIMEOUT
+        self,
+        name: str,
+        path: Path,
+        *,
+        rsync_path: str = "rsync",
+        timeout: float = READY_TIMEOUT,
+        contimeout: int = 10,
     ) -> None:
         self.name = name
+        self.contimeout = contimeout
         self.rsync_path = rsync_path  # the remote rsync, as --rsync-path names it
         self.path = path  # the channel file WRAPPER reads: "PORT SECRET"
         self.timeout = timeout
         self.disabled: str | None = None  # why the fast path is off for good
+        self.route: Route | None = None  # to the receiver's private daemon, once up
+        self._ssh: tuple[list[str], str] | None = None  # ssh argv and login, for the route
         self._proc: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
         self._retry = SETUP_RETRY[0]
@@ -118,7 +128,14 @@ class Channel:
 
     async def _setup(self, ssh: list[str], login: str) -> None:
         key = secrets.token_hex(32)
-        spawner = ("python3", "-c", shlex.quote(SPAWNER), str(HEADER_TIMEOUT), str(HEADER_ROOM))
+        spawner = (
+            "python3",
+            "-c",
+            shlex.quote(SPAWNER),
+            str(HEADER_TIMEOUT),
+            str(HEADER_ROOM),
+            shlex.quote(self.rsync_path),
+        )
         argv = [*ssh, "--", login, *spawner]
         log.debug("%s: starting the remote spawner", self.name)
         with spawnfds.reclaimed():
@@ -136,7 +153,8 @@ class Channel:
             line = await asyncio.wait_for(proc.stdout.readline(), self.timeout)
         except TimeoutError:
             line = b""
-        if not line.strip().isdigit():
+        port, _, daemon = line.decode("utf-8", "backslashreplace").strip().partition(" ")
+        if not port.isdigit():
             await _end(proc)
             err = (await proc.stderr.read()).decode("utf-8", "backslashreplace").strip()
             if not self._failed(proc.returncode, err.splitlines()[-1] if err else ""):
@@ -145,7 +163,7 @@ class Channel:
                 self._retry = min(self._retry * 2, SETUP_RETRY[1])
             return
         pending = self.path.with_name(self.path.name + ".new")
-        _write_private(pending, f"{int(line)} {key}\n")
+        _write_private(pending, f"{port} {key}\n")
         opt, why = await self._probe([*self.rsh([*ssh, "--"], pending), login])
         if opt is None:
             pending.unlink(missing_ok=True)
@@ -155,13 +173,33 @@ class Channel:
                 "%s: fast path off: %s; each run starts the remote shell", self.name, self.disabled
             )
             return
-        _write_private(pending, f"{int(line)} {key} {opt}\n")
+        _write_private(pending, f"{port} {key} {opt}\n")
         os.replace(pending, self.path)
         self._proc = proc
         self._retry = SETUP_RETRY[0]
         log.info("%s: runs reach the remote rsync without a remote shell each", self.name)
         watch = asyncio.ensure_future(self._watch(proc))
         self._task = watch
+        await self._open_route(ssh, login, key, daemon)
+
+    async def _open_route(self, ssh: list[str], login: str, key: str, daemon: str) -> None:
+        """Take the daemon route (sshroute.py) if the spawner started its daemon."""
+        remote, _, why = daemon.partition(" ")
+        if not remote.isdigit() or remote == "0":
+            log.info("%s: no private daemon on the receiver: %s", self.name, why or daemon)
+            return
+        secret = self.path.with_name(self.path.name + ".pw")
+        _write_private(secret, key + "\n")
+        route, why = await open_route(ssh, login, int(remote), secret, self.contimeout)
+        if route is None:
+            secret.unlink(missing_ok=True)
+            log.info("%s: no private daemon on the receiver: %s", self.name, why)
+        elif self._proc is None or not self.up:  # the spawner ended meanwhile
+            close_route(ssh, login, route)
+            secret.unlink(missing_ok=True)
+        else:
+            self.route, self._ssh = route, (ssh, login)
+            log.info("%s: runs reach a private rsync daemon on the receiver", self.name)
 
     async def _probe(self, argv: list[str]) -> tuple[str | None, str]:
         """Ask the remote rsync, through the new channel, whether it takes --no-msgs2stderr.
@@ -214,6 +252,7 @@ class Channel:
         finally:
             if self._proc is proc:
                 self.path.unlink(missing_ok=True)
+                self._close_route()
                 self._proc = None
                 log.info(
                     "%s: the remote spawner ended (exit %s); set up again at the next run",
@@ -221,9 +260,16 @@ class Channel:
                     proc.returncode,
                 )
 
+    def _close_route(self) -> None:
+        route, self.route = self.route, None
+        if route is not None and self._ssh is not None:
+            route.password_file.unlink(missing_ok=True)
+            close_route(*self._ssh, route)
+
     def drop(self) -> None:
         """Stop using the channel now (its connection froze, or the target closes)."""
         self.path.unlink(missing_ok=True)
+        self._close_route()
         if self._later is not None:
             self._later.cancel()
             self._later = None
