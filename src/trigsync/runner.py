@@ -66,9 +66,13 @@ class Runner:
     async def run(self, batch: Batch, entries: list[bytes], whole: bool) -> rsync.Result:
         replaced = [] if batch.full else self._replaced_dirs(batch)
         try:
-            result = await self._replace(replaced) if replaced else None
-            if result is None or result.outcome is rsync.Outcome.OK or result.refused:
-                result = await self._run_batch(batch, entries)
+            used = self._transport()
+            result = await self._run_once(batch, entries, replaced)
+            if result.outcome is not rsync.Outcome.OK and await self.target.rerouted(used, result):
+                # The way to the target failed and another is there: the batch takes it
+                # now, and so do the standbys, which waited on the old one.
+                await self.standby.drop()
+                result = await self._run_once(batch, entries, replaced)
             result = dataclasses.replace(result, stderr=self.view.unview(result.stderr))
             if result.stalled is not None:
                 await self.target.reset()  # the next run must not reuse a frozen connection
@@ -82,6 +86,14 @@ class Runner:
                 # It may have sent paths it did not list, whose events may still be on
                 # their way: see in_flight in Dispatcher.submit().
                 self.unlisted_until = time.monotonic() + UNLISTED_GRACE
+
+    async def _run_once(
+        self, batch: Batch, entries: list[bytes], replaced: list[bytes]
+    ) -> rsync.Result:
+        result = await self._replace(replaced) if replaced else None
+        if result is None or result.outcome is rsync.Outcome.OK or result.refused:
+            result = await self._run_batch(batch, entries)
+        return result
 
     async def _run_batch(self, batch: Batch, entries: list[bytes]) -> rsync.Result:
         transport = self._transport()

@@ -16,7 +16,9 @@ from tests.support.rsyncd import RsyncDaemonFactory
 from tests.support.sshd import SshServer
 from trigsync import fanotify
 
-TARGET_KINDS = ["rsyncd", "ssh", "local"]
+# "ssh-daemon": ssh with the fast path, whose runs take the receiver's private daemon.
+TARGET_KINDS = ["rsyncd", "ssh", "ssh-daemon", "local"]
+ROUTE_UP = "runs reach a private rsync daemon on the receiver"
 # The watch backend is independent of the target kind: with a parametrized ``replica``,
 # fanotify runs against the local target only, which keeps the suite's time in check.
 BOTH_BACKENDS = pytest.mark.parametrize("watch_backend", ["inotify", "fanotify"], indirect=True)
@@ -66,9 +68,12 @@ def daemon_replica(factory: RsyncDaemonFactory, **kw: object) -> Replica:
     )
 
 
-def ssh_replica(server: SshServer) -> Replica:
+def ssh_replica(server: SshServer, *, fast: bool = False) -> Replica:
     options: dict[str, object] = {"ssh_options": server.ssh_options()}
-    return Replica("ssh", server.url, server.replica, options, owners=False)
+    if fast:
+        options["ssh_fast_path"] = True
+    ready = ROUTE_UP if fast else None
+    return Replica("ssh", server.url, server.replica, options, owners=False, ready=ready)
 
 
 @pytest.fixture(params=TARGET_KINDS)
@@ -76,8 +81,8 @@ def replica(request: pytest.FixtureRequest, tmp_path: Path) -> Replica:
     kind = request.param
     if kind == "rsyncd":
         return daemon_replica(request.getfixturevalue("rsync_daemon_factory"))
-    if kind == "ssh":
-        return ssh_replica(request.getfixturevalue("ssh_target"))
+    if kind in ("ssh", "ssh-daemon"):
+        return ssh_replica(request.getfixturevalue("ssh_target"), fast=kind == "ssh-daemon")
     path = tmp_path / "replica"
     path.mkdir()
     return Replica("local", str(path), path)
@@ -103,6 +108,8 @@ def start_trigsync(procs: ProcGroup, tmp_path: Path, source: Path, watch_backend
         trig = Trigsync(procs, config, "-v", *args).start()
         if extra["watch_backend"] != "auto":
             assert f"with {extra['watch_backend']}: " in trig.log(), trig.log()[-2000:]
+        for ready in {r.ready for r in replicas if r.ready and kw.get("initial_sync", True)}:
+            trig.wait_log(ready, timeout=20)
         return trig
 
     return start

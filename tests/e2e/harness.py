@@ -43,6 +43,7 @@ class Replica:
     owners: bool = False  # ssh replicas belong to the test user: compare modes, not owners
     log: Path | None = None  # the rsync daemon's log, for bytes on the wire
     daemon: RsyncDaemon | None = None  # to stop and restart it
+    ready: str | None = None  # a log line to wait for after the start (ssh-daemon's route)
 
 
 def _toml(value: object) -> str:
@@ -106,6 +107,13 @@ class Trigsync:
 
     def log(self) -> str:
         return self.proc.stderr().decode(errors="replace") if self.proc else ""
+
+    def wait_log(self, text: str, timeout: float = 20) -> None:
+        """Wait until the log says ``text``; fail with the log's tail."""
+        try:
+            wait_for(lambda: text in self.log(), timeout=timeout, what=repr(text))
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; log:\n{self.log()[-3000:]}") from None
 
     def stop(self) -> int:
         """SIGTERM, as systemd would; returns the exit status."""

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Start
-from tests.e2e.harness import Replica, Trigsync
+from tests.e2e.harness import Replica
 from tests.support.proc import wait_for
 from tests.support.sshd import SshServer, sshd_unavailable_reason
 from tests.support.trees import wait_trees_equal
@@ -82,13 +82,6 @@ def one_by_one(source: Path, replica: Path, count: int) -> None:
         wait_for(arrived.exists, timeout=10, interval=0.005, what=name)
 
 
-def wait_log(trig: Trigsync, text: str) -> None:
-    try:
-        wait_for(lambda: text in trig.log(), timeout=20, what=repr(text))
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; log:\n{trig.log()[-3000:]}") from None
-
-
 def replica_of(server: SshServer) -> Replica:
     options: dict[str, object] = {"ssh_options": server.ssh_options(), "ssh_fast_path": True}
     return Replica("ssh", server.url, server.replica, options)
@@ -99,7 +92,7 @@ def test_changes_one_by_one_start_no_shell_each(
 ) -> None:
     (source / "seed").write_bytes(b"initial")
     trig = start_trigsync(replica_of(server))
-    wait_log(trig, FAST_UP)
+    trig.wait_log(FAST_UP)
     one_by_one(source, server.replica, 2)  # standbys started before it came up are used up
     before = shell_starts(server)
     one_by_one(source, server.replica, CHANGES)
@@ -123,13 +116,13 @@ def test_the_spawner_ends_with_the_connection_and_a_new_one_follows(
     source: Path, server: SshServer, start_trigsync: Start, tmp_path: Path
 ) -> None:
     trig = start_trigsync(replica_of(server))
-    wait_log(trig, FAST_UP)
+    trig.wait_log(FAST_UP)
     [first] = spawners(server)
     [control] = (tmp_path / "state" / "ssh").glob("????????????????")
     argv = ["ssh", "-o", f"ControlPath={control}", "-O", "exit", "x"]
     subprocess.run(argv, check=True, capture_output=True)  # noqa: S603 - the master goes
     wait_for(lambda: first not in spawners(server), timeout=10, what="the spawner to exit")
-    wait_log(trig, "the remote spawner ended")
+    trig.wait_log("the remote spawner ended")
     one_by_one(source, server.replica, 1)  # the first run after it makes a new one
     wait_for(lambda: trig.log().count(FAST_UP) == 2, timeout=20, what="a second spawner")
     one_by_one(source, server.replica, 1)  # a standby started before it came up is used
@@ -148,7 +141,7 @@ def test_without_forwarding_every_run_starts_the_shell(
     server.authorized_keys.write_text("no-port-forwarding " + keys)
     (source / "seed").write_bytes(b"initial")
     trig = start_trigsync(replica_of(server))
-    wait_log(trig, FAST_OFF)
+    trig.wait_log(FAST_OFF)
     # The reason names the forward's failure; under load (seen once in CI) ssh's message
     # can miss the probe, which then says the spawner did not answer.
     reasons = ("ssh -W to the receiver's loopback failed", "the spawner did not answer")
@@ -169,7 +162,7 @@ def test_without_python3_on_the_receiver_runs_start_the_shell(
     server.write_home_file(".bashrc", f"echo $$ >> ~/{STARTS}\npython3() {{ exit 127; }}\n")
     (source / "seed").write_bytes(b"initial")
     trig = start_trigsync(replica_of(server))
-    wait_log(trig, FAST_OFF)
+    trig.wait_log(FAST_OFF)
     assert "no python3 on the receiver" in trig.log()
     one_by_one(source, server.replica, 3)
     wait_trees_equal(source, server.replica, timeout=15, owners=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import threading
@@ -79,12 +80,14 @@ def spawner(
         proc.stdin.flush()
         port, daemon, *_ = proc.stdout.readline().split()
         yield Spawner(proc, int(port), key, int(daemon))
-        proc.stdin.close()  # the session ends: the spawner exits
-        assert proc.wait(10) == 0
+        if proc.returncode is None:  # the test did not end it
+            proc.stdin.close()  # the session ends: the spawner exits
+            assert proc.wait(10) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        proc.stdin.close()
         proc.stdout.close()
 
 
@@ -237,3 +240,63 @@ def test_another_users_churn_does_not_push_out_a_header_that_takes_its_time() ->
             client.stdin.close()
             assert client.stdout.read() == b"ran\n"
             assert client.wait(10) == 0
+
+
+def push(sp: Spawner, src: Path, dest: str, password: str) -> subprocess.CompletedProcess[bytes]:
+    url = f"rsync://trigsync@127.0.0.1:{sp.daemon_port}/root{dest}"
+    env = {**os.environ, "RSYNC_PASSWORD": password}
+    argv = ["rsync", "-a", "--numeric-ids", f"{src}/", url]
+    return subprocess.run(argv, env=env, capture_output=True, timeout=30, check=False)  # noqa: S603
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the daemon's ids as root need root")
+def test_the_private_daemon_as_root_keeps_owners_and_symlinks(tmp_path: Path) -> None:
+    """rsyncd runs a root daemon's modules as nobody unless told: the spawner's says root."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / "owned").write_bytes(b"x")
+    os.chown(src / "owned", 4321, 4322)
+    (src / "abs").symlink_to("/etc/passwd")
+    (src / "up").symlink_to("../../elsewhere")
+    with spawner() as sp:
+        assert sp.daemon_port
+        done = push(sp, src, f"{dst}/", sp.key.decode())
+        assert done.returncode == 0, done.stderr
+        st = (dst / "owned").stat()
+        assert (st.st_uid, st.st_gid) == (4321, 4322)
+        assert os.readlink(dst / "abs") == "/etc/passwd"  # neither munged nor sanitized
+        assert os.readlink(dst / "up") == "../../elsewhere"
+        refused = push(sp, src, f"{tmp_path}/other/", "not the secret")
+        assert refused.returncode == 5 and not (tmp_path / "other").exists()
+
+
+def test_the_spawner_ends_with_its_daemon_and_takes_it_along() -> None:
+    with spawner() as sp:
+        pid = sp.daemon_pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        assert sp.proc.wait(5) == 3  # the channel is then set up again, with a new daemon
+    with spawner() as sp:
+        pid = sp.daemon_pid()
+        sp.proc.stdin.close()  # type: ignore[union-attr] - the session ends
+        assert sp.proc.wait(5) == 0
+        wait_for(lambda: not Path(f"/proc/{pid}").exists(), timeout=5, what="the daemon to end")
+
+
+def test_an_rsync_that_cannot_be_a_daemon_leaves_the_spawner_serving(tmp_path: Path) -> None:
+    key = secrets.token_hex(32).encode()
+    argv = ["python3", "-c", SPAWNER, str(HEADER_TIMEOUT), str(HEADER_ROOM), "false"]
+    pipe = subprocess.PIPE
+    with subprocess.Popen(argv, stdin=pipe, stdout=pipe, cwd="/") as proc:  # noqa: S603
+        assert proc.stdin and proc.stdout
+        proc.stdin.write(key + b"\n")
+        proc.stdin.flush()
+        port, daemon, why = proc.stdout.readline().decode().split(" ", 2)
+        assert daemon == "0" and why.startswith("rsync --daemon exited 1"), why
+        sp = Spawner(proc, int(port), key, 0)
+        with sp.connect() as conn:
+            conn.sendall(key + b"\0echo served\0")
+            conn.shutdown(socket.SHUT_WR)
+            assert read_all(conn) == b"served\n"
+        proc.stdin.close()
+        assert proc.wait(5) == 0

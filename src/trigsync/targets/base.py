@@ -83,6 +83,11 @@ class Target(abc.ABC):
         """Rename the target's copies where this kind of target can; returns those renamed."""
         return ()
 
+    async def rerouted(self, used: Transport, result: rsync.Result) -> bool:
+        """After a run with ``used`` failed: whether the next run goes another way and
+        should be tried at once (an ssh target's private daemon failed, say)."""
+        return False
+
     async def reset(self) -> None:  # noqa: B027 - most targets share no connection
         """Drop a connection shared between runs, after a run froze on it."""
 

@@ -70,6 +70,9 @@ def _rsync_quote(arg: str) -> str:
     return f"'{arg}'"
 
 
+# rsync's exits when a run by the private daemon never got in: it, or its forward, is gone.
+ROUTE_FAILURES = frozenset({5, 10, 35})
+
 # The remote command: fixed text, quoted once for the remote shell.
 REMOTE_RENAME = ("python3", "-c", shlex.quote(beneath.REMOTE_SCRIPT))
 
@@ -157,6 +160,26 @@ class SshTarget(Target):
             options.append(f"--rsync-path={self.spec.remote_rsync}")
         options += self.spec.extra_rsync_args
         return Transport(f"{self.address.host}:{self.address.path}", tuple(options))
+
+    async def rerouted(self, used: Transport, result: rsync.Result) -> bool:
+        """A run by the private daemon that could not log in (5), connect (10) or wait for
+        the daemon (35): the daemon, or the forward to it, is gone, though the spawner may
+        not have noticed yet. The channel is set up afresh after the next run, which goes
+        by plain ssh meanwhile; one whose route changed since it began goes again too."""
+        route = self.channel.route
+        if (
+            route is not None
+            and used.destination == route.destination(self.address.path)
+            and result.code in ROUTE_FAILURES
+        ):
+            log.info(
+                "%s: the receiver's private daemon failed (exit %d: %s); set up again",
+                self.name,
+                result.code,
+                rsync.reason(result.stderr),
+            )
+            await self.channel.reroute()
+        return self.transport() != used
 
     async def reset(self) -> None:
         """End the multiplexing master: every run through it would freeze as the last did."""

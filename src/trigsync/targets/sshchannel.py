@@ -195,7 +195,7 @@ class Channel:
             secret.unlink(missing_ok=True)
             log.info("%s: no private daemon on the receiver: %s", self.name, why)
         elif self._proc is None or not self.up:  # the spawner ended meanwhile
-            close_route(ssh, login, route)
+            await close_route(ssh, login, route)
             secret.unlink(missing_ok=True)
         else:
             self.route, self._ssh = route, (ssh, login)
@@ -250,26 +250,42 @@ class Channel:
                 log.debug("%s: remote: %s", self.name, text)
             await proc.wait()
         finally:
-            if self._proc is proc:
-                self.path.unlink(missing_ok=True)
-                self._close_route()
-                self._proc = None
-                log.info(
-                    "%s: the remote spawner ended (exit %s); set up again at the next run",
-                    self.name,
-                    proc.returncode,
-                )
+            route = self._ended(proc)
+        if route is not None and self._ssh is not None:  # not when cancelled: at close
+            await close_route(*self._ssh, route)
 
-    def _close_route(self) -> None:
+    def _ended(self, proc: asyncio.subprocess.Process) -> Route | None:
+        if self._proc is not proc:
+            return None
+        self.path.unlink(missing_ok=True)
+        self._proc = None
+        log.info(
+            "%s: the remote spawner ended (exit %s); set up again at the next run",
+            self.name,
+            proc.returncode,
+        )
+        return self._drop_route()
+
+    def _drop_route(self) -> Route | None:
+        """Runs stop taking the daemon route; returns it, for its forward to be cancelled."""
         route, self.route = self.route, None
-        if route is not None and self._ssh is not None:
+        if route is not None:
             route.password_file.unlink(missing_ok=True)
-            close_route(*self._ssh, route)
+        return route
+
+    async def reroute(self) -> None:
+        """The daemon route failed: drop the channel (its spawner, the daemon with it, and
+        the forward) for a fresh one; the runs meanwhile go by plain ssh."""
+        ssh, route = self._ssh, self.route
+        self.drop()
+        if route is not None and ssh is not None:
+            await close_route(*ssh, route)
 
     def drop(self) -> None:
-        """Stop using the channel now (its connection froze, or the target closes)."""
+        """Stop using the channel now (its connection froze, or the target closes: the
+        master's exit, which follows, ends the route's forward too)."""
         self.path.unlink(missing_ok=True)
-        self._close_route()
+        self._drop_route()
         if self._later is not None:
             self._later.cancel()
             self._later = None

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,18 +71,17 @@ async def open_route(
     probe = ["rsync", *route.options(contimeout), "--list-only", route.destination("/")]
     result = await rsync.run(probe, watchdog=contimeout + 5, stdout=True)
     if result.code != 0:
-        close_route(ssh, login, route)
+        await close_route(ssh, login, route)
         return None, f"the daemon did not let us in ({rsync.reason(result.stderr)})"
     return route, ""
 
 
-def close_route(ssh: Sequence[str], login: str, route: Route) -> None:
-    """Stop forwarding (the master outlives the daemon: ControlPersist)."""
+async def close_route(ssh: Sequence[str], login: str, route: Route) -> None:
+    """Stop forwarding to a daemon that is gone, while the master stays (ControlPersist)."""
     argv = [*ssh, "-O", "cancel", "-L", route.forward(), "--", login]
-    try:
-        subprocess.run(argv, capture_output=True, timeout=5, check=False)  # noqa: S603
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        log.debug("ssh -O cancel: %s", exc)
+    result = await rsync.run(argv, watchdog=10, stall=None)
+    if result.code != 0:
+        log.debug("ssh -O cancel -L %s: exit %d", route.forward(), result.code)
 
 
 def _free_port() -> int:
