@@ -21,7 +21,6 @@ from tests.e2e.test_ssh_channel import (  # noqa: F401 - fixtures
     one_by_one,
     replica_of,
     server,
-    wait_log,
 )
 from tests.support.proc import wait_for
 from tests.support.rsyncd import RsyncDaemonFactory
@@ -69,7 +68,7 @@ def test_a_local_user_holding_connections_to_the_spawner_stops_no_sync(
 ) -> None:
     (source / "seed").write_bytes(b"initial")
     trig = start_trigsync(replica_of(server))
-    wait_log(trig, FAST_UP)
+    trig.wait_log(FAST_UP)
     one_by_one(source, server.replica, 2)  # standbys made before the channel are used up
     port = channel_port(tmp_path)
     squatter = Squatter(port)

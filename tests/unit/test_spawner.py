@@ -278,7 +278,8 @@ def test_the_spawner_ends_with_its_daemon_and_takes_it_along() -> None:
         assert sp.proc.wait(5) == 3  # the channel is then set up again, with a new daemon
     with spawner() as sp:
         pid = sp.daemon_pid()
-        sp.proc.stdin.close()  # type: ignore[union-attr] - the session ends
+        assert sp.proc.stdin is not None
+        sp.proc.stdin.close()  # the session ends
         assert sp.proc.wait(5) == 0
         wait_for(lambda: not Path(f"/proc/{pid}").exists(), timeout=5, what="the daemon to end")
 
