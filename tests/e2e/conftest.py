@@ -4,7 +4,7 @@ watch backend (inotify unless a test asks for both with ``BOTH_BACKENDS``)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import cast
 
@@ -13,7 +13,7 @@ import pytest
 from tests.e2e.harness import Replica, Trigsync, write_config
 from tests.support.proc import ProcGroup
 from tests.support.rsyncd import RsyncDaemonFactory
-from tests.support.sshd import SshServer
+from tests.support.sshd import SshServer, sshd_unavailable_reason
 from trigsync import fanotify
 
 # "ssh-daemon": ssh with the fast path, whose runs take the receiver's private daemon.
@@ -86,6 +86,16 @@ def replica(request: pytest.FixtureRequest, tmp_path: Path) -> Replica:
     path = tmp_path / "replica"
     path.mkdir()
     return Replica("local", str(path), path)
+
+
+@pytest.fixture(scope="module")
+def bash_sshd() -> Iterator[SshServer]:
+    """An sshd of the module's own whose user logs in with bash (rc files are read)."""
+    reason = sshd_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with SshServer(user=f"trigsync-b{os.getpid()}", login_shell="/bin/bash") as server:
+        yield server
 
 
 Start = Callable[..., Trigsync]

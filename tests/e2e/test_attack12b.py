@@ -17,7 +17,6 @@ from tests.e2e.conftest import Start, daemon_replica
 from tests.e2e.harness import Replica, run_cli
 from tests.e2e.test_ssh_channel import (  # noqa: F401 - fixtures
     FAST_UP,
-    bash_sshd,
     one_by_one,
     replica_of,
     server,

@@ -20,7 +20,7 @@ import pytest
 from tests.e2e.conftest import Start
 from tests.e2e.harness import Replica
 from tests.support.proc import wait_for
-from tests.support.sshd import SshServer, sshd_unavailable_reason
+from tests.support.sshd import SshServer
 from tests.support.trees import wait_trees_equal
 from trigsync.targets.spawner import SPAWNER
 
@@ -28,16 +28,6 @@ CHANGES = 10
 FAST_UP = "runs reach the remote rsync without a remote shell each"
 FAST_OFF = "fast path off: "
 STARTS = "shell-starts"
-
-
-@pytest.fixture(scope="module")
-def bash_sshd() -> Iterator[SshServer]:
-    """An sshd whose user logs in with bash, which logs each start to ~/shell-starts."""
-    reason = sshd_unavailable_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    with SshServer(user=f"trigsync-b{os.getpid()}", login_shell="/bin/bash") as server:
-        yield server
 
 
 @pytest.fixture

@@ -14,29 +14,19 @@ import os
 import pwd
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import ROUTE_UP, Start
 from tests.e2e.harness import Replica, Trigsync
-from tests.support.proc import wait_for
-from tests.support.sshd import SshServer, sshd_unavailable_reason
+from tests.support.proc import children_of, wait_for
+from tests.support.sshd import SshServer
 from tests.support.trees import wait_trees_equal
 
 SPAWNER_ENDED = "the remote spawner ended"
 NO_DAEMON = "no private daemon on the receiver: "
 DAEMON_FAILED = "the receiver's private daemon failed"
-
-
-@pytest.fixture(scope="module")
-def bash_sshd() -> Iterator[SshServer]:
-    reason = sshd_unavailable_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    with SshServer(user=f"trigsync-r{os.getpid()}", login_shell="/bin/bash") as server:
-        yield server
 
 
 @pytest.fixture
@@ -74,18 +64,6 @@ def _cmdline(pid: int) -> list[bytes]:
         return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return []
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for child in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = Path(f"/proc/{child}/stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.append(int(child))
-    return found
 
 
 def private_dirs(server: SshServer) -> list[Path]:

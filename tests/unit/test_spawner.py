@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.proc import wait_for
+from tests.support.proc import children_of, wait_for
 from trigsync.targets.spawner import HEADER_ROOM, HEADER_TIMEOUT, SPAWNER
 
 
@@ -47,19 +47,13 @@ class Spawner:
     def children(self, *, daemon: bool = False) -> list[int]:
         """The spawner's children: those it forked for commands, or its daemon."""
         found = []
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                stat = Path(f"/proc/{pid}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) != self.proc.pid:
-                continue
+        for pid in children_of(self.proc.pid):
             try:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:
                 continue
             if (b"\0--daemon\0" in cmdline) == daemon:
-                found.append(int(pid))
+                found.append(pid)
         return found
 
 
