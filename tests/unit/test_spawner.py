@@ -12,6 +12,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.proc import children_of, wait_for
-from trigsync.targets.spawner import HEADER_ROOM, HEADER_TIMEOUT, SPAWNER
+from trigsync.targets.spawner import DAEMON_TIMEOUT, HEADER_ROOM, HEADER_TIMEOUT, SPAWNER
 
 
 @dataclass
@@ -63,9 +64,10 @@ def spawner(
     room: int = HEADER_ROOM,
     user: str | None = None,
     rsync: str = "rsync",
+    idle: int = DAEMON_TIMEOUT,
 ) -> Iterator[Spawner]:
     key = secrets.token_hex(32).encode()
-    argv = ["python3", "-c", SPAWNER, str(timeout), str(room), rsync]
+    argv = ["python3", "-c", SPAWNER, str(timeout), str(room), rsync, str(idle)]
     pipe = subprocess.PIPE
     proc = subprocess.Popen(argv, stdin=pipe, stdout=pipe, user=user, cwd="/")  # noqa: S603
     assert proc.stdin and proc.stdout
@@ -280,7 +282,7 @@ def test_the_spawner_ends_with_its_daemon_and_takes_it_along() -> None:
 
 def test_an_rsync_that_cannot_be_a_daemon_leaves_the_spawner_serving(tmp_path: Path) -> None:
     key = secrets.token_hex(32).encode()
-    argv = ["python3", "-c", SPAWNER, str(HEADER_TIMEOUT), str(HEADER_ROOM), "false"]
+    argv = ["python3", "-c", SPAWNER, str(HEADER_TIMEOUT), str(HEADER_ROOM), "false", "600"]
     pipe = subprocess.PIPE
     with subprocess.Popen(argv, stdin=pipe, stdout=pipe, cwd="/") as proc:  # noqa: S603
         assert proc.stdin and proc.stdout
@@ -295,3 +297,25 @@ def test_an_rsync_that_cannot_be_a_daemon_leaves_the_spawner_serving(tmp_path: P
             assert read_all(conn) == b"served\n"
         proc.stdin.close()
         assert proc.wait(5) == 0
+
+
+def test_the_private_daemon_ends_connections_that_never_log_in() -> None:
+    """Another user of the receiver can open them; each holds a process (as the spawner's
+    user) until the daemon's timeout, and a run still gets in meanwhile."""
+    with spawner(idle=3) as sp, tempfile.TemporaryDirectory() as tmp:
+        daemon = sp.daemon_pid()
+        assert daemon is not None
+        idle = [socket.create_connection(("127.0.0.1", sp.daemon_port)) for _ in range(20)]
+        try:
+            # All at once: rsync's listen backlog of 5 would hold 15 back for a SYN's retry.
+            wait_for(lambda: len(children_of(daemon)) >= 20, timeout=2, what="20 connections")
+            src = Path(tmp) / "src"
+            src.mkdir()
+            (src / "f").write_bytes(b"through")
+            done = push(sp, src, f"{tmp}/dst/", sp.key.decode())
+            assert done.returncode == 0, done.stderr
+            assert (Path(tmp) / "dst" / "f").read_bytes() == b"through"
+            wait_for(lambda: not children_of(daemon), timeout=8, what="the idle ones to end")
+        finally:
+            for conn in idle:
+                conn.close()

@@ -1,7 +1,7 @@
 """The spawner: the fixed Python text the ssh fast path runs on the receiver (see
 ``sshchannel.py`` for why and how it is reached).
 
-Run as ``python3 -c SPAWNER TIMEOUT ROOM RSYNC`` through the login shell, once. stdin:
+Run as ``python3 -c SPAWNER TIMEOUT ROOM RSYNC IDLE`` through the login shell, once. stdin:
 the secret, one line, then nothing until it closes (then it exits); stdout, one line: the
 port it listens on, on 127.0.0.1, and the port of its private rsync daemon (below), or 0
 and why there is none. Each connection: the secret, NUL, the command, NUL, then the
@@ -10,10 +10,11 @@ command's stream; the command runs with ``/bin/sh -c`` on that stream.
 The private daemon: ``RSYNC --daemon`` (the remote rsync as ``--rsync-path`` names it,
 so through ``/bin/sh``), on another random port of 127.0.0.1, with a config and a secrets
 file of its own in a fresh 0700 directory: one module, ``root``, at ``/``, as this user,
-writable, and only for the user ``trigsync`` with the same secret (rsync's challenge and
+writable, ending connections silent for IDLE seconds, and only for the user ``trigsync`` with the same secret (rsync's challenge and
 response: the secret never crosses). ``use chroot = no`` and ``munge symlinks = no`` keep
 symlinks exactly as ``rsync --server`` would (a module at ``/`` is not sanitized);
-``socket options = TCP_NODELAY`` is ours to set here. A run reaches it through a port the
+``socket options = TCP_NODELAY`` is ours to set here, and so is ``listen backlog``
+(5 by default: a burst of standbys logging in lost SYNs and waited 1 s for each). A run reaches it through a port the
 ssh connection forwards (``sshroute.py``): the daemon forks for each, where the spawner's
 route starts a shell, a remote rsync and, on trigsync's side, ``sh``, ``cat`` and ``ssh``.
 The daemon dies with the spawner (SIGTERM at exit, and the parent-death signal); the
@@ -41,11 +42,15 @@ from __future__ import annotations
 
 HEADER_TIMEOUT = 5.0  # a header crosses the ssh connection, maybe behind a transfer's data
 HEADER_ROOM = 256  # connections whose header is still awaited, at most
+# The private daemon's `timeout`: it ends a connection silent that long, before its login
+# too (a local user's idle connections hold a process each until then), and it overrides
+# a longer --timeout of trigsync's. Standbys are replaced within 30 s, well before.
+DAEMON_TIMEOUT = 600
 
 SPAWNER = r"""
 import collections, hmac, os, selectors, shutil, signal, socket, struct, sys, time
 import subprocess, tempfile
-timeout, room, rsync = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+timeout, room, rsync, idle = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 key = sys.stdin.buffer.readline().strip()
 most = len(key) + 65538
 me = os.geteuid()
@@ -59,6 +64,8 @@ CONF = (
     "reverse lookup = no\n"
     "log file = /dev/null\n"
     "socket options = TCP_NODELAY\n"
+    "listen backlog = 128\n"
+    "timeout = %s\n"
     "%s[root]\n"
     "path = /\n"
     "read only = no\n"
@@ -82,7 +89,7 @@ def daemon():
     os.close(fd)
     conf = os.path.join(home, "rsyncd.conf")
     with open(conf, "w") as f:
-        f.write(CONF % ("" if me else "uid = 0\ngid = 0\n", secrets))
+        f.write(CONF % (idle, "" if me else "uid = 0\ngid = 0\n", secrets))
     why = "no free port"
     for _ in range(5):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from .. import rsync, spawnfds
-from .spawner import HEADER_ROOM, HEADER_TIMEOUT, SPAWNER
+from .spawner import DAEMON_TIMEOUT, HEADER_ROOM, HEADER_TIMEOUT, SPAWNER
 from .sshroute import Route, close_route, open_route
 
 log = logging.getLogger(__name__)
@@ -135,6 +135,7 @@ class Channel:
             str(HEADER_TIMEOUT),
             str(HEADER_ROOM),
             shlex.quote(self.rsync_path),
+            str(DAEMON_TIMEOUT),
         )
         argv = [*ssh, "--", login, *spawner]
         log.debug("%s: starting the remote spawner", self.name)
