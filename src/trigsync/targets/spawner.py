@@ -13,7 +13,11 @@ file of its own in a fresh 0700 directory: one module, ``root``, at ``/``, as th
 writable, and only for the user ``trigsync`` with the same secret (rsync's challenge and
 response: the secret never crosses). ``use chroot = no`` and ``munge symlinks = no`` keep
 symlinks exactly as ``rsync --server`` would (a module at ``/`` is not sanitized);
-``socket options = TCP_NODELAY`` is ours to set here. A run reaches it through a port the
+``socket options = TCP_NODELAY`` is ours to set here. rsyncd forks for every connection
+before any secret, and its child waits for the client's greeting without end: the global
+``timeout`` (TIMEOUT) ends one that never greets, while the module's ``timeout = 0`` lets
+a standby wait for its change (one stalled at the challenge still holds its child). No
+temporary directory, or no rsync that starts: no daemon, and the spawner serves alone. A run reaches it through a port the
 ssh connection forwards (``sshroute.py``): the daemon forks for each, where the spawner's
 route starts a shell, a remote rsync and, on trigsync's side, ``sh``, ``cat`` and ``ssh``.
 The daemon dies with the spawner (SIGTERM at exit, and the parent-death signal); the
@@ -59,8 +63,10 @@ CONF = (
     "reverse lookup = no\n"
     "log file = /dev/null\n"
     "socket options = TCP_NODELAY\n"
+    "timeout = %d\n"
     "%s[root]\n"
     "path = /\n"
+    "timeout = 0\n"
     "read only = no\n"
     "list = no\n"
     "hosts allow = 127.0.0.1\n"
@@ -76,48 +82,56 @@ def orphaned():
         pass
 def daemon():
     home = tempfile.mkdtemp(prefix="trigsync-rsyncd-")
-    secrets = os.path.join(home, "secrets")
-    fd = os.open(secrets, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    os.write(fd, b"trigsync:" + key + b"\n")
-    os.close(fd)
-    conf = os.path.join(home, "rsyncd.conf")
-    with open(conf, "w") as f:
-        f.write(CONF % ("" if me else "uid = 0\ngid = 0\n", secrets))
-    why = "no free port"
-    for _ in range(5):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        with open(os.path.join(home, "stderr"), "wb") as err:
-            p = subprocess.Popen(
-                ["/bin/sh", "-c", "exec %s \"$@\"" % rsync, "sh", "--daemon", "--no-detach",
-                 "--address=127.0.0.1", "--port=%d" % port, "--config=" + conf],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                preexec_fn=orphaned)
-        end = time.monotonic() + 5
-        while p.poll() is None and time.monotonic() < end:
-            try:
-                c = socket.create_connection(("127.0.0.1", port), 1)
-                c.settimeout(2)
-                hello = c.recv(9)
-                c.close()
-            except OSError:
-                time.sleep(0.02)
-                continue
-            if hello.startswith(b"@RSYNCD:"):
-                return p, port, home
-            break
-        if p.poll() is None:
-            p.kill()
-            why = "rsync --daemon did not answer on port %d" % port
-        else:
-            with open(os.path.join(home, "stderr"), "rb") as err:
-                said = err.read().decode("utf-8", "replace").strip().splitlines()
-            why = "rsync --daemon exited %d: %s" % (p.returncode, said[-1] if said else "")
+    try:
+        secrets = os.path.join(home, "secrets")
+        fd = os.open(secrets, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, b"trigsync:" + key + b"\n")
+        os.close(fd)
+        conf = os.path.join(home, "rsyncd.conf")
+        with open(conf, "w") as f:
+            ids = "" if me else "uid = 0\ngid = 0\n"
+            f.write(CONF % (max(1, int(timeout)), ids, secrets))
+        why = "no free port"
+        for _ in range(5):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+            s.close()
+            with open(os.path.join(home, "stderr"), "wb") as err:
+                p = subprocess.Popen(
+                    ["/bin/sh", "-c", "exec %s \"$@\"" % rsync, "sh", "--daemon", "--no-detach",
+                     "--address=127.0.0.1", "--port=%d" % port, "--config=" + conf],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                    preexec_fn=orphaned)
+            end = time.monotonic() + 5
+            while p.poll() is None and time.monotonic() < end:
+                try:
+                    c = socket.create_connection(("127.0.0.1", port), 1)
+                    c.settimeout(2)
+                    hello = c.recv(9)
+                    c.close()
+                except OSError:
+                    time.sleep(0.02)
+                    continue
+                if hello.startswith(b"@RSYNCD:"):
+                    return p, port, home
+                break
+            if p.poll() is None:
+                p.kill()
+                why = "rsync --daemon did not answer on port %d" % port
+            else:
+                with open(os.path.join(home, "stderr"), "rb") as err:
+                    said = err.read().decode("utf-8", "replace").strip().splitlines()
+                why = "rsync --daemon exited %d: %s" % (p.returncode, said[-1] if said else "")
+    except BaseException:
+        shutil.rmtree(home, ignore_errors=True)
+        raise
     shutil.rmtree(home, ignore_errors=True)
     return None, why, None
-dproc, dport, dhome = daemon()
+try:
+    dproc, dport, dhome = daemon()
+except (OSError, subprocess.SubprocessError) as e:
+    dproc, dport, dhome = None, "cannot set it up: %s" % e, None
 def stop():
     if dproc is not None:
         try:
