@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import time
@@ -25,7 +26,7 @@ def test_connections_that_never_greet_the_daemon_do_not_hold_its_children() -> N
     with spawner(timeout=2) as sp:
         pid = sp.daemon_pid()
         assert pid is not None
-        conns = [socket.create_connection(("127.0.0.1", sp.daemon_port)) for _ in range(40)]
+        conns = [socket.create_connection(("127.0.0.1", sp.daemon_port)) for _ in range(5)]
         try:
             wait_for(lambda: daemon_children(pid), timeout=5, what="a child per connection")
             deadline = time.monotonic() + 5
@@ -52,14 +53,16 @@ def test_a_connection_stalled_at_the_challenge_does_not_hold_a_child() -> None:
     with spawner(timeout=2) as sp:
         pid = sp.daemon_pid()
         assert pid is not None
-        conn = socket.create_connection(("127.0.0.1", sp.daemon_port))
-        try:
+        with socket.create_connection(("127.0.0.1", sp.daemon_port)) as conn:
             assert conn.recv(100).startswith(b"@RSYNCD:")
             conn.sendall(b"@RSYNCD: 31.0\nroot\n")
             assert b"AUTHREQD" in conn.recv(200)
-            wait_for(lambda: not daemon_children(pid), timeout=3, what="the child to go")
-        finally:
-            conn.close()
+            deadline = time.monotonic() + 3
+            while daemon_children(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            held = daemon_children(pid)
+    # Outside the spawner: it ends by its session, and takes its directory along.
+    assert not held, "a connection without the secret still holds a daemon child"
 
 
 UNUSABLE_TMP = (
@@ -104,4 +107,40 @@ def daemon_children(pid: int) -> list[int]:
             continue
         if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
             found.append(int(child))
+    return found
+
+
+@pytest.mark.parametrize("end", ["session gone before the answer", "SIGHUP"])
+def test_a_spawner_cut_short_leaves_no_secret_behind(tmp_path: Path, end: str) -> None:
+    """The session can end while the spawner starts (its answer meets a closed pipe), or
+    by a hang-up (sshd's, when the connection drops): the daemon goes, and so must its
+    directory with the secret."""
+    key = secrets.token_hex(32).encode()
+    argv = ["python3", "-c", SPAWNER, str(HEADER_TIMEOUT), str(HEADER_ROOM), "rsync"]
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    pipe = subprocess.PIPE
+    with subprocess.Popen(argv, stdin=pipe, stdout=pipe, cwd="/", env=env) as proc:  # noqa: S603
+        assert proc.stdin and proc.stdout
+        proc.stdin.write(key + b"\n")
+        proc.stdin.flush()
+        if end == "SIGHUP":
+            assert proc.stdout.readline().split()[1] != b"0"
+            proc.send_signal(signal.SIGHUP)
+        else:
+            proc.stdout.close()  # its answer has nowhere to go
+        proc.wait(10)
+        wait_for(lambda: not list(tmp_path.glob("trigsync-rsyncd-*")), timeout=3, what="clean")
+        wait_for(lambda: not rsync_daemons_in(tmp_path), timeout=3, what="the daemon to end")
+
+
+def rsync_daemons_in(directory: Path) -> list[int]:
+    """rsync daemons whose config lies in ``directory``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"--daemon" in cmdline and os.fsencode(directory) in cmdline:
+            found.append(int(pid))
     return found

@@ -20,8 +20,9 @@ a standby wait for its change (one stalled at the challenge still holds its chil
 temporary directory, or no rsync that starts: no daemon, and the spawner serves alone. A run reaches it through a port the
 ssh connection forwards (``sshroute.py``): the daemon forks for each, where the spawner's
 route starts a shell, a remote rsync and, on trigsync's side, ``sh``, ``cat`` and ``ssh``.
-The daemon dies with the spawner (SIGTERM at exit, and the parent-death signal); the
-spawner exits when the daemon dies, so the channel is set up again.
+The daemon dies with the spawner (SIGTERM at exit, however it exits: a hang-up, an
+answer that met a closed session, and the parent-death signal), its directory with it;
+the spawner exits when the daemon dies, so the channel is set up again.
 
 Other users of the receiver can reach the port, so a connection costs nothing until its
 secret checked out. Every header is read in the one process (non-blocking sockets,
@@ -47,7 +48,7 @@ HEADER_TIMEOUT = 5.0  # a header crosses the ssh connection, maybe behind a tran
 HEADER_ROOM = 256  # connections whose header is still awaited, at most
 
 SPAWNER = r"""
-import collections, hmac, os, selectors, shutil, signal, socket, struct, sys, time
+import atexit, collections, hmac, os, selectors, shutil, signal, socket, struct, sys, time
 import subprocess, tempfile
 timeout, room, rsync = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 key = sys.stdin.buffer.readline().strip()
@@ -128,10 +129,7 @@ def daemon():
         raise
     shutil.rmtree(home, ignore_errors=True)
     return None, why, None
-try:
-    dproc, dport, dhome = daemon()
-except (OSError, subprocess.SubprocessError) as e:
-    dproc, dport, dhome = None, "cannot set it up: %s" % e, None
+dproc = dhome = None
 def stop():
     if dproc is not None:
         try:
@@ -142,11 +140,17 @@ def stop():
 def leave(code):
     stop()
     sys.exit(code)
+atexit.register(stop)
+for s in (signal.SIGTERM, signal.SIGHUP):
+    signal.signal(s, lambda *_: leave(0))
+try:
+    dproc, dport, dhome = daemon()
+except (OSError, subprocess.SubprocessError) as e:
+    dproc, dport, dhome = None, "cannot set it up: %s" % e, None
 line = "%d %s" % (lst.getsockname()[1], dport if dproc is not None else "0 " + dport)
 sys.stdout.buffer.write(line.encode("utf-8", "replace").replace(b"\n", b" ") + b"\n")
 sys.stdout.flush()
 signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-signal.signal(signal.SIGTERM, lambda *_: leave(0))
 sel = selectors.DefaultSelector()
 sel.register(lst, selectors.EVENT_READ)
 sel.register(0, selectors.EVENT_READ)

@@ -93,8 +93,10 @@ class Channel:
         rsync_path: str = "rsync",
         timeout: float = READY_TIMEOUT,
         contimeout: int = 10,
+        unfit: str | None = None,
     ) -> None:
         self.name = name
+        self.unfit = unfit  # why the daemon route would not serve this target (sshroute.py)
         self.contimeout = contimeout
         self.rsync_path = rsync_path  # the remote rsync, as --rsync-path names it
         self.path = path  # the channel file WRAPPER reads: "PORT SECRET"
@@ -185,6 +187,8 @@ class Channel:
     async def _open_route(self, ssh: list[str], login: str, key: str, daemon: str) -> None:
         """Take the daemon route (sshroute.py) if the spawner started its daemon."""
         remote, _, why = daemon.partition(" ")
+        if self.unfit:
+            remote, why = "0", self.unfit
         if not remote.isdigit() or remote == "0":
             log.info("%s: no private daemon on the receiver: %s", self.name, why or daemon)
             return
