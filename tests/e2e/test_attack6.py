@@ -94,3 +94,15 @@ def test_run_once_with_the_fast_path_exits_when_the_sync_is_done(
     done = run_cli("run", "--once", "--config", str(config), timeout=15)
     assert done.returncode == 0, done.stderr
     wait_trees_equal(source, server.replica, timeout=5, owners=False)
+
+
+def test_iconv_in_rsync_args_keeps_every_run_going(
+    source: Path, server: SshServer, start_trigsync: Start
+) -> None:
+    """A daemon without ``charset`` refuses --iconv (exit 4): every run by the route failed,
+    none of them a route failure, so nothing after the route came up arrived."""
+    trig = start_at(start_trigsync, server, server.replica, rsync_args=["--iconv=UTF-8,UTF-8"])
+    write_one_by_one(source, server.replica, 3)
+    wait_trees_equal(source, server.replica, timeout=10, owners=False)
+    assert "rsync_args has --iconv" in trig.log()
+    assert trig.stop() == 0
