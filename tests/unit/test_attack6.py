@@ -10,12 +10,15 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.support.proc import wait_for
 from tests.unit.test_spawner import Spawner, read_all, spawner
+from trigsync.errors import ConfigError
+from trigsync.targets import rsyncd, ssh
 from trigsync.targets.spawner import HEADER_ROOM, HEADER_TIMEOUT, SPAWNER
 
 
@@ -144,3 +147,25 @@ def rsync_daemons_in(directory: Path) -> list[int]:
         if b"--daemon" in cmdline and os.fsencode(directory) in cmdline:
             found.append(int(pid))
     return found
+
+
+@pytest.mark.parametrize(
+    ("parse", "url"),
+    [
+        (ssh.parse, "ssh://u@h/srv/site[1]"),
+        (ssh.parse, "u@h:/srv/*"),
+        (rsyncd.parse, "rsync://h/www/a?b"),
+        (rsyncd.parse, "h::www/[x]"),
+    ],
+)
+def test_a_remote_path_with_a_wildcard_is_a_config_error(
+    parse: Callable[[str], object], url: str
+) -> None:
+    with pytest.raises(ConfigError, match="holds a wildcard") as caught:
+        parse(url)
+    assert "\n" not in str(caught.value) and "rename the directory" in str(caught.value)
+
+
+def test_ipv6_hosts_stay_allowed() -> None:
+    assert ssh.parse("ssh://u@[::1]:22/srv/www").path == "/srv/www/"
+    assert rsyncd.parse("rsync://[::1]/www/sub").subdir == "sub"
