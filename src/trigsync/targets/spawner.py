@@ -13,13 +13,14 @@ file of its own in a fresh 0700 directory: one module, ``root``, at ``/``, as th
 writable, and only for the user ``trigsync`` with the same secret (rsync's challenge and
 response: the secret never crosses). ``use chroot = no`` and ``munge symlinks = no`` keep
 symlinks exactly as ``rsync --server`` would (a module at ``/`` is not sanitized);
-``socket options = TCP_NODELAY`` is ours to set here. rsyncd forks for every connection
-before any secret, and its child waits for the client's greeting without end: the global
-``timeout`` (TIMEOUT) ends one that never greets, while the module's ``timeout = 0`` lets
-a standby wait for its change (one stalled at the challenge still holds its child). No
-temporary directory, or no rsync that starts: no daemon, and the spawner serves alone. A run reaches it through a port the
+``socket options = TCP_NODELAY`` is ours to set here. A run reaches it through a port the
 ssh connection forwards (``sshroute.py``): the daemon forks for each, where the spawner's
 route starts a shell, a remote rsync and, on trigsync's side, ``sh``, ``cat`` and ``ssh``.
+rsyncd forks for every connection before any secret, and its child waits for the
+client's greeting without end: the global ``timeout`` (TIMEOUT) ends one that never
+greets, while the module's ``timeout = 0`` lets a standby wait for its change (one
+stalled at the secret's challenge still holds its child). Without a temporary directory,
+or an rsync that starts as a daemon, the spawner serves alone and says why.
 The daemon dies with the spawner (SIGTERM at exit, however it exits: a hang-up, an
 answer that met a closed session, and the parent-death signal), its directory with it;
 the spawner exits when the daemon dies, so the channel is set up again.
