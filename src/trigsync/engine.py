@@ -388,6 +388,8 @@ class Engine:
         self._open(durable=False)
         try:
             self.check()
+            for target in (t for job in self.jobs for t in job.targets):
+                target.one_shot = True
             for job in self.jobs:
                 job.submit(Batch(full=True))
             for dispatcher in self._dispatchers:

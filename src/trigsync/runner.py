@@ -76,7 +76,7 @@ class Runner:
             result = dataclasses.replace(result, stderr=self.view.unview(result.stderr))
             if result.stalled is not None:
                 await self.target.reset()  # the next run must not reuse a frozen connection
-            else:
+            elif not self.target.one_shot:
                 # After the run: an ssh run has made the shared connection by then, which
                 # the set-up then uses rather than racing it to become its master.
                 self.target.connect()

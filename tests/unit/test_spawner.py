@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.proc import children_of, wait_for
-from trigsync.targets.spawner import DAEMON_TIMEOUT, HEADER_ROOM, HEADER_TIMEOUT, SPAWNER
+from trigsync.targets.spawner import HEADER_ROOM, HEADER_TIMEOUT, SPAWNER
 
 
 @dataclass
@@ -64,10 +64,9 @@ def spawner(
     room: int = HEADER_ROOM,
     user: str | None = None,
     rsync: str = "rsync",
-    idle: int = DAEMON_TIMEOUT,
 ) -> Iterator[Spawner]:
     key = secrets.token_hex(32).encode()
-    argv = ["python3", "-c", SPAWNER, str(timeout), str(room), rsync, str(idle)]
+    argv = ["python3", "-c", SPAWNER, str(timeout), str(room), rsync]
     pipe = subprocess.PIPE
     proc = subprocess.Popen(argv, stdin=pipe, stdout=pipe, user=user, cwd="/")  # noqa: S603
     assert proc.stdin and proc.stdout
@@ -282,7 +281,7 @@ def test_the_spawner_ends_with_its_daemon_and_takes_it_along() -> None:
 
 def test_an_rsync_that_cannot_be_a_daemon_leaves_the_spawner_serving(tmp_path: Path) -> None:
     key = secrets.token_hex(32).encode()
-    argv = ["python3", "-c", SPAWNER, str(HEADER_TIMEOUT), str(HEADER_ROOM), "false", "600"]
+    argv = ["python3", "-c", SPAWNER, str(HEADER_TIMEOUT), str(HEADER_ROOM), "false"]
     pipe = subprocess.PIPE
     with subprocess.Popen(argv, stdin=pipe, stdout=pipe, cwd="/") as proc:  # noqa: S603
         assert proc.stdin and proc.stdout
@@ -299,10 +298,10 @@ def test_an_rsync_that_cannot_be_a_daemon_leaves_the_spawner_serving(tmp_path: P
         assert proc.wait(5) == 0
 
 
-def test_the_private_daemon_ends_connections_that_never_log_in() -> None:
+def test_a_burst_of_connections_is_taken_at_once_and_silent_ones_end() -> None:
     """Another user of the receiver can open them; each holds a process (as the spawner's
-    user) until the daemon's timeout, and a run still gets in meanwhile."""
-    with spawner(idle=3) as sp, tempfile.TemporaryDirectory() as tmp:
+    user) until the daemon's timeout (the header's), and a run still gets in meanwhile."""
+    with spawner(timeout=3) as sp, tempfile.TemporaryDirectory() as tmp:
         daemon = sp.daemon_pid()
         assert daemon is not None
         idle = [socket.create_connection(("127.0.0.1", sp.daemon_port)) for _ in range(20)]

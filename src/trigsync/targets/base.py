@@ -44,6 +44,10 @@ class Target(abc.ABC):
         self.spec = spec
         self.state_dir = state_dir
         self.contimeout = contimeout
+        # Set by ``run --once``: no later run, so nothing is set up for one (an ssh
+        # channel's set-up that asyncio.run cancelled at the end was seen to hang there,
+        # in asyncio's start of its subprocess, and --once never exited).
+        self.one_shot = False
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -125,6 +129,23 @@ def _same_excludes_below(source: bytes, move: Move, excludes: Sequence[str]) -> 
         pass  # gone since: assume a directory
     old = rebase(excludes, move.old)
     return old is not None and old == rebase(excludes, move.new)
+
+
+WILDCARDS = "*?["
+
+
+def require_literal(path: str, url: str) -> str:
+    """A remote target's path must hold no wildcard: the receiving rsync glob-expands the
+    path it is given (over ssh, with -s, and as a daemon alike), so ``/srv/site[1]`` would
+    replicate into, and delete from, ``/srv/site1`` when that exists."""
+    from ..errors import ConfigError
+
+    if any(c in path for c in WILDCARDS):
+        raise ConfigError(
+            f"target {url!r}: path {path!r} holds a wildcard ({WILDCARDS}), which the remote "
+            "rsync would expand to other directories; rename the directory"
+        )
+    return path
 
 
 def require_absolute(path: str, url: str) -> str:

@@ -15,7 +15,7 @@ from .. import rsync
 from ..changes import Move
 from ..errors import ConfigError, SetupError
 from ..rsync import Options, Transport
-from .base import Target, TargetSpec
+from .base import Target, TargetSpec, require_literal
 
 _URL = re.compile(
     r"rsync://(?:(?P<user>[^@/]+)@)?(?P<host>\[[^\]]+\]|[^:/]+)(?::(?P<port>\d+))?/(?P<path>.*)"
@@ -46,7 +46,7 @@ def parse(url: str) -> DaemonAddress:
             f"target {url!r} is not an rsync daemon URL; write rsync://user@host[:port]/module "
             "or user@host::module"
         )
-    module, _, subdir = m["path"].strip("/").partition("/")
+    module, _, subdir = require_literal(m["path"], url).strip("/").partition("/")
     if not module:
         raise ConfigError(
             f"target {url!r} names no module; the module follows the host, "

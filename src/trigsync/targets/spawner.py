@@ -1,7 +1,7 @@
 """The spawner: the fixed Python text the ssh fast path runs on the receiver (see
 ``sshchannel.py`` for why and how it is reached).
 
-Run as ``python3 -c SPAWNER TIMEOUT ROOM RSYNC IDLE`` through the login shell, once. stdin:
+Run as ``python3 -c SPAWNER TIMEOUT ROOM RSYNC`` through the login shell, once. stdin:
 the secret, one line, then nothing until it closes (then it exits); stdout, one line: the
 port it listens on, on 127.0.0.1, and the port of its private rsync daemon (below), or 0
 and why there is none. Each connection: the secret, NUL, the command, NUL, then the
@@ -10,15 +10,21 @@ command's stream; the command runs with ``/bin/sh -c`` on that stream.
 The private daemon: ``RSYNC --daemon`` (the remote rsync as ``--rsync-path`` names it,
 so through ``/bin/sh``), on another random port of 127.0.0.1, with a config and a secrets
 file of its own in a fresh 0700 directory: one module, ``root``, at ``/``, as this user,
-writable, ending connections silent for IDLE seconds, and only for the user ``trigsync`` with the same secret (rsync's challenge and
+writable, and only for the user ``trigsync`` with the same secret (rsync's challenge and
 response: the secret never crosses). ``use chroot = no`` and ``munge symlinks = no`` keep
 symlinks exactly as ``rsync --server`` would (a module at ``/`` is not sanitized);
 ``socket options = TCP_NODELAY`` is ours to set here, and so is ``listen backlog``
 (5 by default: a burst of standbys logging in lost SYNs and waited 1 s for each). A run reaches it through a port the
 ssh connection forwards (``sshroute.py``): the daemon forks for each, where the spawner's
 route starts a shell, a remote rsync and, on trigsync's side, ``sh``, ``cat`` and ``ssh``.
-The daemon dies with the spawner (SIGTERM at exit, and the parent-death signal); the
-spawner exits when the daemon dies, so the channel is set up again.
+rsyncd forks for every connection before any secret, and its child waits for the
+client's greeting without end: the global ``timeout`` (TIMEOUT) ends one that never
+greets, while the module's ``timeout = 0`` lets a standby wait for its change (one
+stalled at the secret's challenge still holds its child). Without a temporary directory,
+or an rsync that starts as a daemon, the spawner serves alone and says why.
+The daemon dies with the spawner (SIGTERM at exit, however it exits: a hang-up, an
+answer that met a closed session, and the parent-death signal), its directory with it;
+the spawner exits when the daemon dies, so the channel is set up again.
 
 Other users of the receiver can reach the port, so a connection costs nothing until its
 secret checked out. Every header is read in the one process (non-blocking sockets,
@@ -42,15 +48,11 @@ from __future__ import annotations
 
 HEADER_TIMEOUT = 5.0  # a header crosses the ssh connection, maybe behind a transfer's data
 HEADER_ROOM = 256  # connections whose header is still awaited, at most
-# The private daemon's `timeout`: it ends a connection silent that long, before its login
-# too (a local user's idle connections hold a process each until then), and it overrides
-# a longer --timeout of trigsync's. Standbys are replaced within 30 s, well before.
-DAEMON_TIMEOUT = 600
 
 SPAWNER = r"""
-import collections, hmac, os, selectors, shutil, signal, socket, struct, sys, time
+import atexit, collections, hmac, os, selectors, shutil, signal, socket, struct, sys, time
 import subprocess, tempfile
-timeout, room, rsync, idle = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+timeout, room, rsync = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 key = sys.stdin.buffer.readline().strip()
 most = len(key) + 65538
 me = os.geteuid()
@@ -65,9 +67,10 @@ CONF = (
     "log file = /dev/null\n"
     "socket options = TCP_NODELAY\n"
     "listen backlog = 128\n"
-    "timeout = %s\n"
+    "timeout = %d\n"
     "%s[root]\n"
     "path = /\n"
+    "timeout = 0\n"
     "read only = no\n"
     "list = no\n"
     "hosts allow = 127.0.0.1\n"
@@ -83,48 +86,53 @@ def orphaned():
         pass
 def daemon():
     home = tempfile.mkdtemp(prefix="trigsync-rsyncd-")
-    secrets = os.path.join(home, "secrets")
-    fd = os.open(secrets, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    os.write(fd, b"trigsync:" + key + b"\n")
-    os.close(fd)
-    conf = os.path.join(home, "rsyncd.conf")
-    with open(conf, "w") as f:
-        f.write(CONF % (idle, "" if me else "uid = 0\ngid = 0\n", secrets))
-    why = "no free port"
-    for _ in range(5):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        with open(os.path.join(home, "stderr"), "wb") as err:
-            p = subprocess.Popen(
-                ["/bin/sh", "-c", "exec %s \"$@\"" % rsync, "sh", "--daemon", "--no-detach",
-                 "--address=127.0.0.1", "--port=%d" % port, "--config=" + conf],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                preexec_fn=orphaned)
-        end = time.monotonic() + 5
-        while p.poll() is None and time.monotonic() < end:
-            try:
-                c = socket.create_connection(("127.0.0.1", port), 1)
-                c.settimeout(2)
-                hello = c.recv(9)
-                c.close()
-            except OSError:
-                time.sleep(0.02)
-                continue
-            if hello.startswith(b"@RSYNCD:"):
-                return p, port, home
-            break
-        if p.poll() is None:
-            p.kill()
-            why = "rsync --daemon did not answer on port %d" % port
-        else:
-            with open(os.path.join(home, "stderr"), "rb") as err:
-                said = err.read().decode("utf-8", "replace").strip().splitlines()
-            why = "rsync --daemon exited %d: %s" % (p.returncode, said[-1] if said else "")
+    try:
+        secrets = os.path.join(home, "secrets")
+        fd = os.open(secrets, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, b"trigsync:" + key + b"\n")
+        os.close(fd)
+        conf = os.path.join(home, "rsyncd.conf")
+        with open(conf, "w") as f:
+            ids = "" if me else "uid = 0\ngid = 0\n"
+            f.write(CONF % (max(1, int(timeout)), ids, secrets))
+        why = "no free port"
+        for _ in range(5):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+            s.close()
+            with open(os.path.join(home, "stderr"), "wb") as err:
+                p = subprocess.Popen(
+                    ["/bin/sh", "-c", "exec %s \"$@\"" % rsync, "sh", "--daemon", "--no-detach",
+                     "--address=127.0.0.1", "--port=%d" % port, "--config=" + conf],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                    preexec_fn=orphaned)
+            end = time.monotonic() + 5
+            while p.poll() is None and time.monotonic() < end:
+                try:
+                    c = socket.create_connection(("127.0.0.1", port), 1)
+                    c.settimeout(2)
+                    hello = c.recv(9)
+                    c.close()
+                except OSError:
+                    time.sleep(0.02)
+                    continue
+                if hello.startswith(b"@RSYNCD:"):
+                    return p, port, home
+                break
+            if p.poll() is None:
+                p.kill()
+                why = "rsync --daemon did not answer on port %d" % port
+            else:
+                with open(os.path.join(home, "stderr"), "rb") as err:
+                    said = err.read().decode("utf-8", "replace").strip().splitlines()
+                why = "rsync --daemon exited %d: %s" % (p.returncode, said[-1] if said else "")
+    except BaseException:
+        shutil.rmtree(home, ignore_errors=True)
+        raise
     shutil.rmtree(home, ignore_errors=True)
     return None, why, None
-dproc, dport, dhome = daemon()
+dproc = dhome = None
 def stop():
     if dproc is not None:
         try:
@@ -135,11 +143,17 @@ def stop():
 def leave(code):
     stop()
     sys.exit(code)
+atexit.register(stop)
+for s in (signal.SIGTERM, signal.SIGHUP):
+    signal.signal(s, lambda *_: leave(0))
+try:
+    dproc, dport, dhome = daemon()
+except (OSError, subprocess.SubprocessError) as e:
+    dproc, dport, dhome = None, "cannot set it up: %s" % e, None
 line = "%d %s" % (lst.getsockname()[1], dport if dproc is not None else "0 " + dport)
 sys.stdout.buffer.write(line.encode("utf-8", "replace").replace(b"\n", b" ") + b"\n")
 sys.stdout.flush()
 signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-signal.signal(signal.SIGTERM, lambda *_: leave(0))
 sel = selectors.DefaultSelector()
 sel.register(lst, selectors.EVENT_READ)
 sel.register(0, selectors.EVENT_READ)

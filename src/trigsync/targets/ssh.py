@@ -23,8 +23,8 @@ from .. import rsync
 from ..changes import Move
 from ..errors import ConfigError, SetupError
 from ..rsync import Transport
-from . import beneath
-from .base import Target, TargetSpec, require_absolute
+from . import beneath, sshroute
+from .base import Target, TargetSpec, require_absolute, require_literal
 from .sshchannel import Channel
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,10 @@ def parse(url: str) -> SshAddress:
         )
     port = m.groupdict().get("port")
     return SshAddress(
-        m["user"], m["host"], int(port) if port else None, require_absolute(m["path"], url)
+        m["user"],
+        m["host"],
+        int(port) if port else None,
+        require_literal(require_absolute(m["path"], url), url),
     )
 
 
@@ -93,7 +96,12 @@ class SshTarget(Target):
         fast = state_dir / "ssh" / f"{digest}.{os.getpid()}.{Channel.count}.fast"
         remote = spec.remote_rsync or "rsync"
         self.channel = Channel(
-            self.name, fast, rsync_path=remote, timeout=contimeout + 5, contimeout=contimeout
+            self.name,
+            fast,
+            rsync_path=remote,
+            timeout=contimeout + 5,
+            contimeout=contimeout,
+            unfit=sshroute.unfit(spec.extra_rsync_args),
         )
 
     def ssh_argv(self) -> list[str]:

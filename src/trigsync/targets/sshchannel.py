@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from .. import rsync, spawnfds
-from .spawner import DAEMON_TIMEOUT, HEADER_ROOM, HEADER_TIMEOUT, SPAWNER
+from .spawner import HEADER_ROOM, HEADER_TIMEOUT, SPAWNER
 from .sshroute import Route, close_route, open_route
 
 log = logging.getLogger(__name__)
@@ -93,8 +93,10 @@ class Channel:
         rsync_path: str = "rsync",
         timeout: float = READY_TIMEOUT,
         contimeout: int = 10,
+        unfit: str | None = None,
     ) -> None:
         self.name = name
+        self.unfit = unfit  # why the daemon route would not serve this target (sshroute.py)
         self.contimeout = contimeout
         self.rsync_path = rsync_path  # the remote rsync, as --rsync-path names it
         self.path = path  # the channel file WRAPPER reads: "PORT SECRET"
@@ -135,7 +137,6 @@ class Channel:
             str(HEADER_TIMEOUT),
             str(HEADER_ROOM),
             shlex.quote(self.rsync_path),
-            str(DAEMON_TIMEOUT),
         )
         argv = [*ssh, "--", login, *spawner]
         log.debug("%s: starting the remote spawner", self.name)
@@ -186,6 +187,8 @@ class Channel:
     async def _open_route(self, ssh: list[str], login: str, key: str, daemon: str) -> None:
         """Take the daemon route (sshroute.py) if the spawner started its daemon."""
         remote, _, why = daemon.partition(" ")
+        if self.unfit:
+            remote, why = "0", self.unfit
         if not remote.isdigit() or remote == "0":
             log.info("%s: no private daemon on the receiver: %s", self.name, why or daemon)
             return

@@ -28,6 +28,21 @@ log = logging.getLogger(__name__)
 USER = "trigsync"  # the daemon's only user (spawner.py's config)
 MODULE = "root"  # its only module, at /
 FORWARD_TRIES = 5  # a local port picked free can be taken before ssh binds it
+# Options a run by rsync:// cannot honour as rsync --server over ssh does: -e would make
+# it a daemon over a remote shell to 127.0.0.1, --rsync-path is dropped, and a daemon
+# without "charset" refuses --iconv (exit 4, every run).
+NOT_FOR_DAEMON = ("-e", "--rsh", "--rsync-path", "--iconv")
+
+
+def unfit(rsync_args: Sequence[str]) -> str | None:
+    """Why the daemon route would not do what the spawner's does for this target, if so:
+    ``--rsync-path`` (``"rsync --fake-super"``, ``"sudo rsync"``), ``-e`` and ``--iconv``
+    are the receiver's side of an ssh run."""
+    for arg in rsync_args:
+        name = arg.split("=", 1)[0]
+        if name in NOT_FOR_DAEMON or (arg.startswith("-e") and not arg.startswith("--")):
+            return f"rsync_args has {name}, which a run by the daemon cannot honour"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
