@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.proc import wait_for
-from tests.unit.test_spawner import Spawner, read_all, spawner
+from tests.support.proc import children_of, wait_for
+from tests.unit.test_spawner import Spawner, assert_serves_alone, spawner
 from trigsync.errors import ConfigError
 from trigsync.targets import rsyncd, ssh
 from trigsync.targets.spawner import HEADER_ROOM, HEADER_TIMEOUT, SPAWNER
@@ -31,7 +31,7 @@ def test_connections_that_never_greet_the_daemon_do_not_hold_its_children() -> N
         assert pid is not None
         conns = [socket.create_connection(("127.0.0.1", sp.daemon_port)) for _ in range(5)]
         try:
-            wait_for(lambda: daemon_children(pid), timeout=5, what="a child per connection")
+            wait_for(lambda: children_of(pid), timeout=5, what="a child per connection")
             deadline = time.monotonic() + 5
             for conn in conns:  # each is closed by its child, which then has ended
                 conn.settimeout(max(0.01, deadline - time.monotonic()))
@@ -40,7 +40,7 @@ def test_connections_that_never_greet_the_daemon_do_not_hold_its_children() -> N
                         pass
                 except TimeoutError:
                     raise AssertionError("an idle connection still held its child") from None
-            wait_for(lambda: not daemon_children(pid), timeout=2, what="idle children to go")
+            wait_for(lambda: not children_of(pid), timeout=2, what="idle children to go")
         finally:
             for conn in conns:
                 conn.close()
@@ -61,9 +61,9 @@ def test_a_connection_stalled_at_the_challenge_does_not_hold_a_child() -> None:
             conn.sendall(b"@RSYNCD: 31.0\nroot\n")
             assert b"AUTHREQD" in conn.recv(200)
             deadline = time.monotonic() + 3
-            while daemon_children(pid) and time.monotonic() < deadline:
+            while children_of(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            held = daemon_children(pid)
+            held = children_of(pid)
     # Outside the spawner: it ends by its session, and takes its directory along.
     assert not held, "a connection without the secret still holds a daemon child"
 
@@ -92,25 +92,7 @@ def test_an_unusable_tmp_leaves_the_spawner_serving_and_says_why() -> None:
         port, daemon, why = [*line.split(" ", 2), "", ""][:3]
         assert port.isdigit() and daemon == "0", f"the spawner said {line!r}"
         assert "No usable temporary directory" in why, why
-        sp = Spawner(proc, int(port), key, 0)
-        with sp.connect() as conn:
-            conn.sendall(key + b"\0echo served\0")
-            conn.shutdown(socket.SHUT_WR)
-            assert read_all(conn) == b"served\n"
-        proc.stdin.close()
-        assert proc.wait(5) == 0
-
-
-def daemon_children(pid: int) -> list[int]:
-    found = []
-    for child in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = Path(f"/proc/{child}/stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.append(int(child))
-    return found
+        assert_serves_alone(Spawner(proc, int(port), key, 0))
 
 
 @pytest.mark.parametrize("end", ["session gone before the answer", "SIGHUP"])

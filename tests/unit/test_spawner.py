@@ -98,6 +98,17 @@ def idle_connections(sp: Spawner, count: int) -> Iterator[list[socket.socket]]:
             conn.close()
 
 
+def assert_serves_alone(sp: Spawner) -> None:
+    """A spawner without its daemon still runs a command, and exits with its session."""
+    with sp.connect() as conn:
+        conn.sendall(sp.key + b"\0echo served\0")
+        conn.shutdown(socket.SHUT_WR)
+        assert read_all(conn) == b"served\n"
+    assert sp.proc.stdin is not None
+    sp.proc.stdin.close()
+    assert sp.proc.wait(5) == 0
+
+
 def read_all(conn: socket.socket) -> bytes:
     """What the peer sends until it closes; b"" for a reset (closed with our bytes unread)."""
     out = b""
@@ -289,13 +300,7 @@ def test_an_rsync_that_cannot_be_a_daemon_leaves_the_spawner_serving(tmp_path: P
         proc.stdin.flush()
         port, daemon, why = proc.stdout.readline().decode().split(" ", 2)
         assert daemon == "0" and why.startswith("rsync --daemon exited 1"), why
-        sp = Spawner(proc, int(port), key, 0)
-        with sp.connect() as conn:
-            conn.sendall(key + b"\0echo served\0")
-            conn.shutdown(socket.SHUT_WR)
-            assert read_all(conn) == b"served\n"
-        proc.stdin.close()
-        assert proc.wait(5) == 0
+        assert_serves_alone(Spawner(proc, int(port), key, 0))
 
 
 def test_a_burst_of_connections_is_taken_at_once_and_silent_ones_end() -> None:
