@@ -21,7 +21,8 @@ from .procs import Proc
 from .runners import READY_TIMEOUT, Trigsync
 
 SHELL_START = 0.15  # seconds the remote shell takes to start (the .bashrc sleeps)
-FAST_UP = "runs reach the remote rsync without a remote shell each"
+ROUTE_UP = "runs reach a private rsync daemon on the receiver"
+NO_ROUTE = "no private daemon on the receiver"
 FAST_OFF = "fast path off"
 
 
@@ -82,11 +83,12 @@ class TrigsyncSsh:
         return Proc(argv, log_path=where.workdir / "trigsync.log", env=Trigsync.env())
 
     def wait_ready(self, proc: Proc) -> str:
-        """Wait for the initial sync, then for the fast path (or its refusal); says which."""
+        """Wait for the initial sync, then for the fast path's daemon route (or a refusal);
+        says which."""
         proc.wait_log("full sync done", READY_TIMEOUT)
         deadline = time.monotonic() + 15.0
         while time.monotonic() < deadline:
-            for said in (FAST_UP, FAST_OFF):
+            for said in (ROUTE_UP, NO_ROUTE, FAST_OFF):
                 if said in proc.log_text():
                     return said
             time.sleep(0.01)
