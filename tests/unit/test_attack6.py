@@ -151,3 +151,23 @@ def test_a_remote_path_with_a_wildcard_is_a_config_error(
 def test_ipv6_hosts_stay_allowed() -> None:
     assert ssh.parse("ssh://u@[::1]:22/srv/www").path == "/srv/www/"
     assert rsyncd.parse("rsync://[::1]/www/sub").subdir == "sub"
+
+
+def test_a_killed_spawners_secret_is_removed_by_the_next_one(tmp_path: Path) -> None:
+    """SIGKILL leaves no hook to run: the daemon goes by its parent-death signal, its
+    directory (with the secret) stays until the user's next spawner starts."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    other = tmp_path / "trigsync-rsyncd-live"  # a live spawner's: its pid is ours
+    other.mkdir()
+    (other / "pid").write_text(str(os.getpid()))
+    with spawner(env=env) as first:
+        assert first.daemon_port
+        first.proc.kill()
+        first.proc.wait(5)
+    left = [p for p in tmp_path.glob("trigsync-rsyncd-*") if p != other]
+    assert len(left) == 1 and (left[0] / "secrets").exists()
+    wait_for(lambda: not rsync_daemons_in(tmp_path), timeout=5, what="the daemon to end")
+    with spawner(env=env) as second:
+        assert second.daemon_port
+        assert not left[0].exists(), "the killed spawner's secret is still there"
+        assert other.exists(), "a live spawner's directory was removed"

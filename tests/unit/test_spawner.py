@@ -64,11 +64,12 @@ def spawner(
     room: int = HEADER_ROOM,
     user: str | None = None,
     rsync: str = "rsync",
+    env: dict[str, str] | None = None,
 ) -> Iterator[Spawner]:
     key = secrets.token_hex(32).encode()
     argv = ["python3", "-c", SPAWNER, str(timeout), str(room), rsync]
     pipe = subprocess.PIPE
-    proc = subprocess.Popen(argv, stdin=pipe, stdout=pipe, user=user, cwd="/")  # noqa: S603
+    proc = subprocess.Popen(argv, stdin=pipe, stdout=pipe, user=user, cwd="/", env=env)  # noqa: S603
     assert proc.stdin and proc.stdout
     try:
         proc.stdin.write(key + b"\n")

@@ -23,7 +23,9 @@ greets, while the module's ``timeout = 0`` lets a standby wait for its change (o
 stalled at the secret's challenge still holds its child). Without a temporary directory,
 or an rsync that starts as a daemon, the spawner serves alone and says why.
 The daemon dies with the spawner (SIGTERM at exit, however it exits: a hang-up, an
-answer that met a closed session, and the parent-death signal), its directory with it;
+answer that met a closed session, and the parent-death signal), its directory with it
+(after a SIGKILL, the next spawner of the user removes it: its ``pid`` file names a
+spawner that is gone);
 the spawner exits when the daemon dies, so the channel is set up again.
 
 Other users of the receiver can reach the port, so a connection costs nothing until its
@@ -84,9 +86,28 @@ def orphaned():
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)
     except Exception:
         pass
+def sweep():
+    base = tempfile.gettempdir()
+    for name in os.listdir(base):
+        path = os.path.join(base, name)
+        try:
+            if not name.startswith("trigsync-rsyncd-") or os.lstat(path).st_uid != me:
+                continue
+            with open(os.path.join(path, "pid")) as f:
+                os.kill(int(f.read()), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except (OSError, ValueError):
+            pass
 def daemon():
+    try:
+        sweep()
+    except OSError:
+        pass
     home = tempfile.mkdtemp(prefix="trigsync-rsyncd-")
     try:
+        with open(os.path.join(home, "pid"), "w") as f:
+            f.write("%d" % os.getpid())
         secrets = os.path.join(home, "secrets")
         fd = os.open(secrets, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.write(fd, b"trigsync:" + key + b"\n")
