@@ -3,12 +3,10 @@ through the standby, or a full sync; and the exit-23/11 halving on fresh connect
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import itertools
 import logging
 import os
-import random
 import re
 import stat
 import tempfile
@@ -34,9 +32,9 @@ UNLISTED_GRACE = 1.0
 # (sourceview.py) showed as a symlink: "ABORTING due to invalid path from sender: d/f".
 _SWAPPED = re.compile(rb"(?m)^ABORTING due to invalid path from sender: ")
 SWAPPED_TRIES = 3  # a writer racing every try keeps the list pending, as a fatal error
-# A run of its own refused at a daemon's max connections is asked again this often, this
-# long apart (a slot stays taken ~60 ms after its client exits), before the batch waits.
-BUSY_TRIES, BUSY_PAUSE = 10, (0.03, 0.1)
+# A run of its own refused at a daemon's max connections is asked again this often (the
+# pool says how long apart), before the batch waits.
+BUSY_TRIES = 10
 
 
 class Runner:
@@ -186,13 +184,13 @@ class Runner:
 
     async def _fresh(self, argv: list[rsync.Arg], paths: bytes) -> rsync.Result:
         """One run on a connection of its own. A daemon at its ``max connections`` that
-        refuses it gets the waiting standbys' slots: they would hold them for as long as
-        this is retried, and the batch's every retry begins with this run again."""
-        env, stall = self._transport().env, self.standby.stall
+        refuses it gets the waiting standbys' slots (they would hold them for as long as
+        this is retried, and the batch's every retry begins with this run again), and it
+        is asked again after the pool's pause, which doubles while refusals go on."""
         for _ in range(BUSY_TRIES):
-            result = await rsync.run(argv, stdin=paths, env=env, stall=stall)
+            result = await self.standby.fresh(argv, paths)
             if not rsync.busy(result.code, result.stderr):
                 break
             await self.standby.drop()
-            await asyncio.sleep(random.uniform(*BUSY_PAUSE))  # the slot outlives its client
+            await self.standby.turn()
         return result

@@ -38,6 +38,7 @@ from .spares import Pool, Recycle
 
 log = logging.getLogger(__name__)
 
+TURN_MIN = 0.05  # between a refused run and the next, when no slot of ours is freeing
 RECYCLE_MAX = 30.0  # a standby older than this is replaced, even with no timeout set
 MIN_RECYCLE = 0.5  # nor is one replaced sooner (each replacement costs the peer a login)
 RETRY_MIN, RETRY_MAX = 0.5, 30.0  # a standby that died otherwise: the target may be down
@@ -131,6 +132,12 @@ class Standby:
             left_temp = rsync.cut_short(result)
         else:
             left_temp = False
+        result = await self.fresh(argv, paths)
+        return dataclasses.replace(result, left_temp=True) if left_temp else result
+
+    async def fresh(self, argv: Sequence[rsync.Arg], paths: bytes) -> rsync.Result:
+        """One run on a connection of its own, counted against a daemon's limit: a refusal
+        there teaches the pool the limit, and the pause before it asks again."""
         refused = False
         self.pool.run_fresh()
         try:
@@ -143,7 +150,13 @@ class Standby:
             self.fill()  # once the pause after a refusal is over
         elif result.outcome is rsync.Outcome.OK:
             self._up()
-        return dataclasses.replace(result, left_temp=True) if left_temp else result
+        return result
+
+    async def turn(self) -> None:
+        """After a refusal at a daemon's limit, and our standbys dropped: wait until a slot
+        of ours that just closed is free, as the pool learned it (0.15 s, doubled by each
+        refusal that came too soon), or a moment when another client holds it."""
+        await asyncio.sleep(max(TURN_MIN, self.pool.free_in(time.monotonic())))
 
     def _up(self) -> None:
         """A fresh run went through: the target is up. A standby that waits out the
