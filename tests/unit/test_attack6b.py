@@ -21,7 +21,7 @@ from trigsync.targets.spawner import HEADER_ROOM, HEADER_TIMEOUT, SPAWNER
 
 
 def a_dead_pid() -> int:
-    proc = subprocess.Popen(["true"])  # noqa: S607
+    proc = subprocess.Popen(["true"])
     proc.wait()
     return proc.pid
 
@@ -133,3 +133,13 @@ def test_a_live_spawner_in_another_pid_namespace_keeps_its_directory(tmp_path: P
         with started(tmp_path, ("unshare", "--pid", "--fork")) as words:
             assert words[1] != b"0"
         assert (home / "secrets").exists(), "a live spawner's secret was removed"
+
+
+def test_another_users_dead_looking_directory_stays(tmp_path: Path) -> None:
+    home = planted(tmp_path)
+    (home / "pid").write_text(str(a_dead_pid()))
+    for path in (home, home / "pid"):
+        os.chown(path, 65534, 65534)
+    with started(tmp_path):
+        pass
+    assert (home / "pid").exists()
