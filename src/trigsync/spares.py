@@ -148,6 +148,13 @@ class Pool(Generic[H]):
         """A list goes through a new connection (no standby took it)."""
         self.runs += 1
 
+    def let_in(self) -> None:
+        """A fresh run was let in: the daemon has room again, refusals in a row are over
+        (else a standby waited out their back-off, up to BUSY_MAX, while each change paid
+        a fresh login)."""
+        self._refusals = 0
+        self._not_before = 0.0
+
     def ran(self, now: float, *, refused: bool = False) -> None:
         """A run (a taken standby, or a fresh one) has ended: its connection closed, or
         it was refused one (then it held no slot)."""

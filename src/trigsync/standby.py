@@ -148,7 +148,8 @@ class Standby:
         if refused:
             self.pool.refused(time.monotonic(), rsync.busy_limit(result.stderr))
             self.fill()  # once the pause after a refusal is over
-        elif result.outcome is rsync.Outcome.OK:
+        elif result.outcome is rsync.Outcome.OK or result.refused:
+            self.pool.let_in()  # refused paths (exit 23, 11) too: the daemon let it in
             self._up()
         return result
 

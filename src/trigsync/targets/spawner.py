@@ -25,7 +25,9 @@ or an rsync that starts as a daemon, the spawner serves alone and says why.
 The daemon dies with the spawner (SIGTERM at exit, however it exits: a hang-up, an
 answer that met a closed session, and the parent-death signal), its directory with it
 (after a SIGKILL, the next spawner of the user removes it: its ``pid`` file names a
-spawner that is gone);
+spawner that is gone, and the spawner's lock on it is free: a pid alone misleads across
+pid namespaces sharing the temp dir; the file is opened without blocking or following
+a link and read for 16 bytes at most, so a hostile entry neither hangs nor crashes it);
 the spawner exits when the daemon dies, so the channel is set up again.
 
 Other users of the receiver can reach the port, so a connection costs nothing until its
@@ -52,8 +54,8 @@ HEADER_TIMEOUT = 5.0  # a header crosses the ssh connection, maybe behind a tran
 HEADER_ROOM = 256  # connections whose header is still awaited, at most
 
 SPAWNER = r"""
-import atexit, collections, hmac, os, selectors, shutil, signal, socket, struct, sys, time
-import subprocess, tempfile
+import atexit, collections, fcntl, hmac, os, selectors, shutil, signal, socket, stat, struct
+import subprocess, sys, tempfile, time
 timeout, room, rsync = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 key = sys.stdin.buffer.readline().strip()
 most = len(key) + 65538
@@ -89,16 +91,30 @@ def orphaned():
 def sweep():
     base = tempfile.gettempdir()
     for name in os.listdir(base):
+        if not name.startswith("trigsync-rsyncd-"):
+            continue
         path = os.path.join(base, name)
+        fd = -1
         try:
-            if not name.startswith("trigsync-rsyncd-") or os.lstat(path).st_uid != me:
+            st = os.lstat(path)
+            if st.st_uid != me or not stat.S_ISDIR(st.st_mode):
                 continue
-            with open(os.path.join(path, "pid")) as f:
-                os.kill(int(f.read()), 0)
+            fd = os.open(os.path.join(path, "pid"), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            st = os.fstat(fd)
+            text = os.read(fd, 16)
+            if st.st_uid != me or not stat.S_ISREG(st.st_mode) or not text.isdigit():
+                continue
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            if 1 < int(text) < 1 << 22:
+                os.kill(int(text), 0)
         except ProcessLookupError:
             shutil.rmtree(path, ignore_errors=True)
         except (OSError, ValueError):
             pass
+        finally:
+            if fd >= 0:
+                os.close(fd)
+held = []
 def daemon():
     try:
         sweep()
@@ -106,8 +122,10 @@ def daemon():
         pass
     home = tempfile.mkdtemp(prefix="trigsync-rsyncd-")
     try:
-        with open(os.path.join(home, "pid"), "w") as f:
-            f.write("%d" % os.getpid())
+        fd = os.open(os.path.join(home, "pid"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        held.append(fd)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, b"%d" % os.getpid())
         secrets = os.path.join(home, "secrets")
         fd = os.open(secrets, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.write(fd, b"trigsync:" + key + b"\n")
