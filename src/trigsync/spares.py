@@ -26,7 +26,8 @@ refuses one, the pool knows the daemon's limit (its message names it), and then:
   replacement starts once that slot is free, not beside it, which the daemon refuses
   (a change in that gap runs fresh, once the slot is free);
 - a refusal at a known limit means the pool asked too soon: ``slot_freed`` doubles (once
-  per run of refusals, up to ``SLOT_FREED_MAX``), and refusals in a row back off.
+  per run of refusals, up to ``SLOT_FREED_MAX``), and refusals in a row back off; each
+  connection let in shrinks it again by a quarter, down to ``SLOT_FREED``.
 
 The clock is passed in, so tests drive it by hand.
 """
@@ -54,6 +55,7 @@ LOGINS_KEPT = 16
 # idle or with every CPU busy. A refusal at the known limit doubles the wait.
 SLOT_FREED = 0.15
 SLOT_FREED_MAX = 1.0
+SLOT_FREED_SHRINK = 0.75  # per connection let in
 BUSY_MAX = 5.0  # the longest pause between tries while the daemon stays full (s)
 
 
@@ -110,7 +112,7 @@ class Pool(Generic[H]):
         if spare is not None and spare.ready is None:
             spare.ready = now
             self._logins.append(now - spare.born)
-            self._refusals = 0  # the daemon let one in
+            self._let_in()
 
     def logging_in(self) -> list[H]:
         return [h for h, s in self._spares.items() if s.ready is None]
@@ -152,8 +154,16 @@ class Pool(Generic[H]):
         """A fresh run was let in: the daemon has room again, refusals in a row are over
         (else a standby waited out their back-off, up to BUSY_MAX, while each change paid
         a fresh login)."""
-        self._refusals = 0
+        self._let_in()
         self._not_before = 0.0
+
+    def _let_in(self) -> None:
+        """The daemon let a connection in: the refusals in a row are over, and the wait
+        for a slot to free, doubled by refusals, shrinks back towards SLOT_FREED (else
+        refusals that another client caused, or a halving's quick tries, left every
+        later change at a limit of 1 waiting up to SLOT_FREED_MAX for good)."""
+        self._refusals = 0
+        self.slot_freed = max(SLOT_FREED, self.slot_freed * SLOT_FREED_SHRINK)
 
     def ran(self, now: float, *, refused: bool = False) -> None:
         """A run (a taken standby, or a fresh one) has ended: its connection closed, or

@@ -14,6 +14,8 @@ from tests.e2e.test_attack12b import rsync_children
 from tests.support.proc import wait_for
 from tests.support.rsyncd import RsyncDaemon, RsyncDaemonFactory
 
+LATER = 8  # changes back to back once the other client left
+
 
 def hold_a_slot(daemon: RsyncDaemon) -> socket.socket:
     """Another client that picked the module and sits at its password challenge: the
@@ -61,12 +63,12 @@ def test_refused_paths_and_a_shared_slot_lose_nothing_and_latency_comes_back(
     # The other client is gone, and so are the refusals: a standby must be back at once
     # (it waited out the refusals' back-off, up to 5 s, while each change paid a login).
     assert trig.proc is not None and replica.log is not None
-    pid, worst = trig.proc.pid, 0.0
-    for i in range(3):
+    pid, took = trig.proc.pid, []
+    for i in range(LATER):
         start = time.monotonic()
         (source / f"later{i}").write_text(str(i))
         wait_for((replica.path / f"later{i}").exists, timeout=5, what=f"later{i}")
-        worst = max(worst, time.monotonic() - start)
+        took.append(time.monotonic() - start)
     before = replica.log.read_text().count("max connections")
     wait_for(lambda: rsync_children(pid), timeout=1.5, what="a standby back after the refusals")
     time.sleep(0.3)
@@ -74,7 +76,8 @@ def test_refused_paths_and_a_shared_slot_lose_nothing_and_latency_comes_back(
     names = sorted(p.name for p in replica.path.iterdir())
     assert names == sorted(p.name for p in source.iterdir() if p.name != "x.secret")
     assert refused == 0, f"{refused} connections refused once quiet: the target loops"
-    # Back to back at max connections = 1 each waits ~1 s: refusals that another client or
-    # the halving caused doubled the learned slot linger to its 1 s cap (not fixed here).
-    assert worst < 2.0, f"a change took {worst:.2f} s once the other client left"
+    # Refusals that another client or the halving caused double the learned wait for a
+    # slot to free, up to 1 s; each connection let in shrinks it back: back to back at
+    # max connections = 1, the changes after them soon arrive as fast as before.
+    assert max(took[-3:]) < 0.5, f"changes took {took} s once the other client left"
     assert trig.stop() == 0

@@ -9,6 +9,7 @@ from trigsync.spares import (
     HEDGES,
     SLOT_FREED,
     SLOT_FREED_MAX,
+    SLOT_FREED_SHRINK,
     SLOW_MIN,
     Pool,
     Recycle,
@@ -234,16 +235,31 @@ def test_refusals_at_a_known_limit_wait_longer_and_a_login_ends_the_backoff() ->
     assert pool.blocked_for(12.0, starting=0) == pytest.approx(BUSY_MAX)
     pool.add("new", 20.0)
     pool.mark_ready("new", 20.01)  # let in: the next refusal starts a new streak
+    learned = 2 * SLOT_FREED * SLOT_FREED_SHRINK  # and the wait shrinks a little
+    assert pool.slot_freed == pytest.approx(learned)
     pool.stopping("new")
     pool.gone(21.0)
     pool.refused(21.0 + 2 * SLOT_FREED, 1)
-    assert pool.slot_freed == 4 * SLOT_FREED
-    assert pool.blocked_for(21.0 + 2 * SLOT_FREED, starting=0) == pytest.approx(4 * SLOT_FREED)
+    assert pool.slot_freed == pytest.approx(2 * learned)
+    assert pool.blocked_for(21.0 + 2 * SLOT_FREED, starting=0) == pytest.approx(2 * learned)
     for i in range(10):  # each a new streak, after a login
         pool.add(f"s{i}", 30.0 + i)
         pool.mark_ready(f"s{i}", 30.0 + i)
         pool.refused(30.5 + i, 1)
     assert pool.slot_freed == SLOT_FREED_MAX, "capped"
+
+
+def test_the_wait_for_a_slot_shrinks_back_as_connections_are_let_in() -> None:
+    """Refusals another client caused (or a halving's quick tries) must not leave every
+    later change at a limit of 1 waiting SLOT_FREED_MAX for good (seen: ~1 s a change)."""
+    pool = ready_pool("old")
+    pool.refused(0.0, 1)
+    pool.slot_freed = SLOT_FREED_MAX  # as refusals left it
+    for i in range(20):
+        pool.add(f"s{i}", 10.0 + i)
+        pool.mark_ready(f"s{i}", 10.01 + i)  # a standby logged in
+        pool.let_in()  # and fresh runs got in
+    assert pool.slot_freed == SLOT_FREED
 
 
 def test_a_fresh_run_at_the_limit_waits_only_for_a_slot_of_ours_that_is_freeing() -> None:
