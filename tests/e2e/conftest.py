@@ -68,6 +68,17 @@ def daemon_replica(factory: RsyncDaemonFactory, **kw: object) -> Replica:
     )
 
 
+def refusing_replica(factory: RsyncDaemonFactory, max_connections: int) -> Replica:
+    """A daemon at ``max connections`` that refuses ``*.secret`` (a daemon-side exclude:
+    rsync exit 23 for those paths, the rest delivered)."""
+    replica = daemon_replica(factory, max_connections=max_connections)
+    assert replica.daemon is not None
+    config = replica.daemon.config_path
+    config.write_text(config.read_text() + "exclude = *.secret\n")
+    replica.daemon.restart()
+    return replica
+
+
 def ssh_replica(server: SshServer, *, fast: bool = False) -> Replica:
     options: dict[str, object] = {"ssh_options": server.ssh_options()}
     if fast:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Start, daemon_replica
+from tests.e2e.conftest import Start, daemon_replica, refusing_replica
 from tests.support.proc import wait_for
 from tests.support.rsyncd import RsyncDaemon, RsyncDaemonFactory
 from trigsync import rsync
@@ -92,11 +92,7 @@ def test_a_path_the_daemon_refuses_is_set_aside_at_its_last_slot(
     # again fresh while the next standby held the slot; every retry did the same, so the
     # batch was never confirmed and the refused path never set aside: the target looped
     # for good, 25 refused connections a second.
-    replica = daemon_replica(rsync_daemon_factory, max_connections=1)
-    daemon = replica.daemon
-    assert daemon is not None
-    daemon.config_path.write_text(daemon.config_path.read_text() + "exclude = *.secret\n")
-    daemon.restart()
+    replica = refusing_replica(rsync_daemon_factory, 1)
     trig = start_trigsync(replica)
     wait_for(lambda: "full sync done" in trig.log(), timeout=10, what="the initial sync")
     names = [f"f{i}" for i in range(8)]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Start, daemon_replica
+from tests.e2e.conftest import Start, refusing_replica
 from tests.e2e.test_attack12b import rsync_children
 from tests.support.proc import wait_for
 from tests.support.rsyncd import RsyncDaemon, RsyncDaemonFactory
@@ -41,11 +41,9 @@ def test_refused_paths_and_a_shared_slot_lose_nothing_and_latency_comes_back(
     start_trigsync: Start,
     max_connections: int,
 ) -> None:
-    replica = daemon_replica(rsync_daemon_factory, max_connections=max_connections)
+    replica = refusing_replica(rsync_daemon_factory, max_connections)
     daemon = replica.daemon
     assert daemon is not None
-    daemon.config_path.write_text(daemon.config_path.read_text() + "exclude = *.secret\n")
-    daemon.restart()
     trig = start_trigsync(replica)
     wait_for(lambda: "full sync done" in trig.log(), timeout=10, what="the initial sync")
     hogs = [hold_a_slot(daemon) for _ in range(max_connections - 1)]

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from tests.e2e.conftest import BOTH_BACKENDS, Start, daemon_replica
-from tests.e2e.harness import Replica
+from tests.e2e.harness import Replica, Trigsync
 from tests.support.rsyncd import RsyncDaemonFactory
 from tests.support.trees import snapshot, wait_trees_equal
 from tests.support.workload import make_tree
@@ -335,12 +335,12 @@ def reset(path: Path) -> None:
 @pytest.fixture
 def live(
     source: Path, tmp_path: Path, replica: Replica, start_trigsync: Start
-) -> tuple[Replica, Path]:
+) -> tuple[Replica, Path, Trigsync]:
     """One target of each kind and one trigsync for every example of a test."""
     outside = tmp_path / "outside"
     outside.mkdir()
-    start_trigsync(replica, excludes=EXCLUDES)
-    return replica, outside
+    trig = start_trigsync(replica, excludes=EXCLUDES)
+    return replica, outside, trig
 
 
 @BOTH_BACKENDS
@@ -362,9 +362,12 @@ def live(
 )
 @given(ops=op_lists, seed=st.integers(min_value=0, max_value=2**32))
 def test_random_churn_converges(
-    ops: list[tuple[str, int, int, int]], seed: int, source: Path, live: tuple[Replica, Path]
+    ops: list[tuple[str, int, int, int]],
+    seed: int,
+    source: Path,
+    live: tuple[Replica, Path, Trigsync],
 ) -> None:
-    replica, outside = live
+    replica, outside, trig = live
     reset(source)
     reset(outside)
     # A small starting tree, so that even the first, simplest examples act on something.
@@ -377,9 +380,12 @@ def test_random_churn_converges(
             churner.apply(*op)
         assert snapshot(source, exclude=excluded) != before, "the ops changed nothing"
         # Files left open are still open here: their writes must arrive all the same.
-        wait_trees_equal(
-            source, replica.path, timeout=SETTLE, owners=replica.owners, exclude=excluded
-        )
+        try:
+            wait_trees_equal(
+                source, replica.path, timeout=SETTLE, owners=replica.owners, exclude=excluded
+            )
+        except AssertionError as exc:  # a rare race needs the log to be found (seen once)
+            raise AssertionError(f"{exc}\ntrigsync's log, its end:\n{trig.log()[-8000:]}") from None
     finally:
         churner.close_all()
 
