@@ -24,9 +24,9 @@ from typing import NamedTuple
 
 from . import rsync
 from .dispatch import Dispatcher
-from .engine import SyncJob
 from .errors import SyncError
 from .status import EngineStatus, TargetStatus
+from .syncjob import SyncJob
 from .targets import LocalTarget, Target
 
 log = logging.getLogger(__name__)

@@ -29,10 +29,11 @@ from . import rsync
 from .changes import Batch
 from .config import Config, SyncConfig
 from .dispatch import Dispatcher
-from .engine import Engine, SyncJob
+from .engine import Engine
 from .errors import ConfigError, TrigsyncError
 from .excludes import Excludes
 from .hooks import Hooks
+from .syncjob import SyncJob
 from .targets import TargetSpec
 from .watcher import Watcher
 from .workers import make_dispatcher

@@ -80,7 +80,7 @@ def test_from_args(tmp_path: Path) -> None:
 
 
 def test_sersync_keys_regex_excludes_retry_cap_and_command_hooks(tmp_path: Path) -> None:
-    from trigsync.engine import SyncJob
+    from trigsync.syncjob import SyncJob
 
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()
