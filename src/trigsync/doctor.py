@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from . import doctor_daemon
-from .config import Config, SyncConfig
+from .config_data import Config, SyncConfig
 from .doctor_findings import (
     MAX_WATCHES,
     Finding,

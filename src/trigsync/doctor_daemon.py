@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 
-from .config import SyncConfig
+from .config_data import SyncConfig
 from .doctor_findings import (
     Finding,
     Level,

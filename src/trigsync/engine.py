@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .changes import Batch
-from .config import Config, private_dir
+from .config_data import Config, private_dir
 from .dispatch import Dispatcher
 from .errors import SetupError, TrigsyncError
 from .journal import save, write_behind

@@ -21,7 +21,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 
 from . import spawnfds
-from .config import CommandHook, SyncConfig
+from .config_data import CommandHook, SyncConfig
 from .excludes import Excludes
 from .status import RunReport
 from .targets import TargetSpec

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 from . import rsync
 from .changes import Batch
-from .config import Config, SyncConfig
+from .config_data import Config, SyncConfig
 from .dispatch import Dispatcher
 from .engine import Engine
 from .errors import ConfigError, TrigsyncError

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from . import sersync, sersync_import
-from .config import Config
+from .config_data import Config
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)

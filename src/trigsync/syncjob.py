@@ -11,7 +11,7 @@ from pathlib import Path
 from . import fanwatch, mounts, rsync, targets
 from .catchup import changed_since
 from .changes import Batch
-from .config import SyncConfig
+from .config_data import SyncConfig
 from .dispatch import Dispatcher
 from .errors import WatchError, WatchLimitError
 from .excludes import Excludes

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import fullsync, rsync
-from .config import Config
+from .config_data import Config
 from .errors import SyncError
 from .sourceview import SourceView
 from .targets import build

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from . import rsync, targets
-from .config import SyncConfig
+from .config_data import SyncConfig
 from .dispatch import Dispatcher, Settings
 from .excludes import Excludes
 from .hooks import Hooks
