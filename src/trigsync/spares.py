@@ -27,7 +27,9 @@ refuses one, the pool knows the daemon's limit (its message names it), and then:
   (a change in that gap runs fresh, once the slot is free);
 - a refusal at a known limit means the pool asked too soon: ``slot_freed`` doubles (once
   per run of refusals, up to ``SLOT_FREED_MAX``), and refusals in a row back off; each
-  connection let in shrinks it again by a quarter, down to ``SLOT_FREED``.
+  connection let in shrinks it again by a quarter, down to ``SLOT_FREED``;
+- with no refusal for ``LIMIT_KEPT`` (10 minutes), the limit is forgotten: a raised
+  ``max connections`` is used without a restart.
 
 The clock is passed in, so tests drive it by hand.
 """
@@ -57,6 +59,11 @@ SLOT_FREED = 0.15
 SLOT_FREED_MAX = 1.0
 SLOT_FREED_SHRINK = 0.75  # per connection let in
 BUSY_MAX = 5.0  # the longest pause between tries while the daemon stays full (s)
+# A limit learned from a refusal is forgotten after this long without another: the
+# operator may have raised `max connections` (rsyncd reads its config per connection),
+# or the other client that held slots is gone. If it still holds, the next refusal of a
+# standby teaches it again, at the cost of that one login.
+LIMIT_KEPT = 600.0
 
 
 class Recycle(enum.Enum):
@@ -90,6 +97,7 @@ class Pool(Generic[H]):
         self._not_before = 0.0  # no standby is started before this (after a refusal)
         self.slot_freed = SLOT_FREED
         self._refusals = 0  # in a row, since the last login
+        self._refused_at = float("-inf")  # the last refusal: the limit is kept LIMIT_KEPT
 
     def __contains__(self, handle: object) -> bool:
         return handle in self._spares
@@ -199,6 +207,7 @@ class Pool(Generic[H]):
         """Seconds until a fresh run fits the daemon's limit, as far as that waits for the
         daemon to free slots of ours that closed; 0 if it need not, if a standby will take
         the list, or if open connections fill the limit (then waiting would not help)."""
+        self._forget_limit(now)
         if self.limit is None or self._spares:  # a list goes to a standby: no new one
             return 0.0
         over = self.held(now) - self.limit + 1
@@ -232,12 +241,20 @@ class Pool(Generic[H]):
         not, but they hold connections, so at most ``HEDGES`` of them come on top. At a
         known limit, none that would pass it, and none during the pause after a refusal.
         """
+        self._forget_limit(now)
         wanted = self._wanted(now, starting)
         if self.limit is None or not wanted:
             return wanted
         if now < self._not_before:
             return 0
         return max(0, min(wanted, self.limit - self.held(now) - starting))
+
+    def _forget_limit(self, now: float) -> None:
+        """No refusal for LIMIT_KEPT: the daemon may allow more now (see LIMIT_KEPT)."""
+        if self.limit is not None and now - self._refused_at >= LIMIT_KEPT:
+            self.limit = None
+            self.slot_freed = SLOT_FREED
+            self._freeing.clear()
 
     def _wanted(self, now: float, starting: int) -> int:
         slow = set(self.slow(now))
@@ -283,6 +300,7 @@ class Pool(Generic[H]):
             # It waited what a slot took to free before, and that was too short.
             self.slot_freed = min(SLOT_FREED_MAX, self.slot_freed * 2)
         self.limit = limit or max(1, self.held(now))
+        self._refused_at = now
         self._refusals += 1
         self._not_before = now + min(BUSY_MAX, self.slot_freed * 2 ** (self._refusals - 1))
         alive = sum(1 for s in self._spares.values() if not s.retiring)

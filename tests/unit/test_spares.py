@@ -7,6 +7,7 @@ import pytest
 from trigsync.spares import (
     BUSY_MAX,
     HEDGES,
+    LIMIT_KEPT,
     SLOT_FREED,
     SLOT_FREED_MAX,
     SLOT_FREED_SHRINK,
@@ -197,6 +198,25 @@ def test_a_slot_that_is_only_freeing_delays_the_replacement_and_no_more() -> Non
     assert pool.to_start(5.0, starting=0) == 0
     assert pool.blocked_for(5.0, starting=0) == pytest.approx(SLOT_FREED)
     assert pool.to_start(5.0 + SLOT_FREED, starting=0) == 1
+
+
+def test_a_learned_limit_is_forgotten_after_a_quiet_spell_and_learned_again() -> None:
+    """An operator who raises `max connections` (rsyncd reads it per connection) gets the
+    deeper pool without restarting trigsync; a limit that still holds is learned again."""
+    pool = ready_pool("a")
+    pool.refused(0.0, 1)
+    pool.take("a", 0.5)
+    pool.ran(1.0)
+    pool.depth = 3
+    assert pool.to_start(2.0, starting=0) == 1, "kept to the limit of 1"
+    assert pool.to_start(LIMIT_KEPT - 1.0, starting=0) == 1
+    assert pool.limit == 1
+    assert pool.to_start(LIMIT_KEPT + 1.0, starting=0) == 3, "no refusal for LIMIT_KEPT"
+    assert pool.limit is None
+    assert pool.free_in(LIMIT_KEPT + 1.0) == 0.0
+    pool.refused(LIMIT_KEPT + 2.0, 2)  # it still holds, now at 2: learned again
+    assert pool.limit == 2
+    assert pool.to_start(LIMIT_KEPT + 10.0, starting=0) <= 2
 
 
 def test_at_the_limit_no_standby_starts_beside_a_run_and_one_follows_its_end() -> None:
