@@ -94,9 +94,21 @@ def replica(request: pytest.FixtureRequest, tmp_path: Path) -> Replica:
         return daemon_replica(request.getfixturevalue("rsync_daemon_factory"))
     if kind in ("ssh", "ssh-daemon"):
         return ssh_replica(request.getfixturevalue("ssh_target"), fast=kind == "ssh-daemon")
+    return local_replica(tmp_path)
+
+
+def local_replica(tmp_path: Path) -> Replica:
     path = tmp_path / "replica"
     path.mkdir()
     return Replica("local", str(path), path)
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A directory beside the source, on the same filesystem."""
+    path = tmp_path / "outside"
+    path.mkdir()
+    return path
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import BOTH_BACKENDS, Start
+from tests.e2e.conftest import BOTH_BACKENDS, Start, local_replica
 from tests.e2e.harness import Replica, Trigsync
 from tests.support.proc import ProcGroup, wait_for
 from tests.support.trees import wait_trees_equal
@@ -31,16 +31,7 @@ MOUNT_CHANGE = "a filesystem was mounted or unmounted at"  # the same, where the
 
 @pytest.fixture
 def replica(tmp_path: Path) -> Replica:
-    path = tmp_path / "replica"
-    path.mkdir()
-    return Replica("local", str(path), path)
-
-
-@pytest.fixture
-def outside(tmp_path: Path) -> Path:
-    path = tmp_path / "outside"
-    path.mkdir()
-    return path
+    return local_replica(tmp_path)
 
 
 # With a delay, changes merge in the pending set before they are sent, whatever the

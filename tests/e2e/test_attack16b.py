@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import BOTH_BACKENDS, Start
+from tests.e2e.conftest import BOTH_BACKENDS, Start, local_replica
 from tests.e2e.harness import Replica, Trigsync
 from tests.e2e.test_attack16 import BROKEN, SETTLE, mount, stopped, umount
 from tests.support.proc import ProcGroup, wait_for
@@ -28,17 +28,7 @@ FANOTIFY = pytest.mark.parametrize("watch_backend", ["fanotify"], indirect=True)
 
 @pytest.fixture
 def replica(tmp_path: Path) -> Replica:
-    path = tmp_path / "replica"
-    path.mkdir()
-    return Replica("local", str(path), path)
-
-
-@pytest.fixture
-def outside(tmp_path: Path) -> Path:
-    """A directory beside the source, on the same filesystem."""
-    path = tmp_path / "outside"
-    path.mkdir()
-    return path
+    return local_replica(tmp_path)
 
 
 @pytest.fixture

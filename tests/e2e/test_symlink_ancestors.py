@@ -28,13 +28,6 @@ SECRET = b"not part of the source"
 DELAYED = {"delay": 0.5}
 
 
-@pytest.fixture
-def outside(tmp_path: Path) -> Path:
-    path = tmp_path / "outside"
-    path.mkdir()
-    return path
-
-
 def _leaks(replica: Path) -> list[str]:
     """Files on the replica that hold the secret. Read by fds with no symlink followed:
     the replica's own ``d`` is a symlink to ``outside`` now and then, as the source's is."""
