@@ -28,6 +28,7 @@ from .doctor_findings import (
     Rewrite,
     latency_finding,
     munged_link_findings,
+    quickack_route,
     skew_finding,
 )
 from .targets.rsyncd import DaemonTarget
@@ -212,7 +213,27 @@ def _latency(d: _Daemon, probe: Path) -> Finding:
         code, _out = d.run(*argv)
         if code == 0:
             best = min(best, time.perf_counter() - start)
-    return latency_finding(d.target.name, best)
+    finding = latency_finding(d.target.name, best)
+    if finding.level is Level.WARNING and (fix := _route_fix(d)) is not None:
+        finding = latency_finding(d.target.name, best, route_fix=fix)
+    return finding
+
+
+def _route_fix(d: _Daemon) -> str | None:
+    """``quickack 1`` on this host's route to the daemon, if ``ip`` can tell the route."""
+    host = d.address.host.strip("[]")
+    try:
+        ip = str(socket.getaddrinfo(host, d.address.port, type=socket.SOCK_STREAM)[0][4][0])
+        done = subprocess.run(  # noqa: S603 - argv list, no shell
+            ["ip", "route", "get", ip],
+            capture_output=True,
+            text=True,
+            timeout=CONNECT_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):  # no iproute2, or the name went away
+        return None
+    return quickack_route(ip, done.stdout) if done.returncode == 0 else None
 
 
 def _listing(d: _Daemon, name: str) -> tuple[int, datetime] | None:

@@ -24,8 +24,9 @@ def wait_for_greeting(
     alive: Callable[[], str | None],
     timeout: float,
     probe_timeout: float = 0.5,
+    host: str = LOOPBACK,
 ) -> str | None:
-    """Poll-connect until the server on ``port`` greets with ``prefix``.
+    """Poll-connect until the server on ``host``:``port`` greets with ``prefix``.
 
     ``alive()`` returns None while the server process runs, else why it died; that reason
     is returned at once. Returns None when greeted; raises TimeoutError after ``timeout``.
@@ -37,7 +38,7 @@ def wait_for_greeting(
         if dead is not None:
             return dead
         try:
-            with socket.create_connection((LOOPBACK, port), timeout=probe_timeout) as sock:
+            with socket.create_connection((host, port), timeout=probe_timeout) as sock:
                 greeting = sock.recv(64)
             if greeting.startswith(prefix):
                 return None
