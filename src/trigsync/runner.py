@@ -3,6 +3,8 @@ through the standby, or a full sync; and the exit-23/11 halving on fresh connect
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -56,6 +58,7 @@ class Runner:
         # Until then, a new path may have been delivered by a run that did not list it.
         self.unlisted_until = 0.0
         self.full_sync: FullSyncRunner | None = None
+        self._own_runs = asyncio.Lock()  # at a daemon's known limit: one at a time
 
     def _transport(self) -> rsync.Transport:
         """Asked at each run: an ssh target's route changes when its channel comes up."""
@@ -97,7 +100,8 @@ class Runner:
         transport = self._transport()
         view = self.view.path()
         if batch.moves:
-            moved = await self.target.apply_moves(batch.moves, view, self.options)
+            with self.standby.aside():
+                moved = await self.target.apply_moves(batch.moves, view, self.options, self.fresh)
             log.info(
                 "%s: moved %d of %d renamed paths in place",
                 self.target.name,
@@ -157,7 +161,7 @@ class Runner:
                 rules.flush()
                 argv[-2:-2] = [f"--exclude-from={rules.name}"]  # after --from0
             paths = rsync.path_list(ancestry.confine_below(view, dirs))  # see ancestry.py
-            return await self._fresh(argv, paths)
+            return await self.fresh(argv, paths)
 
     def entries_in(self, directory: bytes, limit: int) -> int | None:
         """How many entries a source directory holds (counting to ``limit`` + 1 at most),
@@ -178,17 +182,22 @@ class Runner:
 
         async def send(half: Sequence[Change]) -> rsync.Result:
             paths = rsync.path_list(ancestry.confine_below(view, (c.path for c in half)))
-            return await self._fresh(argv, paths)
+            return await self.fresh(argv, paths)
 
         return await partial.refused(changes, send, self.target.name, result)
 
-    async def _fresh(self, argv: list[rsync.Arg], paths: bytes) -> rsync.Result:
+    async def fresh(self, argv: Sequence[rsync.Arg], paths: bytes) -> rsync.Result:
         """One run on a connection of its own. A daemon at its ``max connections`` that
         refuses it gets the waiting standbys' slots (they would hold them for as long as
         this is retried, and the batch's every retry begins with this run again), and it
-        is asked again after the pool's pause, which doubles while refusals go on."""
+        is asked again after the pool's pause, which doubles while refusals go on. Once
+        the daemon's limit is known, such runs go one at a time (a rename's rebuild runs
+        several side by side), each asked at once: waiting for the slot's linger before
+        each would slow the halving's many short runs more than the odd refusal does."""
         for _ in range(BUSY_TRIES):
-            result = await self.standby.fresh(argv, paths)
+            limited = self.standby.pool.limit is not None
+            async with self._own_runs if limited else contextlib.nullcontext():
+                result = await self.standby.fresh(argv, paths)
             if not rsync.busy(result.code, result.stderr):
                 break
             await self.standby.drop()

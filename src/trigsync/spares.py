@@ -122,6 +122,14 @@ class Pool(Generic[H]):
             self._logins.append(now - spare.born)
             self._let_in()
 
+    def surplus(self) -> bool:
+        """Whether more standbys wait, logged in, than the pool's depth: a hedge and the
+        stalled login beside it both got through. One is enough; the other would hold a
+        connection for nothing until its recycle (at a daemon's ``max connections``,
+        a slot that another client then cannot get)."""
+        ready = sum(1 for s in self._spares.values() if s.ready is not None and not s.retiring)
+        return ready > self.depth
+
     def logging_in(self) -> list[H]:
         return [h for h, s in self._spares.items() if s.ready is None]
 

@@ -29,7 +29,7 @@ import logging
 import re
 import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from . import rsync
 from .errors import SetupError
@@ -81,6 +81,7 @@ class Standby:
         self._pausing: dict[asyncio.Task[None], float] = {}  # _starting's waiting to retry
         self._refill: asyncio.TimerHandle | None = None  # at a daemon's limit: a slot frees
         self._dropping = False
+        self._aside = 0  # blocks in which no standby starts (see aside)
 
     @property
     def ready(self) -> bool:
@@ -273,7 +274,7 @@ class Standby:
     def fill(self) -> None:
         """Start standbys in the background until the pool has what it needs; at a
         daemon's limit, those held back start when a slot frees."""
-        if not self.enabled or self._argv is None or self._dropping:
+        if not self.enabled or self._argv is None or self._dropping or self._aside:
             return
         now = time.monotonic()
         for _ in range(self.pool.to_start(now, len(self._starting))):
@@ -281,6 +282,18 @@ class Standby:
         wait = self.pool.blocked_for(now, len(self._starting))
         if wait is not None and self._refill is None:
             self._refill = asyncio.get_running_loop().call_later(wait, self._fill_again)
+
+    @contextlib.contextmanager
+    def aside(self) -> Iterator[None]:
+        """No standby starts inside the block, whose runs of their own need the daemon's
+        slots (a rename's rebuild: at ``max connections``, a standby started between its
+        runs takes the slot the next one asks for); the pool fills again at its end."""
+        self._aside += 1
+        try:
+            yield
+        finally:
+            self._aside -= 1
+            self.fill()
 
     def _fill_again(self) -> None:
         self._refill = None
@@ -330,6 +343,8 @@ class Standby:
         if proc.returncode is None and proc in self.pool:
             self.pool.mark_ready(proc, time.monotonic())
             self._changed.set()
+            if self.pool.surplus():
+                self._stop_spare(proc)  # its twin logged in first and waits already
             self._retire_one()
 
     def _hedge(self, proc: Proc) -> None:

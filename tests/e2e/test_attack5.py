@@ -167,22 +167,19 @@ def test_a_daemon_restart_is_not_taken_for_an_idle_timeout(
     assert standby.recycle == 30.0, "a restart shortened the recycle age"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="targets/rsyncd.py apply_moves: a renamed directory's rebuild takes 2-3 daemon "
-    "connections (the listed run that makes the parents real beside the listing of the old "
-    "copy, then the --link-dest run), with a standby already waiting on another: at "
-    "`max connections = 1` (and mostly 2) one of them is refused (exit 5), the rename "
-    "falls back and every byte of the directory is sent again ('moved 0 of 1'), at every "
-    "rename, without a word above DEBUG. Suggested fix: the runner drops its standbys "
-    "before the moves of a daemon that has refused it (as a full sync does), and the "
-    "moves' runs go one at a time, each asked again past the slot's ~60 ms linger when "
-    "refused at max connections (Runner._fresh does this for the halving's runs).",
-)
+@pytest.mark.parametrize("max_connections", [1, 2])
 def test_a_renamed_directory_is_rebuilt_in_place_at_a_daemons_last_slot(
-    source: Path, rsync_daemon_factory: RsyncDaemonFactory, start_trigsync: Start
+    source: Path,
+    rsync_daemon_factory: RsyncDaemonFactory,
+    start_trigsync: Start,
+    max_connections: int,
 ) -> None:
-    replica = daemon_replica(rsync_daemon_factory, max_connections=1)
+    """A rebuild's two or three connections met the standby's at the daemon's limit: one
+    was refused (exit 5), the rename fell back, and the whole directory was sent again
+    ('moved 0 of 1'), at every rename, without a word above DEBUG. Its runs now go
+    through the runner's own (Runner.fresh), which frees the standby's slot and asks
+    again, and no standby starts between them (Standby.aside)."""
+    replica = daemon_replica(rsync_daemon_factory, max_connections=max_connections)
     (source / "release-1").mkdir()
     for i in range(40):  # enough files to be worth rebuilding rather than resending
         (source / "release-1" / f"f{i}").write_bytes(os.urandom(1000))

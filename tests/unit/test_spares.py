@@ -62,6 +62,21 @@ def test_a_stalled_login_gets_another_started_beside_it() -> None:
     assert pool.to_start(0.050, starting=0) == 1
 
 
+def test_a_hedge_and_its_stalled_twin_both_ready_are_one_too_many() -> None:
+    """Both logged in: the second held a connection for nothing until its recycle, and at
+    max connections = 2 another client was refused for 5 s (test_attack6b, 1 run in 11)."""
+    pool = pool_with_logins(0.008, 0.008, 0.009, 0.010)
+    pool.add("slow", 0.0)
+    assert pool.to_start(0.030, starting=0) == HEDGES
+    pool.add("hedge", 0.030)
+    pool.mark_ready("hedge", 0.040)
+    assert not pool.surplus(), "the one the pool needs"
+    pool.mark_ready("slow", 0.060)
+    assert pool.surplus(), "its stalled twin got through too: one is enough"
+    pool.deepen()
+    assert not pool.surplus(), "a pool two deep wants both"
+
+
 def test_hedges_are_bounded_whatever_stalls() -> None:
     pool = pool_with_logins(0.008)
     pool.depth = 3

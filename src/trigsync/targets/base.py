@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -14,6 +14,11 @@ from .. import ancestry, rsync
 from ..changes import Move
 from ..excludes import rebase
 from ..rsync import Options, Transport
+
+# One rsync run on a connection of its own (argv, the list on stdin), which keeps to a
+# daemon's max connections: the runner's, so that a refusal frees its standbys' slots
+# and the run is asked again once a slot is free (runner.Runner.fresh).
+Runs = Callable[[Sequence[rsync.Arg], bytes], Awaitable[rsync.Result]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +66,9 @@ class Target(abc.ABC):
     def transport(self) -> Transport:
         """Destination, options and environment for every rsync run to this target."""
 
-    async def apply_moves(self, moves: Sequence[Move], source: bytes, options: Options) -> int:
+    async def apply_moves(
+        self, moves: Sequence[Move], source: bytes, options: Options, run: Runs
+    ) -> int:
         """Move the target's copies for these renames, best effort; returns how many moved.
 
         The batch that follows lists both ends of every rename, so a move that fails here
@@ -78,7 +85,7 @@ class Target(abc.ABC):
         if dirs:
             transport = self.transport()
             argv = rsync.batch_argv(source, options, transport, recursive=True)
-            result = await rsync.run(argv, stdin=rsync.path_list(dirs), env=transport.env)
+            result = await run(argv, rsync.path_list(dirs))
             if not result.refused:  # a refused path (23, 11) is the main batch's to report
                 rsync.raise_for(result, f"target {self.name}")
         return len(moved)

@@ -15,7 +15,7 @@ from .. import rsync
 from ..changes import Move
 from ..errors import ConfigError, SetupError
 from ..rsync import Options, Transport
-from .base import Target, TargetSpec, require_literal
+from .base import Runs, Target, TargetSpec, require_literal
 
 _URL = re.compile(
     r"rsync://(?:(?P<user>[^@/]+)@)?(?P<host>\[[^\]]+\]|[^:/]+)(?::(?P<port>\d+))?/(?P<path>.*)"
@@ -133,8 +133,14 @@ class DaemonTarget(Target):
                 "or set RSYNC_PASSWORD"
             )
 
-    async def apply_moves(self, moves: Sequence[Move], source: bytes, options: Options) -> int:
-        """A daemon cannot rename: build each renamed directory from the old one instead."""
+    async def apply_moves(
+        self, moves: Sequence[Move], source: bytes, options: Options, run: Runs
+    ) -> int:
+        """A daemon cannot rename: build each renamed directory from the old one instead.
+
+        Every run goes through ``run``: at a daemon's ``max connections`` the rebuild's
+        two or three connections meet the standby's, and a refused one must wait for a
+        slot rather than give the rename up (which sends the whole directory again)."""
         transport = self.transport()
         slots = asyncio.Semaphore(LINK_DEST_RUNS)
 
@@ -143,14 +149,14 @@ class DaemonTarget(Target):
             if argv is None:  # excludes it cannot honour: the batch sends the bytes
                 return False
             async with slots:
-                result = await rsync.run(argv, env=transport.env)
+                result = await run(argv, b"")
             if result.outcome is not rsync.Outcome.OK:
                 log.debug("%s: link-dest for %r failed: exit %d", self.name, move.new, result.code)
             return result.outcome is rsync.Outcome.OK
 
         async def safe(move: Move) -> bool:
             async with slots:
-                return await self._safe_to_link_from(move, source, options)
+                return await self._safe_to_link_from(move, source, options, run)
 
         # A renamed file, or a small directory, is cheaper to send again than to rebuild
         # with an rsync connection of its own.
@@ -160,7 +166,7 @@ class DaemonTarget(Target):
         # The listings may run beside the run that makes the parents real: an old copy
         # seen through a symlinked parent is gone once that parent is a directory.
         made, *checked = await asyncio.gather(
-            self._make_real_dirs(worth, source, options), *(safe(m) for m in worth)
+            self._make_real_dirs(worth, source, options, run), *(safe(m) for m in worth)
         )
         if not made:
             return 0
@@ -168,7 +174,9 @@ class DaemonTarget(Target):
             await asyncio.gather(*(link(m) for m, ok in zip(worth, checked, strict=True) if ok))
         )
 
-    async def _make_real_dirs(self, moves: Sequence[Move], source: bytes, options: Options) -> bool:
+    async def _make_real_dirs(
+        self, moves: Sequence[Move], source: bytes, options: Options, run: Runs
+    ) -> bool:
         """Make each new directory, every directory above it and above the old one, real
         directories on the receiver, as the source has them.
 
@@ -183,17 +191,18 @@ class DaemonTarget(Target):
         paths.update(parent for m in moves if (parent := m.old.rpartition(b"/")[0]))
         transport = self.transport()
         argv = rsync.batch_argv(source, options, transport)
-        result = await rsync.run(argv, stdin=rsync.path_list(sorted(paths)), env=transport.env)
+        result = await run(argv, rsync.path_list(sorted(paths)))
         if result.outcome is not rsync.Outcome.OK:
             log.debug("%s: directories for link-dest: exit %d", self.name, result.code)
         return result.outcome is rsync.Outcome.OK
 
-    async def _safe_to_link_from(self, move: Move, source: bytes, options: Options) -> bool:
+    async def _safe_to_link_from(
+        self, move: Move, source: bytes, options: Options, run: Runs
+    ) -> bool:
         """Whether the receiver's old directory is a directory, and holds no symlink where
         the new one has a directory (a lookup below it would follow that symlink)."""
-        transport = self.transport()
-        argv = rsync.list_argv(move.old, options, transport)
-        result = await rsync.run(argv, env=transport.env, stdout=True)
+        argv = rsync.list_argv(move.old, options, self.transport())
+        result = await run(argv, b"")
         if result.outcome is not rsync.Outcome.OK:
             return False
         unsafe = symlinked_dirs(result.stdout, move.old, source + b"/" + move.new)
