@@ -22,7 +22,9 @@ runs = pathlib.Path("{runs}")
 with open(runs / "started", "a") as f:
     f.write("x")
 n = len((runs / "started").read_text())
-if n == 2:  # the first standby: its login stalls
+if n == 2:  # the first standby to start: its login stalls
+    (runs / "stalled.tmp").write_text(str(os.getpid()))
+    os.rename(runs / "stalled.tmp", runs / "stalled")
     time.sleep(30)
 first = os.read(0, 1)
 (runs / f"run{{n}}").write_bytes(first + sys.stdin.buffer.read())
@@ -44,9 +46,12 @@ def test_a_list_goes_to_a_logged_in_standby_not_to_an_older_stalled_one(tmp_path
 
     async def scenario() -> tuple[rsync.Result, int | None, bool]:
         await standby.run(argv, b"a\0")  # fresh (run 1); the first standby (2) follows
-        while not standby.ready:
+        marker = tmp_path / "runs" / "stalled"
+        while not standby.ready or not marker.exists():
             await asyncio.sleep(0.01)
-        stalled = standby.pid
+        # The one that stalls, as it says: on a loaded machine a hedge started beside it
+        # may be the second to run its first line.
+        stalled = int(marker.read_text())
         second = await standby.run(argv, b"b\0")  # 2 never logs in: another starts, takes it
         still = any(p.pid == stalled and p.returncode is None for p in standby.pool)
         await standby.drop()
