@@ -298,6 +298,11 @@ def _sync(block: Any, origin: str, where: str) -> SyncConfig:
         raise ConfigError(
             f'{origin}: {where}.watch_backend is {backend!r}; use "auto", "fanotify" or "inotify"'
         )
+    if block.get("reconcile_every", 0) < 0:
+        raise ConfigError(
+            f"{origin}: {where}.reconcile_every must be 0 or a positive number of seconds"
+            " (0: no periodic full sync)"
+        )
     for key in ("timeout", "contimeout", "retry_max"):
         if key in block and block[key] <= 0:
             raise ConfigError(f"{origin}: {where}.{key} must be a positive number of seconds")

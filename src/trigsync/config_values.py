@@ -4,6 +4,7 @@ ConfigError with one line that names the file, the key and the fix."""
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -61,6 +62,12 @@ def check_keys(
             )
             raise ConfigError(
                 f"{origin}: {prefix}{key} must be of type {names}, not {type(value).__name__}"
+            )
+        if isinstance(value, float) and not math.isfinite(value):
+            # TOML allows inf and nan: delay = inf never sent a change, and nan passes
+            # every range check (each comparison with nan is false).
+            raise ConfigError(
+                f"{origin}: {prefix}{key} is {value}; give a finite number of seconds"
             )
 
 

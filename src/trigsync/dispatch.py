@@ -184,8 +184,8 @@ class Dispatcher:
         while True:
             if self.pending and self.settings.delay and not self._closing and self._since:
                 wait = self._since + self.settings.delay - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)  # lsyncd-style aggregation
+                if wait > 0:  # lsyncd-style aggregation, which a stop cuts short
+                    await self._sleep_unless_closing(wait)
             idle = not self._flights  # a batch that takes everything may confirm its rows
             seq = self.journal.sequence()
             single = time.monotonic() < self._single_until

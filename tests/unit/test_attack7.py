@@ -1,0 +1,54 @@
+"""Attack round 7: config values that would start a trigsync that never does its job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trigsync import config
+from trigsync.errors import ConfigError
+
+
+def _load(tmp_path: Path, top: str, sync: str) -> config.Config:
+    source = tmp_path / "src"
+    source.mkdir(exist_ok=True)
+    path = tmp_path / "t.toml"
+    path.write_text(
+        f'{top}\n[[sync]]\nsource = "{source}"\ntargets = ["{tmp_path / "rep"}"]\n{sync}\n'
+    )
+    return config.load(path)
+
+
+@pytest.mark.parametrize(
+    ("top", "sync", "key"),
+    [
+        ("", "delay = inf", "delay"),
+        ("", "delay = nan", "delay"),
+        ("", "reconcile_every = inf", "reconcile_every"),
+        ("", "reconcile_every = nan", "reconcile_every"),
+        ("", "retry_max = inf", "retry_max"),
+        ("", "retry_max = nan", "retry_max"),
+        ("", "hook_timeout = nan", "hook_timeout"),
+        ("canary_every = nan", "", "canary_every"),
+        ("canary_timeout = inf", "", "canary_timeout"),
+    ],
+)
+def test_a_number_that_is_not_finite_is_one_line_naming_the_key(
+    tmp_path: Path, top: str, sync: str, key: str
+) -> None:
+    """delay = inf started a trigsync that never sent a change, and that SIGTERM could not
+    stop; nan slipped past every `< 0` check (each comparison with nan is false)."""
+    with pytest.raises(ConfigError) as info:
+        _load(tmp_path, top, sync)
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(tmp_path / "t.toml") in message
+    assert key in message and "finite" in message, message
+
+
+def test_a_negative_reconcile_every_is_refused(tmp_path: Path) -> None:
+    """reconcile_every = -5 started a loop of back-to-back full syncs (16,000 in 10 min,
+    one core busy) that SIGTERM did not stop: asyncio.sleep(-5) returns at once."""
+    with pytest.raises(ConfigError, match=r"reconcile_every must be 0 or a positive number"):
+        _load(tmp_path, "", "reconcile_every = -5")
