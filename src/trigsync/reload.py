@@ -71,9 +71,11 @@ def worker_inputs(sync: SyncConfig, spec: TargetSpec) -> tuple[object, ...]:
         sync.timeout,
         sync.contimeout,
         sync.excludes,
+        sync.exclude_regex,  # translated into the rsync patterns of every run
         sync.rsync_args,
         sync.delay,
         sync.standby,
+        sync.retry_max,
     )
 
 
@@ -217,6 +219,7 @@ class Reloader:
                 jobs[p.source].config = syncs[p.source]
         engine.config = new
         engine.refresh_dispatchers()
+        engine.retime()
         await self._retire(retired)
 
     def _start_job(self, job: SyncJob) -> None:

@@ -6,7 +6,10 @@ import signal
 from pathlib import Path
 
 from tests.e2e.conftest import Start
-from tests.e2e.harness import Replica
+from tests.e2e.harness import Replica, Trigsync, write_config
+from tests.e2e.test_reload import reload
+from tests.support.proc import ProcGroup
+from tests.support.trees import wait_trees_equal
 
 
 def test_sigterm_during_a_long_delay_sends_what_is_pending_and_exits_at_once(
@@ -26,3 +29,68 @@ def test_sigterm_during_a_long_delay_sends_what_is_pending_and_exits_at_once(
     ts.proc.signal(signal.SIGTERM)
     assert ts.proc.wait(5) == 0, ts.log()[-2000:]
     assert (path / "late.txt").read_text() == "written just before the stop\n"
+
+
+def test_sigterm_stops_while_reconcile_every_is_shorter_than_a_full_sync(
+    start_trigsync: Start, source: Path, tmp_path: Path
+) -> None:
+    """reconcile_every kept ticking after SIGTERM: a tick during the last send queued
+    one more full sync, so a full sync longer than reconcile_every (a big tree, a slow
+    link) held the stop up for good. Here a tick comes every 10 ms."""
+    path = tmp_path / "replica"
+    path.mkdir()
+    for i in range(200):
+        (source / f"f{i}").write_text(f"{i}\n")
+    replica = Replica("local", str(path), path)
+    ts = start_trigsync(replica, extra={"reconcile_every": 0.01})
+    ts.wait_log("full sync done", timeout=5)
+    assert ts.proc is not None
+    ts.proc.signal(signal.SIGTERM)
+    assert ts.proc.wait(5) == 0, ts.log()[-2000:]
+
+
+def test_an_exclude_regex_dropped_by_reload_lets_its_files_through(
+    procs: ProcGroup, source: Path, tmp_path: Path
+) -> None:
+    """A reload that changes only exclude_regex placed a new watcher and asked for a full
+    sync, but kept every worker, whose rsync still ran with the old regex's patterns:
+    the files it had kept out never arrived, and trigsync said the full sync was done."""
+    path = tmp_path / "replica"
+    path.mkdir()
+    replica = Replica("local", str(path), path)
+    (source / "app.log").write_text("kept out, then let in\n")
+    (source / "index.html").write_text("<p>\n")
+    state = tmp_path / "state"
+    regex: dict[str, object] = {"exclude_regex": [r".*\.log"]}
+    config = write_config(
+        tmp_path / "t.toml", source=source, replicas=[replica], state_dir=state, extra=regex
+    )
+    ts = Trigsync(procs, config, "-v").start()
+    wait_trees_equal(source, path, exclude=lambda p: p.endswith(b".log"))
+    assert not (path / "app.log").exists()
+    reload(ts, tmp_path, source, replica, extra={"exclude_regex": []})
+    (source / "later.log").write_text("written after the reload\n")
+    wait_trees_equal(source, path, timeout=5)
+    assert ts.stop() == 0
+
+
+def test_reconcile_every_set_by_reload_repairs_drift(
+    procs: ProcGroup, source: Path, tmp_path: Path
+) -> None:
+    """reconcile_every was read once at start: a reload that turned it on (or changed
+    it, or added a sync with it) said "config reloaded" and never ran a periodic sync,
+    so drift made on the receiver stayed."""
+    path = tmp_path / "replica"
+    path.mkdir()
+    replica = Replica("local", str(path), path)
+    (source / "page.html").write_text("<p>source</p>\n")
+    config = write_config(
+        tmp_path / "t.toml", source=source, replicas=[replica], state_dir=tmp_path / "state"
+    )
+    ts = Trigsync(procs, config, "-v").start()
+    wait_trees_equal(source, path)
+    reload(ts, tmp_path, source, replica, extra={"reconcile_every": 0.3})
+    (path / "page.html").write_text("<p>defaced on the receiver</p>\n")
+    (path / "stray.php").write_text("<?php\n")
+    wait_trees_equal(source, path, timeout=5)
+    assert ts.stop() == 0

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from trigsync import config
+from trigsync import config, reload
+from trigsync.config import SyncConfig
 from trigsync.errors import ConfigError
+from trigsync.targets import TargetSpec
 
 
 def _load(tmp_path: Path, top: str, sync: str) -> config.Config:
@@ -52,3 +55,21 @@ def test_a_negative_reconcile_every_is_refused(tmp_path: Path) -> None:
     one core busy) that SIGTERM did not stop: asyncio.sleep(-5) returns at once."""
     with pytest.raises(ConfigError, match=r"reconcile_every must be 0 or a positive number"):
         _load(tmp_path, "", "reconcile_every = -5")
+
+
+@pytest.mark.parametrize(
+    "change", [{"retry_max": 5.0}, {"exclude_regex": (r".*\.log",)}], ids=["retry_max", "regex"]
+)
+def test_a_reload_that_changes_what_a_worker_is_built_from_replaces_it(
+    change: dict[str, object],
+) -> None:
+    """retry_max (the worker's backoff cap) and exclude_regex (its rsync patterns) were
+    not among a worker's inputs: a reload that changed them kept the old worker, which
+    went on with the old values."""
+    spec = TargetSpec("/rep")
+    old = SyncConfig("/src", (spec,))
+    new = dataclasses.replace(old, **change)  # type: ignore[arg-type]
+    (p,) = reload.plan(
+        config.Config(syncs=(old,), state_dir="/s"), config.Config(syncs=(new,), state_dir="/s")
+    )
+    assert p.targets == (reload.TargetPlan("/rep", reload.REPLACE),)
