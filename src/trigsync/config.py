@@ -414,6 +414,7 @@ def _inside(path: str, directory: str) -> bool:
 
 
 def _check_overlap(syncs: Sequence[SyncConfig], origin: str) -> None:
+    _check_shared_targets(syncs, origin)
     for sync in syncs:
         # Resolved: a symlink must not hide the overlap from this check.
         source = os.path.realpath(sync.source)
@@ -430,3 +431,23 @@ def _check_overlap(syncs: Sequence[SyncConfig], origin: str) -> None:
                         f"{origin}: source {sync.source} lies inside target {dest}; "
                         "a full sync would delete it: choose a directory outside it"
                     )
+
+
+def _check_shared_targets(syncs: Sequence[SyncConfig], origin: str) -> None:
+    """Two workers on one destination: each full sync (--delete) would remove what the
+    other sends, so neither replica would ever equal its source."""
+    seen: dict[str, int] = {}
+    for i, sync in enumerate(syncs):
+        for spec in sync.targets:
+            url = spec.url
+            if url.startswith("/") or url.startswith("file://"):
+                key = os.path.realpath(url.removeprefix("file://"))
+            else:
+                key = url.rstrip("/")
+            if key in seen:
+                where = f"sync[{i}]" if seen[key] == i else f"sync[{seen[key]}] and sync[{i}]"
+                raise ConfigError(
+                    f"{origin}: target {url} is given twice ({where}); each full sync to it "
+                    "would delete what the other sends: give each its own directory"
+                )
+            seen[key] = i

@@ -73,3 +73,27 @@ def test_a_reload_that_changes_what_a_worker_is_built_from_replaces_it(
         config.Config(syncs=(old,), state_dir="/s"), config.Config(syncs=(new,), state_dir="/s")
     )
     assert p.targets == (reload.TargetPlan("/rep", reload.REPLACE),)
+
+
+@pytest.mark.parametrize(
+    "blocks",
+    [
+        '[[sync]]\nsource = "{src}"\ntargets = ["{rep}", "{rep}/"]\n',
+        '[[sync]]\nsource = "{src}"\ntargets = ["{rep}"]\n'
+        '[[sync]]\nsource = "{other}"\ntargets = ["file://{rep}"]\n',
+        '[[sync]]\nsource = "{src}"\ntargets = ["rsync://u@h/www/"]\n'
+        '[[sync]]\nsource = "{other}"\ntargets = ["rsync://u@h/www"]\n',
+    ],
+    ids=["twice-in-one-sync", "two-syncs-local", "two-syncs-daemon"],
+)
+def test_one_destination_given_twice_is_refused(tmp_path: Path, blocks: str) -> None:
+    """Two syncs (or one sync twice) to one destination started, and each full sync with
+    --delete removed what the other had sent: `run --once` said both were done (exit 0)
+    with the replica equal to neither source."""
+    src, other, rep = tmp_path / "src", tmp_path / "other", tmp_path / "rep"
+    src.mkdir()
+    other.mkdir()
+    path = tmp_path / "t.toml"
+    path.write_text(blocks.format(src=src, other=other, rep=rep))
+    with pytest.raises(ConfigError, match=r"is given twice .*give each its own directory"):
+        config.load(path)
