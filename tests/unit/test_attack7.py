@@ -10,7 +10,7 @@ import pytest
 from trigsync import config, reload
 from trigsync.config import SyncConfig
 from trigsync.errors import ConfigError
-from trigsync.targets import TargetSpec
+from trigsync.targets import TargetSpec, ssh
 
 
 def _load(tmp_path: Path, top: str, sync: str) -> config.Config:
@@ -97,3 +97,11 @@ def test_one_destination_given_twice_is_refused(tmp_path: Path, blocks: str) -> 
     path.write_text(blocks.format(src=src, other=other, rep=rep))
     with pytest.raises(ConfigError, match=r"is given twice .*give each its own directory"):
         config.load(path)
+
+
+@pytest.mark.parametrize("url", ["ssh://web2", "ssh://deploy@web2", "ssh://web2:2222"])
+def test_an_ssh_url_without_a_path_is_refused_not_taken_for_host_ssh(url: str) -> None:
+    """ "ssh://web2" (the path forgotten) was read in the scp form: host "ssh", path
+    "//web2", so trigsync logged in to a host named ssh and wrote to /web2 there."""
+    with pytest.raises(ConfigError, match=r"is not an ssh URL; write ssh://user@host"):
+        ssh.parse(url)
