@@ -30,7 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from . import mounts
-from .config_values import check_keys, hook_argv, metrics_address, positive, strings, webhook
+from .config_values import (
+    check_keys,
+    hook_argv,
+    metrics_address,
+    positive,
+    rsync_args,
+    strings,
+    webhook,
+)
 from .errors import ConfigError
 from .excludes import Excludes
 from .targets import DaemonTarget, TargetSpec, kind_of
@@ -315,7 +323,7 @@ def _sync(block: Any, origin: str, where: str) -> SyncConfig:
         timeout=int(block.get("timeout", 60)),
         contimeout=int(block.get("contimeout", 10)),
         rsync_path=str(block.get("rsync_path", "rsync")),
-        rsync_args=tuple(strings(block, "rsync_args", origin, where)),
+        rsync_args=rsync_args(block, origin, where),
         watch_modify=bool(block.get("watch_modify", False)),
         watch_backend=backend,
         reconcile_every=float(block.get("reconcile_every", 0)),
@@ -373,7 +381,7 @@ def _target(table: Any, origin: str, where: str, default_password: str | None) -
         remote_rsync=table.get("remote_rsync"),
         ssh_fast_path=table.get("ssh_fast_path", False),
         max_parallel=int(table.get("max_parallel", 2)),
-        extra_rsync_args=tuple(strings(table, "rsync_args", origin, where)),
+        extra_rsync_args=rsync_args(table, origin, where),
         # Only a daemon target without a password file takes the environment's password.
         password=None if table.get("password_file", default_password) else _env_password(url),
         on_success=hook_argv(table, "on_success", origin, where),

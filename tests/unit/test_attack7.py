@@ -105,3 +105,27 @@ def test_an_ssh_url_without_a_path_is_refused_not_taken_for_host_ssh(url: str) -
     "//web2", so trigsync logged in to a host named ssh and wrote to /web2 there."""
     with pytest.raises(ConfigError, match=r"is not an ssh URL; write ssh://user@host"):
         ssh.parse(url)
+
+
+@pytest.mark.parametrize(
+    ("arg", "why"),
+    [
+        ("--dry-run", "write nothing"),
+        ("-n", "write nothing"),
+        ("-avzn", "write nothing"),
+        ("--list-only", "write nothing"),
+        ("--only-write-batch=/tmp/b", "write nothing"),
+        ("--remove-source-files", "deletes each file sent from the source"),
+    ],
+)
+def test_rsync_args_that_replicate_nothing_are_refused(tmp_path: Path, arg: str, why: str) -> None:
+    """rsync_args = ["--dry-run"] started, logged every run as sent and `run --once` as
+    done (exit 0), while the replica never changed."""
+    with pytest.raises(ConfigError, match=rf"rsync_args holds .*{why}.*; remove it"):
+        _load(tmp_path, "", f"rsync_args = [{arg!r}]".replace("'", '"'))
+
+
+@pytest.mark.parametrize("arg", ["-avz", "--bwlimit=20m", "-e", "-B1024n", "--no-inc-recursive"])
+def test_rsync_args_that_replicate_are_kept(tmp_path: Path, arg: str) -> None:
+    (sync,) = _load(tmp_path, "", f"rsync_args = [{arg!r}]".replace("'", '"')).syncs
+    assert sync.rsync_args == (arg,)
