@@ -5,10 +5,12 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from tests.e2e.conftest import Start
+from tests.e2e.conftest import Start, refusing_replica
 from tests.e2e.harness import Replica, Trigsync, write_config
+from tests.e2e.harness import run_cli as trigsync
 from tests.e2e.test_reload import reload
 from tests.support.proc import ProcGroup
+from tests.support.rsyncd import RsyncDaemonFactory
 from tests.support.trees import wait_trees_equal
 
 
@@ -94,3 +96,23 @@ def test_reconcile_every_set_by_reload_repairs_drift(
     (path / "stray.php").write_text("<?php\n")
     wait_trees_equal(source, path, timeout=5)
     assert ts.stop() == 0
+
+
+def test_verify_against_a_daemon_that_refuses_some_paths_lists_the_drift(
+    rsync_daemon_factory: RsyncDaemonFactory, source: Path, tmp_path: Path
+) -> None:
+    """A daemon that refuses a path (its `exclude`, here *.secret) made every verify say
+    "cannot verify" (exit 5, "unreachable") and list nothing, not even a file changed on
+    the source: drift was hidden behind a reachable, working target."""
+    replica = refusing_replica(rsync_daemon_factory, max_connections=4)
+    (source / "ok.txt").write_text("ok\n")
+    (source / "key.secret").write_text("never on the receiver\n")
+    config = write_config(
+        tmp_path / "t.toml", source=source, replicas=[replica], state_dir=tmp_path / "state"
+    )
+    assert trigsync("run", "--config", str(config), "--once").returncode == 5
+    (source / "ok.txt").write_text("changed since\n")
+    done = trigsync("verify", "--config", str(config))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "cannot verify" not in done.stdout, done.stdout
+    assert "ok.txt" in done.stdout and "key.secret" in done.stdout, done.stdout
