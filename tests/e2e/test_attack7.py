@@ -116,3 +116,21 @@ def test_verify_against_a_daemon_that_refuses_some_paths_lists_the_drift(
     assert done.returncode == 1, done.stdout + done.stderr
     assert "cannot verify" not in done.stdout, done.stdout
     assert "ok.txt" in done.stdout and "key.secret" in done.stdout, done.stdout
+
+
+def test_pause_names_a_target_with_or_without_its_trailing_slash(
+    start_trigsync: Start, source: Path, tmp_path: Path
+) -> None:
+    """The README pauses `rsync://backup@10.0.0.2/www/` for the target its config writes
+    `rsync://backup@10.0.0.2/www`: that was "no target", exit 1, and nothing paused."""
+    path = tmp_path / "replica"
+    path.mkdir()
+    ts = start_trigsync(Replica("local", str(path), path))
+    state = str(tmp_path / "state")
+    done = trigsync("pause", f"{path}/", "--state-dir", state)
+    assert done.returncode == 0, done.stderr
+    (source / "held.txt").write_text("waits for resume\n")
+    ts.wait_log("held.txt", timeout=5)
+    assert not (path / "held.txt").exists(), "the target was not paused"
+    assert trigsync("resume", f"{path}//", "--state-dir", state).returncode == 0
+    wait_trees_equal(source, path, timeout=5)
