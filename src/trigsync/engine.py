@@ -140,11 +140,14 @@ class SyncJob:
         """Queue what changed while no trigsync was running on this state directory."""
         if last.first_start:
             return
-        if not last.clean:
-            log.warning(
-                "%s: the last run did not stop cleanly; reconciling every target",
-                self.config.source,
-            )
+        # A clock stepped back since the stop (NTP, a VM resumed) puts the stop in the
+        # future: a file changed while stopped may have a ctime before it.
+        went_back = last.stopped_at is not None and last.stopped_at > time.time()
+        if not last.clean or went_back:
+            why = "the last run did not stop cleanly"
+            if last.clean:
+                why = "the clock went back since the last stop"
+            log.warning("%s: %s; reconciling every target", self.config.source, why)
             self.submit(Batch(full=True))
         elif last.stopped_at is not None:
             # The kernel stamps ctime from a coarse clock (a few ms behind): look back a bit.

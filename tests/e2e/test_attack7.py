@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sqlite3
 from pathlib import Path
 
 from tests.e2e.conftest import Start, refusing_replica
@@ -134,3 +135,34 @@ def test_pause_names_a_target_with_or_without_its_trailing_slash(
     assert not (path / "held.txt").exists(), "the target was not paused"
     assert trigsync("resume", f"{path}//", "--state-dir", state).returncode == 0
     wait_trees_equal(source, path, timeout=5)
+
+
+def test_changes_while_stopped_arrive_after_the_clock_was_stepped_back(
+    procs: ProcGroup, source: Path, tmp_path: Path
+) -> None:
+    """The catch-up after a clean stop sends files whose ctime is after the stop's
+    wall-clock time. A clock that was ahead at the stop (NTP steps it back while
+    trigsync is down, a VM resumed) put the stop in the future: every file changed while
+    stopped looked older, and stayed off the replica for good. Here the stop time is
+    moved an hour ahead, as such a clock would have written it. (A clock stepped back by
+    less than trigsync was down leaves no trace to find.)"""
+    path = tmp_path / "replica"
+    path.mkdir()
+    replica = Replica("local", str(path), path)
+    (source / "page.html").write_text("v1\n")
+    state = tmp_path / "state"
+    config = write_config(
+        tmp_path / "t.toml", source=source, replicas=[replica], state_dir=state, initial_sync=False
+    )
+    ts = Trigsync(procs, config, "-v").start()
+    (source / "page.html").write_text("v1, sent\n")
+    wait_trees_equal(source, path)
+    assert ts.stop() == 0
+    with sqlite3.connect(state / "state.db") as db:
+        (stopped,) = db.execute("SELECT value FROM meta WHERE key = 'stopped_at'").fetchone()
+        ahead = repr(float(stopped) + 3600)
+        db.execute("UPDATE meta SET value = ? WHERE key = 'stopped_at'", (ahead,))
+    (source / "page.html").write_text("v2, written while stopped\n")
+    ts = Trigsync(procs, config, "-v").start()
+    wait_trees_equal(source, path, timeout=5)
+    assert ts.stop() == 0
