@@ -45,6 +45,8 @@ from .targets import DaemonTarget, TargetSpec, kind_of
 
 log = logging.getLogger(__name__)
 
+MAX_PARALLEL = 64  # most runs at once to one target
+
 
 @dataclass(frozen=True, slots=True)
 class CommandHook:
@@ -387,8 +389,12 @@ def _target(table: Any, origin: str, where: str, default_password: str | None) -
         on_success=hook_argv(table, "on_success", origin, where),
         on_failure=hook_argv(table, "on_failure", origin, where),
     )
-    if spec.max_parallel < 1:
-        raise ConfigError(f"{origin}: {where}.max_parallel must be 1 or more")
+    if not 1 <= spec.max_parallel <= MAX_PARALLEL:
+        # Each run is a lane the worker wakes for every change: a million took 13 s and
+        # 1 GB before the first run, and no receiver takes that many connections.
+        raise ConfigError(
+            f"{origin}: {where}.max_parallel is {spec.max_parallel}; use 1 to {MAX_PARALLEL}"
+        )
     try:
         kind_of(url)(spec, state_dir=Path("/nonexistent"))  # parse the URL now
     except ConfigError as exc:
