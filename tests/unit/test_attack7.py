@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from trigsync import config, reload
+from trigsync import config, reload, sersync
 from trigsync.config import SyncConfig
 from trigsync.errors import ConfigError
 from trigsync.targets import TargetSpec, ssh
@@ -144,3 +144,14 @@ def test_max_parallel_out_of_range_is_one_line(tmp_path: Path, n: int) -> None:
     )
     with pytest.raises(ConfigError, match=rf"max_parallel is {n}; use 1 to 64"):
         config.load(path)
+
+
+def test_a_sersync_localpath_without_remote_names_the_xml_fix() -> None:
+    """A <localpath> with no <remote> said: add targets = ["rsync://user@host/module"],
+    TOML advice for a sersync user running `trigsync -r -o confxml.xml`."""
+    bad = b'<head><sersync><localpath watch="/"></localpath></sersync></head>'
+    with pytest.raises(ConfigError) as info:
+        sersync.parse(bad, origin="confxml.xml")
+    message = str(info.value)
+    assert message.startswith("confxml.xml: <localpath>: "), message
+    assert '<remote ip="HOST" name="MODULE"/>' in message and "targets =" not in message
