@@ -115,6 +115,11 @@ class Dispatcher:
         self._closed.set()
         self._wake.set()
 
+    def succeed(self, old: Dispatcher) -> None:
+        """Go on with a reload's retired worker's counts and last success (status and
+        metrics would say "never" for a target just sent to)."""
+        self._tally = old._tally
+
     def release(self) -> None:
         """Free what the worker holds open, once it has ended (its source view)."""
         self._runner.view.close()

@@ -294,6 +294,7 @@ class Reloader:
             old.release()
             leftover = old.unconfirmed()
             if successor is not None:
+                successor.succeed(old)
                 successor.submit(leftover)
                 successor.hold(False)  # its pause is the user's, set in _change
                 for job in engine.jobs:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import signal
 import sqlite3
 from pathlib import Path
+from typing import Any, cast
 
 from tests.e2e.conftest import Start, refusing_replica
 from tests.e2e.harness import Replica, Trigsync, write_config
 from tests.e2e.harness import run_cli as trigsync
 from tests.e2e.test_reload import reload
-from tests.support.proc import ProcGroup
+from tests.e2e.test_service import status
+from tests.support.proc import ProcGroup, wait_for
 from tests.support.rsyncd import RsyncDaemonFactory
 from tests.support.trees import wait_trees_equal
 
@@ -166,3 +168,37 @@ def test_changes_while_stopped_arrive_after_the_clock_was_stepped_back(
     ts = Trigsync(procs, config, "-v").start()
     wait_trees_equal(source, path, timeout=5)
     assert ts.stop() == 0
+
+
+def test_a_reload_that_replaces_a_worker_keeps_its_last_success_and_counts(
+    procs: ProcGroup, source: Path, tmp_path: Path
+) -> None:
+    """A reload that changed a target's settings gave it a new worker with fresh counts:
+    status said LAST SUCCESS never (trigsync_last_success_timestamp_seconds vanished from
+    the metrics) and SENT 0 for a target that had just been sent to."""
+    path = tmp_path / "replica"
+    path.mkdir()
+    replica = Replica("local", str(path), path)
+    state = tmp_path / "state"
+    config = write_config(
+        tmp_path / "t.toml", source=source, replicas=[replica], state_dir=state, initial_sync=False
+    )
+    ts = Trigsync(procs, config, "-v").start()
+    (source / "a.txt").write_text("a\n")
+    wait_trees_equal(source, path)
+    wait_for(lambda: target_status(state)["paths_sent"] == 1, 5, what="the count")
+    before = target_status(state)
+    changed = Replica("local", str(path), path, {"rsync_args": ["--bwlimit=100m"]})
+    reload(ts, tmp_path, source, changed, initial_sync=False)
+    (source / "b.txt").write_text("b, sent by the new worker\n")
+    wait_trees_equal(source, path)
+    wait_for(lambda: target_status(state)["batches"] >= 2, 5, what="the counts carried over")
+    after = target_status(state)
+    assert after["last_success"] >= before["last_success"], (before, after)
+    assert (after["batches"], after["paths_sent"]) == (2, 2), after
+    assert ts.stop() == 0
+
+
+def target_status(state: Path) -> dict[str, Any]:
+    ((target,),) = (s["targets"] for s in status(state)["syncs"])
+    return cast("dict[str, Any]", target)
