@@ -52,10 +52,16 @@ class SyncJob:
         ]
         # A reload's new worker -> the old one it waits for (its run in flight, its pending).
         self.predecessors: dict[Dispatcher, Dispatcher] = {}
+        self.attach_commands()
+        self.watcher: Watcher | None = None
+
+    def attach_commands(self) -> None:
+        """sersync's command plugin, on the first target's worker (each file once); again
+        after a reload, which gives the workers their observers anew."""
+        config = self.config
         if config.command_hooks and self.dispatchers:
             commands = CommandHooks(self.source, config.command_hooks, config.hook_timeout)
             self.dispatchers[0].observers.append(commands.observe)
-        self.watcher: Watcher | None = None
 
     @property
     def targets(self) -> list[targets.Target]:

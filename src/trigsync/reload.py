@@ -268,6 +268,7 @@ class Reloader:
             kept.append(d)
         job.config = sync
         job.dispatchers = kept
+        job.attach_commands()
         if p.rewatch:
             previous = job.watcher
             job.watcher, job.excludes = fresh.watchers[p.source]  # placed in _build

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sqlite3
+import sys
 from pathlib import Path
 from typing import Any, cast
 
@@ -202,3 +203,37 @@ def test_a_reload_that_replaces_a_worker_keeps_its_last_success_and_counts(
 def target_status(state: Path) -> dict[str, Any]:
     ((target,),) = (s["targets"] for s in status(state)["syncs"])
     return cast("dict[str, Any]", target)
+
+
+def test_the_sersync_command_hook_runs_after_a_reload(
+    procs: ProcGroup, source: Path, tmp_path: Path
+) -> None:
+    """sersync's command plugin (command_hook) hung on the first target's worker as an
+    extra observer; a reload that kept that worker reset its observers to its hooks, and
+    one that replaced it built a worker without it: after the first SIGHUP that changed
+    the sync (a target added, a setting changed), the command never ran again."""
+    first, second = tmp_path / "r1", tmp_path / "r2"
+    first.mkdir()
+    second.mkdir()
+    replicas = [Replica("local", str(first), first)]
+    done = tmp_path / "ran"
+    done.mkdir()
+    argv = [sys.executable, "-c", COMMAND, str(done)]
+    extra: dict[str, object] = {"command_hook": [{"argv": argv}]}
+    state = tmp_path / "state"
+    config = write_config(
+        tmp_path / "t.toml", source=source, replicas=replicas, state_dir=state, extra=extra
+    )
+    ts = Trigsync(procs, config, "-v").start()
+    (source / "before.php").write_text("<?php\n")
+    wait_for((done / "before.php").exists, 5, what="the command before the reload")
+    replicas.append(Replica("local", str(second), second))
+    reload(ts, tmp_path, source, *replicas, extra=extra)
+    (source / "after.php").write_text("<?php\n")
+    wait_trees_equal(source, second, timeout=5)
+    wait_for((done / "after.php").exists, 5, what="the command after the reload")
+    assert ts.stop() == 0
+
+
+# Records each call by the base name of its argument, the path sent.
+COMMAND = "import os, sys; open(os.path.join(sys.argv[1], os.path.basename(sys.argv[2])), 'w')"
