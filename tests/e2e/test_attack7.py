@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, cast
 
-from tests.e2e.conftest import Start, refusing_replica
+from tests.e2e.conftest import Start, daemon_replica, refusing_replica
 from tests.e2e.harness import Replica, Trigsync, write_config
 from tests.e2e.harness import run_cli as trigsync
 from tests.e2e.test_reload import reload
@@ -237,3 +237,22 @@ def test_the_sersync_command_hook_runs_after_a_reload(
 
 # Records each call by the base name of its argument, the path sent.
 COMMAND = "import os, sys; open(os.path.join(sys.argv[1], os.path.basename(sys.argv[2])), 'w')"
+
+
+def test_doctor_names_the_fix_for_a_host_the_daemon_denies(
+    rsync_daemon_factory: RsyncDaemonFactory, source: Path, tmp_path: Path
+) -> None:
+    """A tutorial's `hosts allow = 192.168.1.0/24` that leaves out the sender: doctor said
+    "cannot list module www: @ERROR: access denied ..." and no fix."""
+    replica = daemon_replica(rsync_daemon_factory)
+    assert replica.daemon is not None
+    conf = replica.daemon.config_path
+    conf.write_text(conf.read_text() + "hosts allow = 192.168.1.0/24\n")
+    replica.daemon.restart()
+    config = write_config(
+        tmp_path / "t.toml", source=source, replicas=[replica], state_dir=tmp_path / "state"
+    )
+    done = trigsync("doctor", "--config", str(config))
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = [x for x in done.stdout.splitlines() if x.startswith("ERROR")]
+    assert "denies this host (127.0.0.1)" in line and "'hosts allow'" in line, line
