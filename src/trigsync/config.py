@@ -29,7 +29,15 @@ from typing import Any
 
 from . import mounts
 from .config_data import CommandHook, Config, SyncConfig, default_state_dir, private_dir
-from .config_values import check_keys, hook_argv, metrics_address, positive, strings, webhook
+from .config_values import (
+    check_keys,
+    hook_argv,
+    metrics_address,
+    positive,
+    rsync_args,
+    strings,
+    webhook,
+)
 from .errors import ConfigError
 from .excludes import Excludes
 from .targets import DaemonTarget, TargetSpec, kind_of
@@ -47,6 +55,8 @@ __all__ = [
     "private_dir",
     "with_env_password",
 ]
+
+MAX_PARALLEL = 64  # most runs at once to one target
 
 
 _TOP_KEYS: dict[str, Any] = {
@@ -237,6 +247,11 @@ def _sync(block: Any, origin: str, where: str) -> SyncConfig:
         raise ConfigError(
             f'{origin}: {where}.watch_backend is {backend!r}; use "auto", "fanotify" or "inotify"'
         )
+    if block.get("reconcile_every", 0) < 0:
+        raise ConfigError(
+            f"{origin}: {where}.reconcile_every must be 0 or a positive number of seconds"
+            " (0: no periodic full sync)"
+        )
     for key in ("timeout", "contimeout", "retry_max"):
         if key in block and block[key] <= 0:
             raise ConfigError(f"{origin}: {where}.{key} must be a positive number of seconds")
@@ -249,7 +264,7 @@ def _sync(block: Any, origin: str, where: str) -> SyncConfig:
         timeout=int(block.get("timeout", 60)),
         contimeout=int(block.get("contimeout", 10)),
         rsync_path=str(block.get("rsync_path", "rsync")),
-        rsync_args=tuple(strings(block, "rsync_args", origin, where)),
+        rsync_args=rsync_args(block, origin, where),
         watch_modify=bool(block.get("watch_modify", False)),
         watch_backend=backend,
         reconcile_every=float(block.get("reconcile_every", 0)),
@@ -307,14 +322,18 @@ def _target(table: Any, origin: str, where: str, default_password: str | None) -
         remote_rsync=table.get("remote_rsync"),
         ssh_fast_path=table.get("ssh_fast_path", False),
         max_parallel=int(table.get("max_parallel", 2)),
-        extra_rsync_args=tuple(strings(table, "rsync_args", origin, where)),
+        extra_rsync_args=rsync_args(table, origin, where),
         # Only a daemon target without a password file takes the environment's password.
         password=None if table.get("password_file", default_password) else _env_password(url),
         on_success=hook_argv(table, "on_success", origin, where),
         on_failure=hook_argv(table, "on_failure", origin, where),
     )
-    if spec.max_parallel < 1:
-        raise ConfigError(f"{origin}: {where}.max_parallel must be 1 or more")
+    if not 1 <= spec.max_parallel <= MAX_PARALLEL:
+        # Each run is a lane the worker wakes for every change: a million took 13 s and
+        # 1 GB before the first run, and no receiver takes that many connections.
+        raise ConfigError(
+            f"{origin}: {where}.max_parallel is {spec.max_parallel}; use 1 to {MAX_PARALLEL}"
+        )
     try:
         kind_of(url)(spec, state_dir=Path("/nonexistent"))  # parse the URL now
     except ConfigError as exc:
@@ -348,6 +367,7 @@ def _inside(path: str, directory: str) -> bool:
 
 
 def _check_overlap(syncs: Sequence[SyncConfig], origin: str) -> None:
+    _check_shared_targets(syncs, origin)
     for sync in syncs:
         # Resolved: a symlink must not hide the overlap from this check.
         source = os.path.realpath(sync.source)
@@ -364,3 +384,23 @@ def _check_overlap(syncs: Sequence[SyncConfig], origin: str) -> None:
                         f"{origin}: source {sync.source} lies inside target {dest}; "
                         "a full sync would delete it: choose a directory outside it"
                     )
+
+
+def _check_shared_targets(syncs: Sequence[SyncConfig], origin: str) -> None:
+    """Two workers on one destination: each full sync (--delete) would remove what the
+    other sends, so neither replica would ever equal its source."""
+    seen: dict[str, int] = {}
+    for i, sync in enumerate(syncs):
+        for spec in sync.targets:
+            url = spec.url
+            if url.startswith("/") or url.startswith("file://"):
+                key = os.path.realpath(url.removeprefix("file://"))
+            else:
+                key = url.rstrip("/")
+            if key in seen:
+                where = f"sync[{i}]" if seen[key] == i else f"sync[{seen[key]}] and sync[{i}]"
+                raise ConfigError(
+                    f"{origin}: target {url} is given twice ({where}); each full sync to it "
+                    "would delete what the other sends: give each its own directory"
+                )
+            seen[key] = i

@@ -4,6 +4,7 @@ ConfigError with one line that names the file, the key and the fix."""
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -62,6 +63,12 @@ def check_keys(
             raise ConfigError(
                 f"{origin}: {prefix}{key} must be of type {names}, not {type(value).__name__}"
             )
+        if isinstance(value, float) and not math.isfinite(value):
+            # TOML allows inf and nan: delay = inf never sent a change, and nan passes
+            # every range check (each comparison with nan is false).
+            raise ConfigError(
+                f"{origin}: {prefix}{key} is {value}; give a finite number of seconds"
+            )
 
 
 def strings(table: Mapping[str, Any], key: str, origin: str, where: str) -> list[str]:
@@ -69,3 +76,34 @@ def strings(table: Mapping[str, Any], key: str, origin: str, where: str) -> list
     if not all(isinstance(v, str) for v in values):
         raise ConfigError(f"{origin}: {where}.{key} must be a list of strings")
     return list(values)
+
+
+# rsync options after which a run writes nothing, or which destroy the source: trigsync
+# would log each run as sent while the replica never changes (or empty the source).
+_NOTHING_WRITTEN = {
+    "--dry-run": "makes every run write nothing",
+    "--list-only": "makes every run write nothing",
+    "--only-write-batch": "makes every run write nothing",
+    "--read-batch": "replays a batch file instead of the source",
+    "--remove-source-files": "deletes each file sent from the source",
+}
+# rsync's short options that take a value: the rest of a bundle is that value.
+_SHORT_WITH_VALUE = frozenset("BefMT@")
+
+
+def rsync_args(table: Mapping[str, Any], origin: str, where: str) -> tuple[str, ...]:
+    """``rsync_args``, without an option that would make trigsync report runs that
+    replicate nothing."""
+    args = strings(table, "rsync_args", origin, where)
+    for arg in args:
+        name = arg.split("=", 1)[0]
+        why = _NOTHING_WRITTEN.get(name)
+        if why is None and arg.startswith("-") and not arg.startswith("--"):
+            for letter in arg[1:]:
+                if letter in _SHORT_WITH_VALUE:
+                    break
+                if letter == "n":
+                    why = _NOTHING_WRITTEN["--dry-run"]
+        if why is not None:
+            raise ConfigError(f"{origin}: {where}.rsync_args holds {arg!r}, which {why}; remove it")
+    return tuple(args)

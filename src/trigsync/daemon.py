@@ -176,7 +176,9 @@ class Sidecar:
             return every
         if not isinstance(target, str):  # garbage such as {} must not mean "all"
             raise LookupError(f"target must be a URL string, not {target!r}")
-        chosen = [d for d in every if target in (d.target.name, d.key)]
+        # The README's `trigsync pause rsync://host/www/` names `rsync://host/www` too.
+        wanted = target.rstrip("/")
+        chosen = [d for d in every if wanted in (d.target.name.rstrip("/"), d.key.rstrip("/"))]
         if not chosen:
             names = ", ".join(d.target.name for d in every)
             raise LookupError(f"no target {target!r}; targets: {names}")

@@ -115,6 +115,11 @@ class Dispatcher:
         self._closed.set()
         self._wake.set()
 
+    def succeed(self, old: Dispatcher) -> None:
+        """Go on with a reload's retired worker's counts and last success (status and
+        metrics would say "never" for a target just sent to)."""
+        self._tally = old._tally
+
     def release(self) -> None:
         """Free what the worker holds open, once it has ended (its source view)."""
         self._runner.view.close()
@@ -184,8 +189,8 @@ class Dispatcher:
         while True:
             if self.pending and self.settings.delay and not self._closing and self._since:
                 wait = self._since + self.settings.delay - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)  # lsyncd-style aggregation
+                if wait > 0:  # lsyncd-style aggregation, which a stop cuts short
+                    await self._sleep_unless_closing(wait)
             idle = not self._flights  # a batch that takes everything may confirm its rows
             seq = self.journal.sequence()
             single = time.monotonic() < self._single_until

@@ -42,6 +42,7 @@ PROBE = ".trigsync-doctor"
 LINK_TARGET = "/trigsync-doctor/probe"
 _LISTING = re.compile(r"^\S+\s+([\d,.]+)\s+(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) (.*)$")
 _MAX_CONN = re.compile(r"max connections \((\d+)\) reached")
+_DENIED = re.compile(r"@ERROR: access denied to \S+ from \S+ \(([^)]*)\)")
 
 
 class _Daemon:
@@ -150,15 +151,27 @@ def _access(d: _Daemon) -> Finding:
         return Finding(
             Level.ERROR, d.target.name, f"auth failed for user {user!r} on module {module!r}: {fix}"
         )
+    why = _refused(out, module)
+    if why is not None:
+        return Finding(Level.ERROR, d.target.name, why)
+    return Finding(Level.ERROR, d.target.name, f"cannot list module {module}: {_last(out)}")
+
+
+def _refused(out: str, module: str) -> str | None:
+    """The daemon's refusal of this host or of one more connection, with its fix."""
+    denied = _DENIED.search(out)
+    if denied:
+        return (
+            f"the daemon denies this host ({denied[1]}) access to [{module}]: add it to "
+            f"'hosts allow' (and keep it out of 'hosts deny') of [{module}] in its rsyncd.conf"
+        )
     busy = _MAX_CONN.search(out)
     if busy:
-        return Finding(
-            Level.ERROR,
-            d.target.name,
+        return (
             f"the daemon refuses: max connections ({busy[1]}) reached; raise max connections "
-            f"in [{module}] or stop what holds the slots",
+            f"in [{module}] or stop what holds the slots"
         )
-    return Finding(Level.ERROR, d.target.name, f"cannot list module {module}: {_last(out)}")
+    return None
 
 
 def _open_but_unlisted(d: _Daemon, out: str) -> Finding | None:

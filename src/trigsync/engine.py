@@ -37,6 +37,8 @@ class Engine:
         self._parts: dict[str, asyncio.Task[None]] = {}  # what must stay alive, by name
         self.workers: dict[Dispatcher, asyncio.Task[None]] = {}
         self.pumps: dict[SyncJob, asyncio.Task[None]] = {}
+        # Each job's reconcile_every timer, with the period it was started for.
+        self.periodic: dict[SyncJob, tuple[float, asyncio.Task[None]]] = {}
         self._part_ended = asyncio.Event()  # a pump, worker or the journal ended by itself
         self.observers: list[Callable[[RunReport], None]] = []  # told of every target's runs
 
@@ -112,6 +114,18 @@ class Engine:
         self.workers[dispatcher] = asyncio.create_task(dispatcher.run())
         self.workers[dispatcher].add_done_callback(ended)
 
+    def retime(self) -> None:
+        """Start, restart or end each job's reconcile_every timer as its config says now
+        (a reload that leaves a period alone leaves its timer running)."""
+        for job, (seconds, task) in list(self.periodic.items()):
+            if job not in self.jobs or job.config.reconcile_every != seconds:
+                task.cancel()
+                del self.periodic[job]
+        for job in self.jobs:
+            seconds = job.config.reconcile_every
+            if seconds and job not in self.periodic:
+                self.periodic[job] = (seconds, asyncio.create_task(job.reconcile_every(seconds)))
+
     def start_pump(self, job: SyncJob) -> None:
         self.pumps[job] = asyncio.create_task(job.pump())
         self.pumps[job].add_done_callback(self._ended)
@@ -151,11 +165,7 @@ class Engine:
                 journal.append(asyncio.create_task(write_behind(self.store, self._unconfirmed)))
                 journal[-1].add_done_callback(self._ended)
                 self._parts["journal"] = journal[-1]
-            aux += [
-                asyncio.create_task(job.reconcile_every(job.config.reconcile_every))
-                for job in self.jobs
-                if job.config.reconcile_every
-            ]
+            self.retime()
             self._started = time.time()
             self.ready.set()
             # The pumps and workers may change on a reload (SIGHUP): wait on events, not
@@ -166,8 +176,10 @@ class Engine:
             for waiter in waits:
                 waiter.cancel()
             pumps = list(self.pumps.values())
-            for pump in pumps:
-                pump.cancel()
+            # A tick during the last send would queue another full sync, and one longer
+            # than reconcile_every would hold the stop up for good.
+            for task in [*pumps, *(t for _, t in self.periodic.values())]:
+                task.cancel()
             unwatched_at = time.time()  # changes after this are found by the next start
             fatal = _fatal(pumps, [*self.workers.values(), *journal])
             for dispatcher in self._dispatchers:
@@ -186,7 +198,8 @@ class Engine:
             elif self.store is not None:
                 self.store.end_run(unwatched_at)
         finally:
-            for task in [*self.workers.values(), *self.pumps.values(), *aux, *journal]:
+            periodic = [t for _, t in self.periodic.values()]
+            for task in [*self.workers.values(), *self.pumps.values(), *periodic, *aux, *journal]:
                 task.cancel()
             self._close()
 

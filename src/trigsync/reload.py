@@ -72,9 +72,11 @@ def worker_inputs(sync: SyncConfig, spec: TargetSpec) -> tuple[object, ...]:
         sync.timeout,
         sync.contimeout,
         sync.excludes,
+        sync.exclude_regex,  # translated into the rsync patterns of every run
         sync.rsync_args,
         sync.delay,
         sync.standby,
+        sync.retry_max,
     )
 
 
@@ -218,6 +220,7 @@ class Reloader:
                 jobs[p.source].config = syncs[p.source]
         engine.config = new
         engine.refresh_dispatchers()
+        engine.retime()
         await self._retire(retired)
 
     def _start_job(self, job: SyncJob) -> None:
@@ -266,6 +269,7 @@ class Reloader:
             kept.append(d)
         job.config = sync
         job.dispatchers = kept
+        job.attach_commands()
         if p.rewatch:
             previous = job.watcher
             job.watcher, job.excludes = fresh.watchers[p.source]  # placed in _build
@@ -292,6 +296,7 @@ class Reloader:
             old.release()
             leftover = old.unconfirmed()
             if successor is not None:
+                successor.succeed(old)
                 successor.submit(leftover)
                 successor.hold(False)  # its pause is the user's, set in _change
                 for job in engine.jobs:

@@ -244,6 +244,11 @@ class _Reader:
                 if password_file and not ssh:
                     table["password_file"] = password_file
                 targets.append(table)
+            if not targets:  # the TOML's own advice (targets = [...]) fits no XML file
+                raise self.fail(
+                    "localpath",
+                    f'watch="{source}" has no <remote>; add <remote ip="HOST" name="MODULE"/>',
+                )
             blocks.append({"source": source, "target": targets, **common, **params})
         if not blocks:
             raise self.fail("sersync", 'has no <localpath watch="/dir">; add one')

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from pathlib import Path
 
 from . import fanwatch, mounts, rsync, targets
@@ -48,10 +49,16 @@ class SyncJob:
         ]
         # A reload's new worker -> the old one it waits for (its run in flight, its pending).
         self.predecessors: dict[Dispatcher, Dispatcher] = {}
+        self.attach_commands()
+        self.watcher: Watcher | None = None
+
+    def attach_commands(self) -> None:
+        """sersync's command plugin, on the first target's worker (each file once); again
+        after a reload, which gives the workers their observers anew."""
+        config = self.config
         if config.command_hooks and self.dispatchers:
             commands = CommandHooks(self.source, config.command_hooks, config.hook_timeout)
             self.dispatchers[0].observers.append(commands.observe)
-        self.watcher: Watcher | None = None
 
     @property
     def targets(self) -> list[targets.Target]:
@@ -136,11 +143,14 @@ class SyncJob:
         """Queue what changed while no trigsync was running on this state directory."""
         if last.first_start:
             return
-        if not last.clean:
-            log.warning(
-                "%s: the last run did not stop cleanly; reconciling every target",
-                self.config.source,
-            )
+        # A clock stepped back since the stop (NTP, a VM resumed) puts the stop in the
+        # future: a file changed while stopped may have a ctime before it.
+        went_back = last.stopped_at is not None and last.stopped_at > time.time()
+        if not last.clean or went_back:
+            why = "the last run did not stop cleanly"
+            if last.clean:
+                why = "the clock went back since the last stop"
+            log.warning("%s: %s; reconciling every target", self.config.source, why)
             self.submit(Batch(full=True))
         elif last.stopped_at is not None:
             # The kernel stamps ctime from a coarse clock (a few ms behind): look back a bit.

@@ -47,9 +47,20 @@ async def _one(source: str, name: str, options: rsync.Options, transport: rsync.
         result = await rsync.run(argv, stdin=rules, env=transport.env, stdout=True)
     finally:
         view.close()
+    text = result.stdout.decode("utf-8", "backslashreplace")
+    lines = tuple(line for line in text.splitlines() if line.strip())
+    if result.code == rsync.PARTIAL:
+        # The receiver refused some paths (a daemon's exclude, a full disk): it was
+        # reached and compared, so what differs is listed, and each refusal is drift too.
+        errors = result.stderr.decode("utf-8", "backslashreplace").splitlines()
+        return Drift(source, name, lines + tuple(e for e in errors if _refusal(e)))
     try:
         rsync.raise_for(result, f"target {name}")
     except SyncError as exc:
         return Drift(source, name, (), str(exc))
-    text = result.stdout.decode("utf-8", "backslashreplace")
-    return Drift(source, name, tuple(line for line in text.splitlines() if line.strip()))
+    return Drift(source, name, lines)
+
+
+def _refusal(line: str) -> bool:
+    """A line of rsync's stderr that names a path, not its closing summary."""
+    return bool(line.strip()) and not line.startswith("rsync error: ")

@@ -48,7 +48,8 @@ class SshAddress:
 
 
 def parse(url: str) -> SshAddress:
-    m = _URL.fullmatch(url) or _SCP.fullmatch(url)
+    # Not the scp form's: "ssh://host" would be host "ssh", path "//host".
+    m = _URL.fullmatch(url) if url.startswith("ssh://") else _SCP.fullmatch(url)
     if m is None:
         raise ConfigError(
             f"target {url!r} is not an ssh URL; write ssh://user@host[:port]/path or user@host:/path"
