@@ -97,8 +97,8 @@ def replica(request: pytest.FixtureRequest, tmp_path: Path) -> Replica:
     return local_replica(tmp_path)
 
 
-def local_replica(tmp_path: Path) -> Replica:
-    path = tmp_path / "replica"
+def local_replica(tmp_path: Path, name: str = "replica") -> Replica:
+    path = tmp_path / name
     path.mkdir()
     return Replica("local", str(path), path)
 

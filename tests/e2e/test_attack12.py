@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Start
+from tests.e2e.conftest import Start, local_replica
 from tests.e2e.harness import Replica, Trigsync, write_config
 from tests.support.proc import ProcGroup, wait_for
 from tests.support.trees import wait_trees_equal
@@ -221,12 +221,6 @@ def test_a_write_through_one_hard_link_reaches_every_name(
     wait_trees_equal(source, replica.path, timeout=10)
 
 
-def _local(tmp_path: Path, name: str) -> Replica:
-    path = tmp_path / name
-    path.mkdir()
-    return Replica("local", str(path), path)
-
-
 def _restart_with(
     procs: ProcGroup,
     tmp_path: Path,
@@ -254,7 +248,7 @@ def test_an_exclude_removed_across_a_restart_sends_what_it_had_kept_out(
     # with the same edit reconciles every target).
     (source / "page.html").write_bytes(b"page\n")
     (source / "app.log").write_bytes(b"an old log line\n")
-    replica = _local(tmp_path, "replica")
+    replica = local_replica(tmp_path, "replica")
     _restart_with(
         procs,
         tmp_path,
@@ -272,7 +266,7 @@ def test_a_target_added_across_a_restart_gets_the_whole_tree(
     # changes from now on reach it (SIGHUP with the same edit gives it a full sync).
     (source / "d").mkdir()
     (source / "d" / "page.html").write_bytes(b"page\n")
-    first, added = _local(tmp_path, "first"), _local(tmp_path, "added")
+    first, added = local_replica(tmp_path, "first"), local_replica(tmp_path, "added")
     _restart_with(
         procs,
         tmp_path,
@@ -297,7 +291,7 @@ def test_a_source_given_as_a_release_symlink_follows_the_deploy_swap(
     (tmp_path / "rel2" / "new.html").write_bytes(b"only in release 2\n")
     current = tmp_path / "current"
     current.symlink_to("rel1")
-    replica = _local(tmp_path, "replica")
+    replica = local_replica(tmp_path, "replica")
     config = write_config(
         tmp_path / "trigsync.toml", source=current, replicas=[replica], state_dir=tmp_path / "st"
     )

@@ -19,6 +19,7 @@ from typing import Protocol
 
 import pytest
 
+from tests.e2e.conftest import local_replica
 from tests.e2e.harness import ENV, Replica, Trigsync, write_config
 from tests.e2e.harness import run_cli as trigsync
 from tests.support.proc import ProcGroup, wait_for
@@ -26,12 +27,6 @@ from tests.support.rsyncd import RsyncDaemonFactory
 from tests.support.trees import wait_trees_equal
 from trigsync import control
 from trigsync.errors import ControlError
-
-
-def local(tmp_path: Path, name: str = "replica") -> Replica:
-    path = tmp_path / name
-    path.mkdir()
-    return Replica("local", str(path), path)
 
 
 def lock_pid(state: Path) -> int | None:
@@ -60,7 +55,7 @@ def test_daemon_with_a_pid_file_in_a_missing_directory_fails_fast(
     so the parent waited forever and the child ran on without heartbeat or watchdog."""
     state = tmp_path / "state"
     config = write_config(
-        tmp_path / "t.toml", source=source, replicas=[local(tmp_path)], state_dir=state
+        tmp_path / "t.toml", source=source, replicas=[local_replica(tmp_path)], state_dir=state
     )
     pid_file = tmp_path / "missing" / "trigsync.pid"
     with reaped(state):
@@ -83,7 +78,7 @@ def test_a_config_that_is_not_utf8_is_one_line_at_start_and_refused_on_reload(
 ) -> None:
     """tomllib decodes the file itself: its UnicodeDecodeError escaped config.load, a
     traceback at start and an unretrieved task exception (no refusal line) on SIGHUP."""
-    replica = local(tmp_path)
+    replica = local_replica(tmp_path)
     bad = tmp_path / "bad.toml"
     bad.write_bytes(b"# caf\xe9\nstate_dir = 'x'\n")
     result = trigsync("run", "--config", str(bad))
@@ -115,7 +110,9 @@ def test_service_install_refuses_a_config_path_a_unit_cannot_hold(
     where = Path(os.fsencode(tmp_path).decode() + "/" + name)  # surrogateescape'd bytes
     os.makedirs(os.fsencode(where))
     config = Path(os.fsdecode(os.fsencode(where) + b"/t.toml"))
-    write_config(config, source=source, replicas=[local(tmp_path)], state_dir=tmp_path / "s")
+    write_config(
+        config, source=source, replicas=[local_replica(tmp_path)], state_dir=tmp_path / "s"
+    )
     units = tmp_path / "units"
     result = trigsync("service", "install", "--config", str(config), "--unit-dir", str(units))
     assert result.returncode == 2, result
@@ -131,7 +128,10 @@ def test_service_install_escapes_specifiers_in_the_description(
     where = tmp_path / "p%h"
     where.mkdir()
     config = write_config(
-        where / "t.toml", source=source, replicas=[local(tmp_path)], state_dir=tmp_path / "s"
+        where / "t.toml",
+        source=source,
+        replicas=[local_replica(tmp_path)],
+        state_dir=tmp_path / "s",
     )
     units = tmp_path / "units"
     result = trigsync("service", "install", "--config", str(config), "--unit-dir", str(units))
@@ -188,7 +188,7 @@ def test_a_slow_webhook_never_blocks_replication_or_the_stop(
     time limit abandons the await, not the thread, so a server that trickles keeps every
     thread busy for good. The journal and the full sync's scan use the same executor:
     past 6 runs, sync-now never ran and SIGTERM hung in the journal's final save."""
-    replica = local(tmp_path)
+    replica = local_replica(tmp_path)
     config = write_config(
         tmp_path / "t.toml",
         source=source,
@@ -232,7 +232,7 @@ def test_a_hook_that_floods_stderr_does_not_grow_the_daemon(
     one that writes without end grew the daemon by 1.5 GB in 3 s. Then, at the time
     limit, proc.wait() never returned (Python 3.11 waits for the child's pipes, and the
     cancelled reader had paused stderr): that target's hooks were wedged for good."""
-    replica = local(tmp_path)
+    replica = local_replica(tmp_path)
     config = write_config(
         tmp_path / "t.toml",
         source=source,
@@ -261,7 +261,7 @@ def test_the_canary_never_overwrites_a_file_of_the_same_name_in_the_source(
     """The probe was written with O_TRUNC and unlinked after: a file already in the
     source under the canary's name (canary_name is configurable) was destroyed, in the
     source and, through replication, on every target."""
-    replica = local(tmp_path)
+    replica = local_replica(tmp_path)
     (source / "index.html").write_text("the site's front page\n")
     config = write_config(
         tmp_path / "t.toml",
@@ -288,7 +288,7 @@ def test_two_daemons_on_one_source_run_their_canaries_at_once(
     one canary failed with 'the target holds other bytes' or 'it never arrived'."""
     states = []
     for name in ("one", "two"):
-        replica = local(tmp_path, f"replica-{name}")
+        replica = local_replica(tmp_path, f"replica-{name}")
         state = tmp_path / f"state-{name}"
         config = write_config(
             tmp_path / f"{name}.toml",
@@ -367,7 +367,7 @@ def test_a_reload_whose_new_watcher_cannot_be_placed_is_refused_whole(
     from trigsync.errors import WatchLimitError
     from trigsync.reload import Reloader
 
-    replica = local(tmp_path)
+    replica = local_replica(tmp_path)
     path = tmp_path / "t.toml"
     write_config(path, source=source, replicas=[replica], state_dir=tmp_path / "state")
     engine = Engine(cfgmod.load(path))
@@ -454,7 +454,7 @@ def test_malformed_control_requests_are_refused_not_taken_for_all(
 ) -> None:
     """{"target": {}} (or [], 0, false) paused every target: select() read any falsy
     target as 'all'. A canary_timeout of 1e999 (inf) or true was accepted."""
-    replica = local(tmp_path)
+    replica = local_replica(tmp_path)
     state = tmp_path / "state"
     config = write_config(tmp_path / "t.toml", source=source, replicas=[replica], state_dir=state)
     Trigsync(procs, config).start()
@@ -478,7 +478,7 @@ def test_a_notify_socket_nobody_reads_never_stalls_the_daemon(
     was full (net.unix.max_dgram_qlen, 10 datagrams; a busy PID 1, a supervisor that
     sets NOTIFY_SOCKET and never reads) the whole daemon froze: no replication, no
     control socket, no exit on SIGTERM."""
-    replica = local(tmp_path)
+    replica = local_replica(tmp_path)
     notify = tmp_path / "notify"
     state = tmp_path / "state"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
@@ -516,7 +516,7 @@ def test_sighup_keeps_rsync_password_for_the_daemon_targets_that_use_it(
     daemon = rsync_daemon_factory(use_chroot=True)
     monkeypatch.setenv("RSYNC_PASSWORD", daemon.password)
     remote = Replica("rsyncd", daemon.url, daemon.module_path)  # no password_file
-    added = local(tmp_path, "added")
+    added = local_replica(tmp_path, "added")
     state = tmp_path / "state"
     path = tmp_path / "t.toml"
     write_config(path, source=source, replicas=[remote], state_dir=state)
@@ -538,7 +538,7 @@ def test_a_failing_webhook_never_logs_the_token_in_its_path(
 ) -> None:
     """Slack/Discord/Teams webhook URLs are credentials: the token is the path. A failed
     post logged the URL with its path (only the user, password and query were hidden)."""
-    replica = local(tmp_path)
+    replica = local_replica(tmp_path)
     dead = socket.socket()
     dead.bind(("127.0.0.1", 0))  # bound, never listening: connection refused
     port = dead.getsockname()[1]
@@ -569,7 +569,7 @@ class Throttle(Protocol):
 
 def throttled(tmp_path: Path, source: Path) -> tuple[Replica, Path, Throttle]:
     """A local replica, the state dir, and a writer of t.toml with a --bwlimit (KiB/s)."""
-    replica = local(tmp_path)
+    replica = local_replica(tmp_path)
     state = tmp_path / "state"
 
     def configure(limit: int, excludes: Sequence[str] = ()) -> None:
@@ -645,7 +645,7 @@ def test_a_deeply_nested_request_gets_an_error_reply(
     _reply did not catch: no reply at all, a traceback in the log."""
     state = tmp_path / "state"
     config = write_config(
-        tmp_path / "t.toml", source=source, replicas=[local(tmp_path)], state_dir=state
+        tmp_path / "t.toml", source=source, replicas=[local_replica(tmp_path)], state_dir=state
     )
     ts = Trigsync(procs, config).start()
     # The control socket opens just after "watching" is logged: wait until it answers.

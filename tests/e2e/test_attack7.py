@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, cast
 
-from tests.e2e.conftest import Start, daemon_replica, refusing_replica
+from tests.e2e.conftest import Start, daemon_replica, local_replica, refusing_replica
 from tests.e2e.harness import Replica, Trigsync, write_config
 from tests.e2e.harness import run_cli as trigsync
 from tests.e2e.test_reload import reload
@@ -25,9 +25,8 @@ def test_sigterm_during_a_long_delay_sends_what_is_pending_and_exits_at_once(
     delay before its last send: systemd's 90 s stop timeout killed it, and the change
     was left for the next start. The README: SIGTERM sends what is pending once more and
     exits 0."""
-    path = tmp_path / "replica"
-    path.mkdir()
-    replica = Replica("local", str(path), path)
+    replica = local_replica(tmp_path)
+    path = replica.path
     ts = start_trigsync(replica, extra={"delay": 120})
     (source / "late.txt").write_text("written just before the stop\n")
     ts.wait_log("late.txt", timeout=5)  # queued; the worker sleeps out the delay
@@ -61,9 +60,8 @@ def test_an_exclude_regex_dropped_by_reload_lets_its_files_through(
     """A reload that changes only exclude_regex placed a new watcher and asked for a full
     sync, but kept every worker, whose rsync still ran with the old regex's patterns:
     the files it had kept out never arrived, and trigsync said the full sync was done."""
-    path = tmp_path / "replica"
-    path.mkdir()
-    replica = Replica("local", str(path), path)
+    replica = local_replica(tmp_path)
+    path = replica.path
     (source / "app.log").write_text("kept out, then let in\n")
     (source / "index.html").write_text("<p>\n")
     state = tmp_path / "state"
@@ -86,9 +84,8 @@ def test_reconcile_every_set_by_reload_repairs_drift(
     """reconcile_every was read once at start: a reload that turned it on (or changed
     it, or added a sync with it) said "config reloaded" and never ran a periodic sync,
     so drift made on the receiver stayed."""
-    path = tmp_path / "replica"
-    path.mkdir()
-    replica = Replica("local", str(path), path)
+    replica = local_replica(tmp_path)
+    path = replica.path
     (source / "page.html").write_text("<p>source</p>\n")
     config = write_config(
         tmp_path / "t.toml", source=source, replicas=[replica], state_dir=tmp_path / "state"
@@ -127,9 +124,9 @@ def test_pause_names_a_target_with_or_without_its_trailing_slash(
 ) -> None:
     """The README pauses `rsync://backup@10.0.0.2/www/` for the target its config writes
     `rsync://backup@10.0.0.2/www`: that was "no target", exit 1, and nothing paused."""
-    path = tmp_path / "replica"
-    path.mkdir()
-    ts = start_trigsync(Replica("local", str(path), path))
+    replica = local_replica(tmp_path)
+    path = replica.path
+    ts = start_trigsync(replica)
     state = str(tmp_path / "state")
     done = trigsync("pause", f"{path}/", "--state-dir", state)
     assert done.returncode == 0, done.stderr
@@ -149,9 +146,8 @@ def test_changes_while_stopped_arrive_after_the_clock_was_stepped_back(
     stopped looked older, and stayed off the replica for good. Here the stop time is
     moved an hour ahead, as such a clock would have written it. (A clock stepped back by
     less than trigsync was down leaves no trace to find.)"""
-    path = tmp_path / "replica"
-    path.mkdir()
-    replica = Replica("local", str(path), path)
+    replica = local_replica(tmp_path)
+    path = replica.path
     (source / "page.html").write_text("v1\n")
     state = tmp_path / "state"
     config = write_config(
@@ -177,9 +173,8 @@ def test_a_reload_that_replaces_a_worker_keeps_its_last_success_and_counts(
     """A reload that changed a target's settings gave it a new worker with fresh counts:
     status said LAST SUCCESS never (trigsync_last_success_timestamp_seconds vanished from
     the metrics) and SENT 0 for a target that had just been sent to."""
-    path = tmp_path / "replica"
-    path.mkdir()
-    replica = Replica("local", str(path), path)
+    replica = local_replica(tmp_path)
+    path = replica.path
     state = tmp_path / "state"
     config = write_config(
         tmp_path / "t.toml", source=source, replicas=[replica], state_dir=state, initial_sync=False
