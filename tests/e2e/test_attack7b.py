@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Start, daemon_replica
+from tests.e2e.conftest import Start, daemon_replica, refusing_replica
 from tests.e2e.harness import Replica
 from tests.e2e.test_attack6b import hold_a_slot
 from tests.support.proc import wait_for
@@ -126,7 +126,6 @@ def test_a_rename_refused_for_good_while_another_client_holds_the_only_slot(
     finally:
         hog.close()
     wait_trees_equal(source, replica.path, timeout=15)
-    print(trig.log()[-3000:])
 
 
 def test_renames_with_excludes_below_and_symlinked_dirs_end_equal(
@@ -225,3 +224,68 @@ def test_the_printed_route_fix_is_taken_and_keeps_the_route(sender_ns: str, ip: 
     assert done.returncode == 0, f"{fix}: {done.stderr.strip()}"
     after = _ns_ip(sender_ns, "route", "get", ip).stdout
     assert after.split() == [*before.split(), "quickack", "1"], (before, after)
+
+
+@pytest.mark.parametrize("max_connections", [2, 3])
+def test_a_rename_beside_a_big_file_in_flight_at_a_daemons_limit(
+    source: Path,
+    rsync_daemon_factory: RsyncDaemonFactory,
+    start_trigsync: Start,
+    max_connections: int,
+) -> None:
+    """One lane sends a big file (its connection held), the other rebuilds two renamed
+    directories: the rebuild's runs share what is left of the limit with the standbys."""
+    replica = daemon_replica(rsync_daemon_factory, max_connections=max_connections)
+    _release(source, "a")
+    _release(source, "b")
+    trig = start_trigsync(replica)
+    wait_for(lambda: "full sync done" in trig.log(), timeout=10, what="the initial sync")
+    with (source / "big.bin").open("wb") as big:
+        for _ in range(40):
+            big.write(os.urandom(1 << 20))
+    os.rename(source / "a", source / "a2")
+    os.rename(source / "b", source / "b2")
+    wait_trees_equal(source, replica.path, timeout=20)
+    wait_for(lambda: _moved(trig.log()), timeout=5, what="the renames")
+    assert sum(n for n, _ in _moved(trig.log())) == 2, trig.log()[-3000:]
+
+
+@pytest.mark.parametrize("standby", [True, False])
+def test_a_renamed_directory_holding_a_path_the_daemon_refuses_at_its_last_slot(
+    source: Path,
+    rsync_daemon_factory: RsyncDaemonFactory,
+    start_trigsync: Start,
+    standby: bool,
+) -> None:
+    """The rebuild exits 23 (a daemon-side exclude below the renamed directory) at max
+    connections 1: the rest arrives, the refused path is named, nothing hangs."""
+    replica = refusing_replica(rsync_daemon_factory, 1)
+    _release(source, "a")
+    (source / "a" / "x.secret").write_text("refused")
+    trig = start_trigsync(replica, extra={"standby": standby})
+    wait_for((replica.path / "a" / "f39").exists, timeout=10, what="the initial sync")
+    os.rename(source / "a", source / "b")
+    (source / "later").write_text("later")
+    wait_trees_equal(source, replica.path, timeout=15, exclude=lambda p: p.endswith(b".secret"))
+    wait_for(lambda: _moved(trig.log()), timeout=5, what="the rename")
+
+
+def test_one_refused_path_among_many_at_max_connections_1_is_found_in_time(
+    source: Path, rsync_daemon_factory: RsyncDaemonFactory, start_trigsync: Start
+) -> None:
+    """The halving that finds a refused path runs one short run after another, each on a
+    connection of its own. Asked at once after the one before, each was refused (the
+    daemon holds a slot ~60 ms after its client exits), the pause doubled to 1 s, and 26
+    paths with one refused took 7 to 9 s: every change behind them, and a SIGTERM, waited."""
+    replica = refusing_replica(rsync_daemon_factory, 1)
+    trig = start_trigsync(replica)
+    wait_for(lambda: "full sync done" in trig.log(), timeout=10, what="the initial sync")
+    start = time.monotonic()
+    for i in range(24):
+        (source / f"f{i:02}").write_text(str(i))
+    (source / "x.secret").write_text("refused")
+    (source / "g").write_text("after")
+    wait_for(lambda: "for b'x.secret'" in trig.log(), timeout=15, what="x.secret found")
+    took = time.monotonic() - start
+    wait_trees_equal(source, replica.path, timeout=5, exclude=lambda p: p.endswith(b".secret"))
+    assert took < 4.0, f"the refused path was found after {took:.1f} s"
