@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from trigsync.doctor_findings import quickack_route
+from trigsync.spares import LIMIT_KEPT, SLOT_FREED, Pool
 
 # Printed by iproute2 6.1 on Linux 6.x for routes set up in a network namespace.
 ONLINK = "8.8.8.8 via 172.31.1.1 dev eth0 src 1.2.3.4 uid 0 \n    cache \n"
@@ -56,3 +57,18 @@ def test_the_route_fix_keeps_what_the_route_it_overrides_gives(ip: str, got: str
 @pytest.mark.parametrize("kind", ["blackhole", "prohibit", "throw", "multicast"])
 def test_no_route_fix_for_a_route_that_is_not_unicast(kind: str) -> None:
     assert quickack_route("10.0.0.9", f"{kind} 10.0.0.9 dev eth0 table main") is None
+
+
+def test_a_limit_forgotten_after_refusals_in_a_row_is_learned_again_as_at_first() -> None:
+    """Refusals in a row with no connection let in after them (the target paused, say),
+    then LIMIT_KEPT of quiet: the limit is forgotten, and the next refusal is the first
+    of its kind again. The streak's count was kept, so its pause was the third refusal's
+    (4 x SLOT_FREED) and no standby started for that long."""
+    pool: Pool[str] = Pool(max_depth=4)
+    pool.refused(0.0, 1)
+    pool.refused(0.2, 1)
+    later = 0.2 + LIMIT_KEPT + 1.0
+    assert pool.to_start(later, starting=0) == 1
+    assert pool.limit is None, "forgotten"
+    pool.refused(later, 1)
+    assert pool.to_start(later + SLOT_FREED, starting=0) == 1, "paused as after a first refusal"
