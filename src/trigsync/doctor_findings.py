@@ -212,7 +212,10 @@ def quickack_route(ip: str, route_get: str) -> str | None:
 
     def carry(key: str) -> None:
         if key in words[:-1]:
-            spec.extend([key, words[words.index(key) + 1]])
+            at = words.index(key) + 1
+            # "via inet6 fe80::1": an IPv4 route through an IPv6 gateway (RFC 5549)
+            family = words[at] in ("inet", "inet6") and at + 1 < len(words)
+            spec.extend([key, *words[at : at + (2 if family else 1)]])
 
     carry("via")
     carry("dev")

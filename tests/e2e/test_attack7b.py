@@ -203,6 +203,7 @@ def sender_ns() -> Iterator[str]:
             "rule add to 10.7.0.0/16 table 100 pref 100",
             "route add 10.8.0.0/16 via 172.31.1.1 dev eth0 onlink mtu lock 1300",
             "route add 10.5.0.0/16 via 172.31.1.1 dev eth0 onlink src 1.2.3.5",
+            "route add 10.3.0.0/16 via inet6 fe80::1 dev eth0",
         ):
             done = _ns_ip(ns, *args.split())
             assert done.returncode == 0, f"ip {args}: {done.stderr}"
@@ -211,7 +212,7 @@ def sender_ns() -> Iterator[str]:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)  # noqa: S603
 
 
-@pytest.mark.parametrize("ip", ["8.8.8.8", "10.7.0.7", "10.8.0.7", "10.5.0.7"])
+@pytest.mark.parametrize("ip", ["8.8.8.8", "10.7.0.7", "10.8.0.7", "10.5.0.7", "10.3.0.7"])
 def test_the_printed_route_fix_is_taken_and_keeps_the_route(sender_ns: str, ip: str) -> None:
     """doctor's printed command, run as printed on a sender with such routes: ip takes it,
     and the address then goes the same way (gateway, table, source, mtu) with quickack."""

@@ -16,6 +16,7 @@ V6_MTU = (
     "2001:db8:9::7 from :: via fe80::1 dev eth0 src 2001:db8::5 metric 1024 mtu 1300 pref medium"
 )
 SECOND_SRC = "10.5.0.7 via 10.0.0.1 dev eth0 src 10.0.0.6 uid 0 \n    cache \n"
+V6_GATEWAY = "10.3.0.7 via inet6 fe80::1 dev eth0 src 1.2.3.4 uid 0 \n    cache \n"
 
 
 @pytest.mark.parametrize(
@@ -47,6 +48,12 @@ SECOND_SRC = "10.5.0.7 via 10.0.0.1 dev eth0 src 10.0.0.6 uid 0 \n    cache \n"
             "10.5.0.7",
             SECOND_SRC,
             "ip route add 10.5.0.7/32 via 10.0.0.1 dev eth0 onlink src 10.0.0.6",
+        ),
+        # An IPv4 route through an IPv6 gateway (RFC 5549, BGP unnumbered): "via inet6 ADDR".
+        (
+            "10.3.0.7",
+            V6_GATEWAY,
+            "ip route add 10.3.0.7/32 via inet6 fe80::1 dev eth0 onlink src 1.2.3.4",
         ),
     ],
 )
