@@ -45,18 +45,18 @@ def test_many_directories_renamed_at_once_at_a_daemons_limit_all_move_in_place(
     start_trigsync: Start,
     max_connections: int,
 ) -> None:
-    """Six renames in one batch: more than LINK_DEST_RUNS rebuilds side by side, each
+    """Five renames in one batch: more than LINK_DEST_RUNS rebuilds side by side, each
     with its listing, against a daemon whose limit is not known yet."""
     replica = daemon_replica(rsync_daemon_factory, max_connections=max_connections)
-    for i in range(6):
+    for i in range(5):
         _release(source, f"d{i}")
     trig = start_trigsync(replica, extra={"delay": 0.3})
     wait_for(lambda: "full sync done" in trig.log(), timeout=10, what="the initial sync")
-    for i in range(6):
+    for i in range(5):
         os.rename(source / f"d{i}", source / f"e{i}")
     wait_for(lambda: _moved(trig.log()), timeout=15, what="the renames")
     wait_trees_equal(source, replica.path, timeout=15)
-    assert _moved(trig.log()) == [(6, 6)], trig.log()[-3000:]
+    assert _moved(trig.log()) == [(5, 5)], trig.log()[-3000:]
 
 
 @pytest.mark.parametrize("max_connections", [1, 2])
@@ -121,8 +121,13 @@ def test_a_rename_refused_for_good_while_another_client_holds_the_only_slot(
     try:
         os.rename(source / "a", source / "b")
         (source / "later").write_text("later")
-        wait_for(lambda: "max connections" in trig.log(), timeout=10, what="a refusal")
-        time.sleep(2.5)
+        assert replica.log is not None
+        log = replica.log
+        wait_for(
+            lambda: log.read_text().count("max connections") >= 6,
+            timeout=10,
+            what="the rebuild refused again and again",
+        )
     finally:
         hog.close()
     wait_trees_equal(source, replica.path, timeout=15)
@@ -290,3 +295,43 @@ def test_one_refused_path_among_many_at_max_connections_1_is_found_in_time(
     took = time.monotonic() - start
     wait_trees_equal(source, replica.path, timeout=5, exclude=lambda p: p.endswith(b".secret"))
     assert took < 4.0, f"the refused path was found after {took:.1f} s"
+
+
+@pytest.mark.parametrize("max_connections", [1, 2])
+def test_renames_back_and_forth_during_rebuilds_at_a_daemons_limit_end_equal(
+    source: Path,
+    rsync_daemon_factory: RsyncDaemonFactory,
+    start_trigsync: Start,
+    max_connections: int,
+) -> None:
+    """Directories renamed again while the rebuilds of their last names run: a -> b,
+    b -> c, c -> a, swaps through a third name, each a few ms apart."""
+    replica = daemon_replica(rsync_daemon_factory, max_connections=max_connections)
+    for name in ("a", "x", "y"):
+        _release(source, name)
+    trig = start_trigsync(replica)
+    wait_for(lambda: "full sync done" in trig.log(), timeout=10, what="the initial sync")
+    steps = [("a", "b"), ("b", "c"), ("x", "t"), ("y", "x"), ("t", "y"), ("c", "a"), ("a", "d")]
+    for old, new in steps:
+        os.rename(source / old, source / new)
+        (source / new / "touched").write_text(new)
+        time.sleep(0.03)
+    wait_trees_equal(source, replica.path, timeout=20)
+
+
+def test_a_directory_made_again_at_max_connections_1_arrives_in_time(
+    source: Path, rsync_daemon_factory: RsyncDaemonFactory, start_trigsync: Start
+) -> None:
+    """A directory deleted and made again is sent whole by a run of its own beside the
+    standby (Runner._replace), at the daemon's only slot."""
+    replica = daemon_replica(rsync_daemon_factory, max_connections=1)
+    _release(source, "a")
+    trig = start_trigsync(replica)
+    wait_for(lambda: "full sync done" in trig.log(), timeout=10, what="the initial sync")
+    for round_ in range(3):
+        shutil.rmtree(source / "a")
+        _release(source, "a", files=5)
+        (source / f"n{round_}").write_text("n")
+        start = time.monotonic()
+        took = wait_trees_equal(source, replica.path, timeout=15)
+        assert took < 2.0, f"round {round_}: equal after {time.monotonic() - start:.1f} s"
