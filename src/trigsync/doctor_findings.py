@@ -171,21 +171,66 @@ def latency_finding(
     return Finding(Level.OK, subject, f"a small file arrives in {ms:.0f} ms")
 
 
+# What a route carries that the host route in its place must keep ("mtu lock 1300" too):
+# a lower mtu dropped would send segments the path cannot carry.
+_METRICS = frozenset(
+    [
+        "mtu",
+        "hoplimit",
+        "advmss",
+        "reordering",
+        "window",
+        "cwnd",
+        "initcwnd",
+        "initrwnd",
+        "rtt",
+        "rttvar",
+        "ssthresh",
+        "rto_min",
+        "features",
+        "congctl",
+        "fastopen_no_cookie",
+    ]
+)
+_NOT_UNICAST = ("local", "broadcast", "unreachable", "blackhole", "prohibit", "throw", "multicast")
+
+
 def quickack_route(ip: str, route_get: str) -> str | None:
     """The ``ip route`` command that makes this host acknowledge the receiver's segments at
     once, from what ``ip route get IP`` printed; None if the route has it already, or is
-    one this host should not be told to change (loopback, local)."""
+    one this host should not be told to change (loopback, local).
+
+    The host route keeps what the route it overrides gives this address: its gateway
+    (``onlink``, which ``ip route get`` never shows: a gateway outside every prefix of
+    the host, as cloud hosts have it, is refused without it), its table (policy routing
+    looks the address up there, not in main), its source address (the daemon's ``hosts
+    allow`` knows that one) and its metrics (mtu)."""
     words = route_get.split()
-    if not words or words[0] in ("local", "broadcast", "unreachable") or "quickack" in words:
+    if not words or words[0] in _NOT_UNICAST or "quickack" in words:
         return None
-    hops = []
-    for key in ("via", "dev"):
+    spec: list[str] = []
+
+    def carry(key: str) -> None:
         if key in words[:-1]:
-            hops += [key, words[words.index(key) + 1]]
-    if "dev" not in hops:
+            at = words.index(key) + 1
+            # "via inet6 fe80::1": an IPv4 route through an IPv6 gateway (RFC 5549)
+            family = words[at] in ("inet", "inet6") and at + 1 < len(words)
+            spec.extend([key, *words[at : at + (2 if family else 1)]])
+
+    carry("via")
+    carry("dev")
+    if "dev" not in spec:
         return None
+    if "via" in spec:
+        spec.append("onlink")
+    carry("table")
+    carry("src")
+    for i, word in enumerate(words[:-1]):
+        if word in _METRICS:
+            lock = words[i + 1] == "lock" and i + 2 < len(words)
+            spec.extend(words[i : i + (3 if lock else 2)])
     prefix = 128 if ":" in ip else 32
-    return " ".join(["ip route add", f"{ip}/{prefix}", *hops, "quickack 1"])
+    return " ".join(["ip route add", f"{ip}/{prefix}", *spec, "quickack 1"])
 
 
 def skew_finding(subject: str, skew: float, limit: float = 2.0) -> Finding:

@@ -263,6 +263,7 @@ class Pool(Generic[H]):
             self.limit = None
             self.slot_freed = SLOT_FREED
             self._freeing.clear()
+            self._refusals = 0  # the next refusal starts a streak of its own
 
     def _wanted(self, now: float, starting: int) -> int:
         slow = set(self.slow(now))

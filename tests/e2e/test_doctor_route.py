@@ -102,7 +102,7 @@ def test_a_stock_daemon_on_another_host_gets_the_route_fix_and_it_works(
         assert code == 1, out
         found = FIX.search(out)
         assert found, out
-        assert found[1] == f"ip route add {THERE}/32 dev {NS}a quickack 1", out
+        assert found[1] == f"ip route add {THERE}/32 dev {NS}a src {HERE} quickack 1", out
         subprocess.run(found[1].split(), check=True)  # noqa: S603 - the words doctor printed
         code, out = run_doctor()
         assert code == 0, out

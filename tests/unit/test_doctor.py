@@ -86,11 +86,13 @@ def test_a_slow_small_file_names_the_route_fix_on_this_host() -> None:
     stock daemon, 10 ms with quickack 1 on the sender's route (the receiver's alone: 52)."""
     got = "10.77.0.2 via 10.77.0.254 dev eth1 src 10.77.0.1 uid 0 \n    cache \n"
     fix = quickack_route("10.77.0.2", got)
-    assert fix == "ip route add 10.77.0.2/32 via 10.77.0.254 dev eth1 quickack 1"
+    assert (
+        fix == "ip route add 10.77.0.2/32 via 10.77.0.254 dev eth1 onlink src 10.77.0.1 quickack 1"
+    )
     same_link = quickack_route("10.77.0.2", "10.77.0.2 dev tsv0 src 10.77.0.1 uid 0 \n cache \n")
-    assert same_link == "ip route add 10.77.0.2/32 dev tsv0 quickack 1"
+    assert same_link == "ip route add 10.77.0.2/32 dev tsv0 src 10.77.0.1 quickack 1"
     v6 = quickack_route("fd00::2", "fd00::2 from :: dev eth0 proto kernel src fd00::1 metric 256")
-    assert v6 == "ip route add fd00::2/128 dev eth0 quickack 1"
+    assert v6 == "ip route add fd00::2/128 dev eth0 src fd00::1 quickack 1"
     assert (
         quickack_route("10.77.0.2", "10.77.0.2 dev tsv0 src 10.77.0.1 \n cache quickack 1") is None
     )
