@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -122,12 +122,17 @@ class Pool(Generic[H]):
             self._logins.append(now - spare.born)
             self._let_in()
 
-    def surplus(self) -> bool:
+    def surplus(self, alive: Callable[[H], bool] = lambda _: True) -> bool:
         """Whether more standbys wait, logged in, than the pool's depth: a hedge and the
         stalled login beside it both got through. One is enough; the other would hold a
         connection for nothing until its recycle (at a daemon's ``max connections``,
-        a slot that another client then cannot get)."""
-        ready = sum(1 for s in self._spares.values() if s.ready is not None and not s.retiring)
+        a slot that another client then cannot get). One that has exited, and is not
+        removed yet, does not count: its live twin is then no surplus."""
+        ready = sum(
+            1
+            for h, s in self._spares.items()
+            if s.ready is not None and not s.retiring and alive(h)
+        )
         return ready > self.depth
 
     def logging_in(self) -> list[H]:

@@ -343,7 +343,7 @@ class Standby:
         if proc.returncode is None and proc in self.pool:
             self.pool.mark_ready(proc, time.monotonic())
             self._changed.set()
-            if self.pool.surplus():
+            if self.pool.surplus(alive=lambda p: p.returncode is None):
                 self._stop_spare(proc)  # its twin logged in first and waits already
             self._retire_one()
 

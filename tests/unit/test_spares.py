@@ -73,6 +73,7 @@ def test_a_hedge_and_its_stalled_twin_both_ready_are_one_too_many() -> None:
     assert not pool.surplus(), "the one the pool needs"
     pool.mark_ready("slow", 0.060)
     assert pool.surplus(), "its stalled twin got through too: one is enough"
+    assert not pool.surplus(alive=lambda h: h != "hedge"), "its twin exited: no surplus"
     pool.deepen()
     assert not pool.surplus(), "a pool two deep wants both"
 
