@@ -56,7 +56,10 @@ def test_many_directories_renamed_at_once_at_a_daemons_limit_all_move_in_place(
         os.rename(source / f"d{i}", source / f"e{i}")
     wait_for(lambda: _moved(trig.log()), timeout=15, what="the renames")
     wait_trees_equal(source, replica.path, timeout=15)
-    assert _moved(trig.log()) == [(5, 5)], trig.log()[-3000:]
+    # A batch retried (its list run refused at the limit) applies its moves again: each
+    # time all in place, never the whole directories resent.
+    moved = _moved(trig.log())
+    assert moved and all(m == (5, 5) for m in moved), trig.log()[-3000:]
 
 
 @pytest.mark.parametrize("max_connections", [1, 2])
@@ -101,7 +104,10 @@ def test_renames_while_another_client_holds_slots_end_equal(
         wait_trees_equal(source, replica.path, timeout=20)
     finally:
         hog.close()
-    assert _moved(trig.log()) == [(5, 5)], trig.log()[-3000:]
+    # A batch retried (its list run refused at the limit) applies its moves again: each
+    # time all in place, never the whole directories resent.
+    moved = _moved(trig.log())
+    assert moved and all(m == (5, 5) for m in moved), trig.log()[-3000:]
 
 
 def test_a_rename_refused_for_good_while_another_client_holds_the_only_slot(
@@ -115,7 +121,9 @@ def test_a_rename_refused_for_good_while_another_client_holds_the_only_slot(
     daemon = replica.daemon
     assert daemon is not None
     _release(source, "a")
-    trig = start_trigsync(replica)
+    # No standby: at max connections = 1 it would hold the only slot from the initial
+    # sync on, and the other client would never get in (CI: "never let in", once).
+    trig = start_trigsync(replica, extra={"standby": False})
     wait_for(lambda: "full sync done" in trig.log(), timeout=10, what="the initial sync")
     hog = hold_a_slot(daemon)
     try:
