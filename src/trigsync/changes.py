@@ -133,12 +133,20 @@ class PendingSet:
         else:
             self._kinds[path] = merged
 
-    def extend(self, batch: Batch, *, in_flight: bool = False) -> None:
+    def extend(
+        self,
+        batch: Batch,
+        *,
+        in_flight: bool = False,
+        deleted_in_flight: Callable[[bytes], bool] = lambda _: False,
+    ) -> None:
         """Merge a batch of newer changes into this set.
 
         While a run is ``in_flight`` it reads the source as it is now, so it may deliver a
         path created after it was taken: such a path is recorded as CHANGED, not NEW,
-        and its deletion still travels.
+        and its deletion still travels. A path made again while a run deletes it is
+        REPLACED: that run found it there again and sent it rather than deleting it, so
+        the target may keep what the old one held (a directory's old files).
         """
         if batch.full:
             self.full = True
@@ -156,7 +164,9 @@ class PendingSet:
                     above = {a for p in kinds for a in ancestors(p)}
                 self._add_move(move, above)
                 move = next(moves, None)
-            kind = Kind.CHANGED if in_flight and change.kind is Kind.NEW else change.kind
+            kind = change.kind
+            if kind is Kind.NEW and in_flight:
+                kind = Kind.REPLACED if deleted_in_flight(change.path) else Kind.CHANGED
             merged = MERGE[kinds.get(change.path), kind]
             if merged is None:
                 del kinds[change.path]

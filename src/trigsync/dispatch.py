@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import lanes, listing, partial, retry, rsync
-from .changes import Batch, PendingSet, uncovered
+from .changes import Batch, Kind, PendingSet, uncovered
 from .errors import BusySyncError, SyncError
 from .fullsync import FullSyncRunner
 from .journal import Journal, unconfirmed_kinds
@@ -99,7 +99,12 @@ class Dispatcher:
         # after it was taken; so may a run that listed whole directories or the whole
         # tree, whose events can still be on their way to us just after it ended.
         in_flight = bool(self._flights) or time.monotonic() < self._runner.unlisted_until
-        self.pending.extend(batch, in_flight=in_flight)
+        flights = list(self._flights.values())
+        self.pending.extend(
+            batch,
+            in_flight=in_flight,
+            deleted_in_flight=lambda path: any(path in f.deleted for f in flights),
+        )
         became_full = self.pending.full and not was_full
         self.journal.record((c.path for c in batch.changes), self.pending, became_full)
         if not self.pending and not self._flights:
@@ -292,7 +297,8 @@ class Dispatcher:
     async def _send(self, lane: int, batch: Batch, seq: int | None, *, takes_all: bool) -> None:
         """Run one batch taken at journal sequence ``seq``, confirmed on success: all of
         it if the batch ``takes_all`` that was pending, else the batch's own paths."""
-        self._flights[lane] = lanes.Flight(batch, self._since)
+        deleted = frozenset(c.path for c in batch.changes if c.kind is Kind.DELETED)
+        self._flights[lane] = lanes.Flight(batch, self._since, deleted=deleted)
         if not self.pending:
             self._since = None
         self._state = "syncing"

@@ -39,6 +39,9 @@ class Flight(NamedTuple):
     batch: Batch
     since: float | None
     whole: frozenset[bytes] = frozenset()
+    # The paths it deletes: one made again meanwhile may still be on the target after it
+    # (the run found it there again on the source, and sent it rather than deleting it).
+    deleted: frozenset[bytes] = frozenset()
 
 
 def alone(flights: Iterable[Flight]) -> bool:

@@ -341,5 +341,8 @@ def test_a_directory_made_again_at_max_connections_1_arrives_in_time(
         _release(source, "a", files=5)
         (source / f"n{round_}").write_text("n")
         start = time.monotonic()
-        took = wait_trees_equal(source, replica.path, timeout=15)
+        try:
+            took = wait_trees_equal(source, replica.path, timeout=15)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- trigsync log ---\n{trig.log()[-6000:]}") from None
         assert took < 2.0, f"round {round_}: equal after {time.monotonic() - start:.1f} s"

@@ -107,6 +107,23 @@ def test_created_during_a_run_may_reach_the_target() -> None:
     assert pending.take() == batch((b"x", Kind.DELETED))
 
 
+def test_made_again_while_its_deletion_runs_is_replaced() -> None:
+    """rm -r a; mkdir a while the run deleting "a" is in flight: that run found "a" on the
+    source again and sent it (not recursively), so the target kept a/'s old files, and a
+    NEW "a" (CHANGED once in flight) was sent without deleting them: they stayed for good
+    (test_attack7b, a directory made again at max connections 1, 1 run in 6)."""
+    pending = PendingSet()
+    pending.extend(batch((b"a", Kind.DELETED)))
+    in_flight = pending.take()
+    pending.extend(
+        batch((b"a", Kind.NEW), (b"n", Kind.NEW)),
+        in_flight=True,
+        deleted_in_flight=lambda path: any(c.path == path for c in in_flight.changes),
+    )
+    assert pending.get(b"a") is Kind.REPLACED  # the replace run: recursive, with --delete
+    assert pending.get(b"n") is Kind.CHANGED  # in flight, but nobody deletes it
+
+
 def test_ancestors() -> None:
     assert list(ancestors(b"a/b/c")) == [b"a/b", b"a"]
     assert list(ancestors(b"a")) == []
